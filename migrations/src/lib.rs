@@ -1,0 +1,36 @@
+//! clreg's database schema as append-only migrations, one change per file (SQLite and PostgreSQL).
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261128_000001_users;
+mod m20261128_000002_api_keys;
+mod m20261128_000003_collaborations;
+mod m20261128_000004_members;
+mod m20261128_000005_blobs;
+mod m20261128_000006_uploads;
+mod m20261128_000007_artifacts;
+mod m20261128_000008_artifact_files;
+mod m20261128_000009_lineage_edges;
+mod m20261128_000010_datasets;
+mod m20261128_000011_ledger_events;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20261128_000001_users::Migration),
+            Box::new(m20261128_000002_api_keys::Migration),
+            Box::new(m20261128_000003_collaborations::Migration),
+            Box::new(m20261128_000004_members::Migration),
+            Box::new(m20261128_000005_blobs::Migration),
+            Box::new(m20261128_000006_uploads::Migration),
+            Box::new(m20261128_000007_artifacts::Migration),
+            Box::new(m20261128_000008_artifact_files::Migration),
+            Box::new(m20261128_000009_lineage_edges::Migration),
+            Box::new(m20261128_000010_datasets::Migration),
+            Box::new(m20261128_000011_ledger_events::Migration),
+        ]
+    }
+}

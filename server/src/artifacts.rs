@@ -1,0 +1,444 @@
+//! Artifacts: reference resolution, commit (validate, id, version, lineage, ledger) and lineage.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+
+use chrono::Utc;
+use clreg_engine::error::FormatError;
+use clreg_engine::inspect::{self, FileAccess, Kind};
+use clreg_types::{
+    Artifact, ArtifactFile, ArtifactKind, ArtifactMetadata, CommitArtifact, Digest, ErrorCode, Lineage,
+    LineageEdge, LineageNode, Relation,
+};
+use object_store::{GetOptions, GetRange, ObjectStore};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set, TransactionTrait,
+};
+use serde_json::json;
+use sha2::{Digest as _, Sha256};
+
+use crate::auth::Caller;
+use crate::authz::{Access, Action};
+use crate::blobs::blob_key;
+use crate::db::entities::{artifact, artifact_file, blob, collaboration, dataset, lineage_edge, member, user};
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Finds an artifact by `collab/name[:version|latest]`, full id, or unique id prefix (≥ 8 hex).
+pub async fn find(state: &AppState, reference: &str) -> Result<artifact::Model, ApiError> {
+    let not_found = || ApiError::not_found(format!("artifact `{reference}`"));
+    if let Some((collab_name, rest)) = reference.split_once('/') {
+        let (name, version) = rest.split_once(':').unwrap_or((rest, "latest"));
+        let collab = collaboration::Entity::find()
+            .filter(collaboration::Column::Name.eq(collab_name))
+            .one(&state.db)
+            .await?
+            .ok_or_else(not_found)?;
+        return by_name(state, collab.id, name, version).await?.ok_or_else(not_found);
+    }
+    let hex = reference.strip_prefix("sha256:").unwrap_or(reference);
+    if hex.len() < 8 || hex.len() > 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
+        return Err(ApiError::bad_request(format!(
+            "`{reference}` is not an artifact reference: use COLLAB/NAME[:VERSION], an id, or an id prefix of at least 8 hex digits"
+        )));
+    }
+    if hex.len() == 64 {
+        return artifact::Entity::find_by_id(hex).one(&state.db).await?.ok_or_else(not_found);
+    }
+    let mut found = artifact::Entity::find()
+        .filter(artifact::Column::Id.starts_with(hex))
+        .all(&state.db)
+        .await?;
+    match found.len() {
+        0 => Err(not_found()),
+        1 => Ok(found.remove(0)),
+        n => Err(ApiError::new(ErrorCode::AmbiguousRef, format!("id prefix `{hex}` matches {n} artifacts; give more digits"))),
+    }
+}
+
+pub async fn by_name(state: &AppState, collab_id: i64, name: &str, version: &str) -> Result<Option<artifact::Model>, ApiError> {
+    let query = artifact::Entity::find()
+        .filter(artifact::Column::CollabId.eq(collab_id))
+        .filter(artifact::Column::Name.eq(name));
+    if version == "latest" {
+        return Ok(query.order_by_desc(artifact::Column::Version).one(&state.db).await?);
+    }
+    let version: i64 = version
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("version `{version}` is not a number or `latest`")))?;
+    Ok(query.filter(artifact::Column::Version.eq(version)).one(&state.db).await?)
+}
+
+/// Finds an artifact and checks the caller's route rule against its collaboration.
+pub async fn find_for(state: &AppState, caller: &Caller, reference: &str) -> Result<(artifact::Model, Access), ApiError> {
+    let found = find(state, reference).await?;
+    let collab = collaboration::Entity::find_by_id(found.collab_id)
+        .one(&state.db)
+        .await?
+        .ok_or_else(|| ApiError::internal("artifact without collaboration"))?;
+    let access = caller
+        .access_to(state, collab)
+        .await
+        .map_err(|e| if e.code == ErrorCode::NotFound { ApiError::not_found(format!("artifact `{reference}`")) } else { e })?;
+    Ok((found, access))
+}
+
+/// The wire form of an artifact.
+pub async fn to_wire(state: &AppState, a: artifact::Model) -> Result<Artifact, ApiError> {
+    let collab = collaboration::Entity::find_by_id(a.collab_id).one(&state.db).await?;
+    let creator = user::Entity::find_by_id(a.created_by).one(&state.db).await?;
+    let files = artifact_file::Entity::find()
+        .filter(artifact_file::Column::ArtifactId.eq(&a.id))
+        .order_by_asc(artifact_file::Column::Path)
+        .all(&state.db)
+        .await?;
+    let files = files
+        .into_iter()
+        .map(|f| {
+            Ok(ArtifactFile {
+                digest: Digest::parse_lenient(&f.digest).map_err(ApiError::internal)?,
+                path: f.path,
+                size: u64::try_from(f.size).unwrap_or(0),
+            })
+        })
+        .collect::<Result<_, ApiError>>()?;
+    Ok(Artifact {
+        kind: a.kind.parse().map_err(ApiError::internal)?,
+        collab: collab.map(|c| c.name).unwrap_or_default(),
+        name: a.name,
+        version: a.version,
+        base: a.base_id,
+        description: a.description,
+        metadata: serde_json::from_str(&a.metadata).map_err(ApiError::internal)?,
+        files,
+        created_by: creator.map(|u| u.name).unwrap_or_default(),
+        created_at: a.created_at,
+        id: a.id,
+    })
+}
+
+/// Reads artifact files out of the object store for the engine's inspectors, which run on a
+/// blocking thread; each read blocks that thread on the runtime.
+struct StoreFiles {
+    store: Arc<dyn ObjectStore>,
+    runtime: tokio::runtime::Handle,
+    files: BTreeMap<String, (Digest, u64)>,
+}
+
+impl FileAccess for StoreFiles {
+    fn size(&self, path: &str) -> Option<u64> {
+        self.files.get(path).map(|f| f.1)
+    }
+
+    fn read_range(&self, path: &str, start: u64, end: u64) -> Result<Vec<u8>, FormatError> {
+        let io = |reason: String| FormatError::Io { file: path.to_string(), reason };
+        let (digest, _) = self.files.get(path).ok_or_else(|| io("no such file in the artifact".into()))?;
+        if start == end {
+            return Ok(Vec::new());
+        }
+        let options = GetOptions { range: Some(GetRange::Bounded(start..end)), ..Default::default() };
+        self.runtime.block_on(async {
+            let result = self.store.get_opts(&blob_key(digest), options).await.map_err(|e| io(e.to_string()))?;
+            result.bytes().await.map(|b| b.to_vec()).map_err(|e| io(e.to_string()))
+        })
+    }
+}
+
+async fn inspect_files(
+    state: &AppState,
+    kind: Kind,
+    files: BTreeMap<String, (Digest, u64)>,
+    base_shapes: Option<BTreeMap<String, Vec<u64>>>,
+) -> Result<inspect::Report, ApiError> {
+    let _permit = state.cpu.acquire().await.map_err(ApiError::internal)?;
+    let access = StoreFiles { store: state.store.clone(), runtime: tokio::runtime::Handle::current(), files };
+    tokio::task::spawn_blocking(move || {
+        let paths: Vec<String> = access.files.keys().cloned().collect();
+        inspect::inspect_artifact(kind, &access, &paths, base_shapes.as_ref())
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::from)
+}
+
+async fn files_of(state: &AppState, artifact_id: &str) -> Result<BTreeMap<String, (Digest, u64)>, ApiError> {
+    let rows = artifact_file::Entity::find()
+        .filter(artifact_file::Column::ArtifactId.eq(artifact_id))
+        .all(&state.db)
+        .await?;
+    rows.into_iter()
+        .map(|f| Ok((f.path, (Digest::parse_lenient(&f.digest).map_err(ApiError::internal)?, u64::try_from(f.size).unwrap_or(0)))))
+        .collect()
+}
+
+/// Commits a manifest: checks, inspects, and writes artifact + files + edges + ledger event in one
+/// transaction. Returns (created, artifact row).
+pub async fn commit(state: &AppState, caller: &Caller, access: &Access, req: CommitArtifact) -> Result<(bool, artifact::Model), ApiError> {
+    clreg_types::check_name(&req.name).map_err(|m| ApiError::new(ErrorCode::InvalidName, m))?;
+    let engine_kind = match req.kind {
+        ArtifactKind::Base => {
+            access.require(Action::PushBase)?;
+            Kind::Base
+        }
+        ArtifactKind::Checkpoint => Kind::Checkpoint,
+        ArtifactKind::Adapter => Kind::Adapter,
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "artifacts of kind `{other}` are produced by merge and mix jobs, not pushed; push a base, checkpoint or adapter"
+            )));
+        }
+    };
+    if req.files.is_empty() {
+        return Err(ApiError::bad_request("the manifest lists no files"));
+    }
+    // Every file: a safe path and a blob the server has, of the declared size.
+    let mut files = BTreeMap::new();
+    for (path, entry) in &req.files {
+        clreg_types::check_file_path(path).map_err(|m| ApiError::new(ErrorCode::InvalidPath, m))?;
+        let stored = blob::Entity::find_by_id(entry.digest.hex()).one(&state.db).await?.ok_or_else(|| {
+            ApiError::new(ErrorCode::BlobUnknown, format!("file `{path}`: blob {} was never uploaded; upload it first", entry.digest))
+        })?;
+        if u64::try_from(stored.size).ok() != Some(entry.size) {
+            return Err(ApiError::bad_request(format!(
+                "file `{path}`: declared size {} but blob {} has {} bytes",
+                entry.size, entry.digest, stored.size
+            )));
+        }
+        files.insert(path.clone(), (entry.digest.clone(), entry.size));
+    }
+    // The base: required for everything but a base model, must itself be a base.
+    let base = match (&req.base, req.kind) {
+        (None, ArtifactKind::Base) => None,
+        (Some(_), ArtifactKind::Base) => return Err(ApiError::bad_request("a base model has no base; drop `base`")),
+        (None, kind) => return Err(ApiError::bad_request(format!("an artifact of kind `{kind}` must name its base model (`base`)"))),
+        (Some(r), _) => {
+            let (b, _) = find_for_read(state, caller, r).await.map_err(|e| {
+                if e.code == ErrorCode::NotFound {
+                    ApiError::not_found(format!("base model `{r}`"))
+                } else {
+                    e
+                }
+            })?;
+            if b.kind != ArtifactKind::Base.as_str() {
+                return Err(ApiError::bad_request(format!("`{r}` is a {}, not a base model", b.kind)));
+            }
+            Some(b)
+        }
+    };
+    let base_shapes = match &base {
+        Some(b) => Some(inspect_files(state, Kind::Other, files_of(state, &b.id).await?, None).await?.shapes),
+        None => None,
+    };
+    let report = inspect_files(state, engine_kind, files.clone(), base_shapes).await?;
+    let base_arch = match &base {
+        Some(b) => serde_json::from_str::<ArtifactMetadata>(&b.metadata).ok().and_then(|m| m.architecture),
+        None => None,
+    };
+    let metadata = ArtifactMetadata {
+        architecture: report.architecture.clone().or(base_arch),
+        dtype: report.dtype.clone(),
+        parameters: report.parameters,
+        tensors: report.tensors,
+        adapter: report.adapter.as_ref().map(|a| clreg_types::AdapterMetadata {
+            r: a.r,
+            lora_alpha: a.lora_alpha,
+            target_modules: a.target_modules.clone(),
+            use_rslora: a.use_rslora,
+        }),
+    };
+    // Parents: resolved, readable; datasets on edges must be registered in this collaboration.
+    let mut parents = Vec::new();
+    for p in &req.parents {
+        let (parent, _) = find_for_read(state, caller, &p.parent).await?;
+        for d in &p.datasets {
+            let registered = dataset::Entity::find()
+                .filter(dataset::Column::CollabId.eq(access.collab.id))
+                .filter(dataset::Column::Digest.eq(d.hex()))
+                .one(&state.db)
+                .await?;
+            if registered.is_none() {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidDataset,
+                    format!("dataset {d} on the edge from `{}` is not registered in `{}`; register it first (`clreg dataset push`)", p.parent, access.collab.name),
+                ));
+            }
+        }
+        parents.push((parent.id, p.relation, p.method.clone(), p.params.clone(), p.datasets.clone()));
+    }
+    if parents.is_empty() {
+        if let Some(b) = &base {
+            let relation = if req.kind == ArtifactKind::Adapter { Relation::Adapter } else { Relation::Finetune };
+            parents.push((b.id.clone(), relation, String::new(), BTreeMap::new(), Vec::new()));
+        }
+    }
+    let canonical = json!({
+        "collab": access.collab.name,
+        "name": req.name,
+        "kind": req.kind,
+        "base": base.as_ref().map(|b| b.id.clone()),
+        "description": req.description,
+        "files": req.files,
+        "parents": parents.iter().map(|(id, rel, method, params, datasets)| json!({
+            "parent": id, "relation": rel, "method": method, "params": params, "datasets": datasets,
+        })).collect::<Vec<_>>(),
+    });
+    let id = hex::encode(Sha256::digest(clreg_types::canonical_json(&canonical).as_bytes()));
+    if let Some(existing) = artifact::Entity::find_by_id(&id).one(&state.db).await? {
+        return Ok((false, existing));
+    }
+
+    let _write = state.write_lock.lock().await;
+    let collab = access.collab.clone();
+    let actor = caller.name.clone();
+    let user_id = caller.id;
+    let metadata_json = serde_json::to_string(&metadata).map_err(ApiError::internal)?;
+    let base_id = base.map(|b| b.id);
+    let model = state
+        .db
+        .transaction::<_, artifact::Model, ApiError>(move |txn| {
+            Box::pin(async move {
+                let latest = artifact::Entity::find()
+                    .filter(artifact::Column::CollabId.eq(collab.id))
+                    .filter(artifact::Column::Name.eq(&req.name))
+                    .order_by_desc(artifact::Column::Version)
+                    .one(txn)
+                    .await?;
+                let version = latest.map_or(1, |a| a.version + 1);
+                let model = artifact::ActiveModel {
+                    id: Set(id.clone()),
+                    collab_id: Set(collab.id),
+                    name: Set(req.name.clone()),
+                    version: Set(version),
+                    kind: Set(req.kind.as_str().to_string()),
+                    base_id: Set(base_id.clone()),
+                    description: Set(req.description.clone()),
+                    metadata: Set(metadata_json),
+                    created_by: Set(user_id),
+                    created_at: Set(Utc::now()),
+                }
+                .insert(txn)
+                .await?;
+                for (path, entry) in &req.files {
+                    artifact_file::ActiveModel {
+                        artifact_id: Set(id.clone()),
+                        path: Set(path.clone()),
+                        digest: Set(entry.digest.hex()),
+                        size: Set(i64::try_from(entry.size).unwrap_or(i64::MAX)),
+                        ..Default::default()
+                    }
+                    .insert(txn)
+                    .await?;
+                }
+                for (parent, relation, method, params, datasets) in &parents {
+                    lineage_edge::ActiveModel {
+                        parent_id: Set(parent.clone()),
+                        child_id: Set(id.clone()),
+                        relation: Set(relation.as_str().to_string()),
+                        method: Set(method.clone()),
+                        params: Set(serde_json::to_string(params).map_err(ApiError::internal)?),
+                        datasets: Set(serde_json::to_string(datasets).map_err(ApiError::internal)?),
+                        ..Default::default()
+                    }
+                    .insert(txn)
+                    .await?;
+                }
+                crate::ledger::append(
+                    txn,
+                    Some((collab.id, &collab.name)),
+                    "artifact.pushed",
+                    &actor,
+                    json!({
+                        "id": id, "name": req.name, "version": version, "kind": req.kind,
+                        "base": base_id, "files": req.files,
+                        "parents": parents.iter().map(|p| json!({"parent": p.0, "relation": p.1, "datasets": p.4})).collect::<Vec<_>>(),
+                    }),
+                )
+                .await?;
+                Ok(model)
+            })
+        })
+        .await?;
+    Ok((true, model))
+}
+
+/// Like `find_for`, but only needs read access whatever the route's rule is (bases, parents).
+async fn find_for_read(state: &AppState, caller: &Caller, reference: &str) -> Result<(artifact::Model, ()), ApiError> {
+    let found = find(state, reference).await?;
+    if !member_collabs(state, caller.id, Action::Read).await?.contains(&found.collab_id) {
+        return Err(ApiError::not_found(format!("artifact `{reference}`")));
+    }
+    Ok((found, ()))
+}
+
+/// Collaborations where `user` holds a role that allows `action`.
+pub async fn member_collabs(state: &AppState, user_id: i64, action: Action) -> Result<BTreeSet<i64>, ApiError> {
+    let roles: Vec<&str> = action.roles().iter().map(|r| r.as_str()).collect();
+    Ok(member::Entity::find()
+        .filter(member::Column::UserId.eq(user_id))
+        .filter(member::Column::Role.is_in(roles))
+        .all(&state.db)
+        .await?
+        .into_iter()
+        .map(|m| m.collab_id)
+        .collect())
+}
+
+/// Ancestors and descendants of `root`, limited to collaborations the caller can read.
+pub async fn lineage(state: &AppState, caller: &Caller, root: &artifact::Model) -> Result<Lineage, ApiError> {
+    let readable = member_collabs(state, caller.id, Action::Read).await?;
+    let mut nodes: HashMap<String, artifact::Model> = HashMap::new();
+    let mut edges: Vec<lineage_edge::Model> = Vec::new();
+    let mut seen_edges = BTreeSet::new();
+    nodes.insert(root.id.clone(), root.clone());
+    for upward in [true, false] {
+        let mut queue = VecDeque::from([root.id.clone()]);
+        let mut visited = BTreeSet::from([root.id.clone()]);
+        while let Some(current) = queue.pop_front() {
+            let column = if upward { lineage_edge::Column::ChildId } else { lineage_edge::Column::ParentId };
+            for e in lineage_edge::Entity::find().filter(column.eq(&current)).all(&state.db).await? {
+                let next = if upward { e.parent_id.clone() } else { e.child_id.clone() };
+                let Some(node) = artifact::Entity::find_by_id(&next).one(&state.db).await? else { continue };
+                if !readable.contains(&node.collab_id) {
+                    continue;
+                }
+                if seen_edges.insert(e.id) {
+                    edges.push(e);
+                }
+                if visited.insert(next.clone()) {
+                    nodes.insert(next.clone(), node);
+                    queue.push_back(next);
+                }
+            }
+        }
+    }
+    let mut collab_names = HashMap::new();
+    let mut wire_nodes = Vec::new();
+    for n in nodes.into_values() {
+        if !collab_names.contains_key(&n.collab_id) {
+            let c = collaboration::Entity::find_by_id(n.collab_id).one(&state.db).await?;
+            collab_names.insert(n.collab_id, c.map(|c| c.name).unwrap_or_default());
+        }
+        wire_nodes.push(LineageNode {
+            collab: collab_names.get(&n.collab_id).cloned().unwrap_or_default(),
+            kind: n.kind.parse().map_err(ApiError::internal)?,
+            id: n.id,
+            name: n.name,
+            version: n.version,
+        });
+    }
+    wire_nodes.sort_by(|a, b| (&a.collab, &a.name, a.version).cmp(&(&b.collab, &b.name, b.version)));
+    let wire_edges = edges
+        .into_iter()
+        .map(|e| {
+            Ok(LineageEdge {
+                parent: e.parent_id,
+                child: e.child_id,
+                relation: e.relation.parse().map_err(ApiError::internal)?,
+                method: e.method,
+                params: serde_json::from_str(&e.params).map_err(ApiError::internal)?,
+                datasets: serde_json::from_str(&e.datasets).map_err(ApiError::internal)?,
+            })
+        })
+        .collect::<Result<_, ApiError>>()?;
+    Ok(Lineage { root: root.id.clone(), nodes: wire_nodes, edges: wire_edges })
+}

@@ -1,0 +1,181 @@
+//! Identity: API keys (stored hashed), short-lived HS256 JWTs with `kid` rotation, and `Caller`.
+
+use std::path::Path;
+
+use chrono::{DateTime, Duration, Utc};
+use clreg_types::ErrorCode;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use crate::config::{Config, JwtKey};
+use crate::error::ApiError;
+
+/// The only algorithm clreg signs or accepts.
+const ALGORITHM: Algorithm = Algorithm::HS256;
+const KEY_PREFIX: &str = "clreg_";
+
+pub struct Keys {
+    /// (kid, encoding key); the first signs.
+    signing: (String, EncodingKey),
+    verifying: Vec<(String, DecodingKey)>,
+    issuer: String,
+    ttl: Duration,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    pub uid: i64,
+    pub iss: String,
+    pub aud: String,
+    pub iat: i64,
+    pub nbf: i64,
+    pub exp: i64,
+}
+
+impl Keys {
+    pub fn load_or_generate(config: &Config) -> anyhow::Result<Keys> {
+        let keys = if config.jwt_keys.is_empty() {
+            load_or_create_key_file(&config.data_dir.join("jwt-keys.json"))?
+        } else {
+            config.jwt_keys.clone()
+        };
+        Keys::new(&keys, &config.issuer, config.token_ttl_secs)
+    }
+
+    pub fn new(keys: &[JwtKey], issuer: &str, ttl_secs: u64) -> anyhow::Result<Keys> {
+        let first = keys.first().ok_or_else(|| anyhow::anyhow!("no JWT signing key"))?;
+        Ok(Keys {
+            signing: (first.kid.clone(), EncodingKey::from_secret(first.secret.as_bytes())),
+            verifying: keys
+                .iter()
+                .map(|k| (k.kid.clone(), DecodingKey::from_secret(k.secret.as_bytes())))
+                .collect(),
+            issuer: issuer.to_string(),
+            ttl: Duration::seconds(i64::try_from(ttl_secs).unwrap_or(3600)),
+        })
+    }
+
+    pub fn issue(&self, user: &str, uid: i64) -> Result<(String, DateTime<Utc>), ApiError> {
+        let now = Utc::now();
+        let exp = now + self.ttl;
+        let claims = Claims {
+            sub: user.to_string(),
+            uid,
+            iss: self.issuer.clone(),
+            aud: clreg_types::TOKEN_AUDIENCE.to_string(),
+            iat: now.timestamp(),
+            nbf: now.timestamp(),
+            exp: exp.timestamp(),
+        };
+        let mut header = Header::new(ALGORITHM);
+        header.kid = Some(self.signing.0.clone());
+        let token = jsonwebtoken::encode(&header, &claims, &self.signing.1)
+            .map_err(|e| ApiError::internal(format!("jwt encode: {e}")))?;
+        Ok((token, exp))
+    }
+
+    /// Checks signature (key chosen by `kid`), algorithm, `exp`, `nbf`, `iss` and `aud`.
+    pub fn verify(&self, token: &str) -> Result<Claims, ApiError> {
+        let invalid = |why: &str| {
+            ApiError::new(
+                ErrorCode::InvalidToken,
+                format!("invalid token: {why}; log in again (`clreg login`) to get a new one"),
+            )
+        };
+        let header = jsonwebtoken::decode_header(token).map_err(|_| invalid("malformed"))?;
+        if header.alg != ALGORITHM {
+            return Err(invalid("unexpected signing algorithm"));
+        }
+        let kid = header.kid.ok_or_else(|| invalid("no key id"))?;
+        let key = self
+            .verifying
+            .iter()
+            .find(|(k, _)| *k == kid)
+            .map(|(_, key)| key)
+            .ok_or_else(|| invalid("unknown key id"))?;
+        let mut validation = Validation::new(ALGORITHM);
+        validation.leeway = 5;
+        validation.validate_nbf = true;
+        validation.set_audience(&[clreg_types::TOKEN_AUDIENCE]);
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_required_spec_claims(&["exp", "nbf", "iat", "iss", "aud", "sub"]);
+        jsonwebtoken::decode::<Claims>(token, key, &validation)
+            .map(|data| data.claims)
+            .map_err(|e| {
+                use jsonwebtoken::errors::ErrorKind;
+                match e.kind() {
+                    ErrorKind::ExpiredSignature => invalid("expired"),
+                    ErrorKind::ImmatureSignature => invalid("not yet valid"),
+                    ErrorKind::InvalidAudience => invalid("wrong audience"),
+                    ErrorKind::InvalidIssuer => invalid("wrong issuer"),
+                    ErrorKind::InvalidSignature => invalid("bad signature"),
+                    _ => invalid("rejected"),
+                }
+            })
+    }
+}
+
+fn load_or_create_key_file(path: &Path) -> anyhow::Result<Vec<JwtKey>> {
+    if path.exists() {
+        let text = std::fs::read_to_string(path)?;
+        let keys: Vec<JwtKey> = serde_json::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("invalid key file {}: {e}", path.display()))?;
+        return Ok(keys);
+    }
+    let mut secret = [0u8; 32];
+    rand::rng().fill_bytes(&mut secret);
+    let keys = vec![JwtKey { kid: format!("k{}", Utc::now().timestamp()), secret: hex::encode(secret) }];
+    write_private(path, serde_json::to_string_pretty(&keys)?.as_bytes())?;
+    Ok(keys)
+}
+
+/// Writes a file readable by its owner only.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(bytes)
+}
+
+/// A new API key: (the key shown once, its sha256 hex to store, a display prefix).
+pub fn new_api_key() -> (String, String, String) {
+    let mut raw = [0u8; 32];
+    rand::rng().fill_bytes(&mut raw);
+    let key = format!("{KEY_PREFIX}{}", hex::encode(raw));
+    let hash = hash_api_key(&key);
+    let prefix = key[..KEY_PREFIX.len() + 6].to_string();
+    (key, hash, prefix)
+}
+
+/// API keys carry 256 random bits, so one sha256 is as strong as a slow password hash here.
+pub fn hash_api_key(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+/// The authenticated user of a request, put into the request's extensions by the authorization
+/// middleware together with the rule the route table gave this route.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub id: i64,
+    pub name: String,
+    pub is_admin: bool,
+    pub rule: crate::authz::Rule,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        parts.extensions.get::<Caller>().cloned().ok_or_else(|| {
+            ApiError::new(ErrorCode::Unauthenticated, "this route needs an authenticated caller")
+        })
+    }
+}

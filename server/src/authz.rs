@@ -1,0 +1,205 @@
+//! Authorization: one table of every route and who may call it. Unlisted means denied.
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::Method;
+use axum::middleware::Next;
+use axum::response::Response;
+use clreg_types::{ErrorCode, Policy, Role};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+
+use crate::auth::Caller;
+use crate::db::entities::{collaboration, member, user};
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// What a collaboration member does; DESIGN.md's table, row by row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Read collaboration, members, manifests, lineage, evaluations, reports, jobs, ledger.
+    Read,
+    /// Download artifact files.
+    Download,
+    /// Push checkpoints and adapters (base models need `PushBase`, checked on the body's kind).
+    Push,
+    PushBase,
+    /// Register a dataset manifest, upload or download its content (`full` only for content).
+    Datasets,
+    /// Add or remove members, change roles.
+    ManageMembers,
+    /// Tighten the policy `full` → `semi`.
+    TightenPolicy,
+}
+
+impl Action {
+    pub fn roles(self) -> &'static [Role] {
+        use Role::*;
+        match self {
+            Action::Read => &[Owner, Contributor, Consumer, Auditor],
+            Action::Download => &[Owner, Contributor, Consumer],
+            Action::Push | Action::Datasets => &[Owner, Contributor],
+            Action::PushBase | Action::ManageMembers | Action::TightenPolicy => &[Owner],
+        }
+    }
+}
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    /// No credentials (health, token exchange, API description).
+    Public,
+    /// Any authenticated user (create or list collaborations, upload blobs).
+    User,
+    /// A member with a role that allows the action in the route's collaboration; the handler
+    /// finds the collaboration (path or artifact) and calls `Caller::access`.
+    Member(Action),
+    /// Blob content: the caller must be allowed to download some artifact or dataset that holds it.
+    BlobReader,
+}
+
+/// Every route of the server: (method, path as axum matches it, rule).
+pub const ROUTES: &[(&str, &str, Rule)] = &[
+    ("GET", "/healthz", Rule::Public),
+    ("GET", "/readyz", Rule::Public),
+    ("GET", "/api/v1/openapi.json", Rule::Public),
+    ("POST", "/api/v1/auth/token", Rule::Public),
+    ("GET", "/api/v1/collaborations", Rule::User),
+    ("POST", "/api/v1/collaborations", Rule::User),
+    ("GET", "/api/v1/collaborations/{c}", Rule::Member(Action::Read)),
+    ("GET", "/api/v1/collaborations/{c}/members", Rule::Member(Action::Read)),
+    ("POST", "/api/v1/collaborations/{c}/members", Rule::Member(Action::ManageMembers)),
+    ("DELETE", "/api/v1/collaborations/{c}/members/{user}", Rule::Member(Action::ManageMembers)),
+    ("POST", "/api/v1/collaborations/{c}/policy", Rule::Member(Action::TightenPolicy)),
+    ("HEAD", "/api/v1/blobs/{digest}", Rule::User),
+    ("GET", "/api/v1/blobs/{digest}", Rule::BlobReader),
+    ("POST", "/api/v1/blobs/uploads", Rule::User),
+    ("GET", "/api/v1/blobs/uploads/{id}", Rule::User),
+    ("PATCH", "/api/v1/blobs/uploads/{id}", Rule::User),
+    ("PUT", "/api/v1/blobs/uploads/{id}", Rule::User),
+    ("DELETE", "/api/v1/blobs/uploads/{id}", Rule::User),
+    ("GET", "/api/v1/collaborations/{c}/artifacts", Rule::Member(Action::Read)),
+    ("POST", "/api/v1/collaborations/{c}/artifacts", Rule::Member(Action::Push)),
+    ("GET", "/api/v1/collaborations/{c}/artifacts/{name}/{version}", Rule::Member(Action::Read)),
+    ("GET", "/api/v1/artifacts/{id}", Rule::Member(Action::Read)),
+    ("GET", "/api/v1/artifacts/{id}/lineage", Rule::Member(Action::Read)),
+    ("GET", "/api/v1/artifacts/{id}/files/{path}", Rule::Member(Action::Download)),
+    ("GET", "/api/v1/collaborations/{c}/datasets", Rule::Member(Action::Read)),
+    ("POST", "/api/v1/collaborations/{c}/datasets", Rule::Member(Action::Datasets)),
+    ("GET", "/api/v1/collaborations/{c}/datasets/{digest}", Rule::Member(Action::Read)),
+    ("GET", "/api/v1/collaborations/{c}/datasets/{digest}/content", Rule::Member(Action::Datasets)),
+    ("GET", "/api/v1/collaborations/{c}/ledger", Rule::Member(Action::Read)),
+];
+
+pub fn rule_for(method: &Method, path: &str) -> Option<Rule> {
+    // HEAD on a GET route without its own HEAD entry is served by axum as GET: same rule.
+    let find = |m: &str| ROUTES.iter().find(|(rm, rp, _)| *rm == m && *rp == path).map(|r| r.2);
+    find(method.as_str()).or_else(|| (method == Method::HEAD).then(|| find("GET")).flatten())
+}
+
+/// Route-level middleware: looks the matched route up in `ROUTES`, authenticates when the rule
+/// needs it, and hands the handler a `Caller` carrying the rule.
+pub async fn authorize(
+    State(state): State<AppState>,
+    matched: Option<MatchedPath>,
+    mut request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let path = matched.as_ref().map(MatchedPath::as_str).unwrap_or("");
+    let Some(rule) = rule_for(request.method(), path) else {
+        tracing::error!(method = %request.method(), path, "route missing from the authorization table");
+        return Err(ApiError::forbidden("this route has no authorization rule"));
+    };
+    if rule != Rule::Public {
+        let caller = authenticate(&state, &request, rule).await?;
+        request.extensions_mut().insert(caller);
+    }
+    Ok(next.run(request).await)
+}
+
+async fn authenticate(state: &AppState, request: &Request, rule: Rule) -> Result<Caller, ApiError> {
+    let header = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::Unauthenticated,
+                "missing `Authorization: Bearer <token>`; get a token from POST /api/v1/auth/token",
+            )
+        })?;
+    let token = header.strip_prefix("Bearer ").ok_or_else(|| {
+        ApiError::new(ErrorCode::Unauthenticated, "the Authorization header must be `Bearer <token>`")
+    })?;
+    let claims = state.keys.verify(token.trim())?;
+    let user = user::Entity::find_by_id(claims.uid)
+        .one(&state.db)
+        .await?
+        .filter(|u| u.name == claims.sub)
+        .ok_or_else(|| ApiError::new(ErrorCode::InvalidToken, "the token's user no longer exists"))?;
+    Ok(Caller { id: user.id, name: user.name, is_admin: user.is_admin, rule })
+}
+
+/// A collaboration as seen by a caller who passed its route's rule.
+#[derive(Debug, Clone)]
+pub struct Access {
+    pub collab: collaboration::Model,
+    pub roles: Vec<Role>,
+}
+
+impl Access {
+    pub fn policy(&self) -> Policy {
+        self.collab.policy.parse().unwrap_or(Policy::Semi)
+    }
+
+    pub fn has(&self, action: Action) -> bool {
+        self.roles.iter().any(|r| action.roles().contains(r))
+    }
+
+    pub fn require(&self, action: Action) -> Result<(), ApiError> {
+        if self.has(action) {
+            return Ok(());
+        }
+        let allowed: Vec<&str> = action.roles().iter().map(|r| r.as_str()).collect();
+        Err(ApiError::forbidden(format!(
+            "this needs the role {} in collaboration `{}`; ask an owner to grant it",
+            allowed.join(" or "),
+            self.collab.name
+        )))
+    }
+}
+
+impl Caller {
+    /// Loads `collab` and the caller's roles in it and checks the route's rule. Non-members get
+    /// `not_found`, so collaboration names do not leak.
+    pub async fn access(&self, state: &AppState, collab_name: &str) -> Result<Access, ApiError> {
+        let collab = collaboration::Entity::find()
+            .filter(collaboration::Column::Name.eq(collab_name))
+            .one(&state.db)
+            .await?;
+        let collab = collab.ok_or_else(|| ApiError::not_found(format!("collaboration `{collab_name}`")))?;
+        self.access_to(state, collab).await
+    }
+
+    pub async fn access_to(
+        &self,
+        state: &AppState,
+        collab: collaboration::Model,
+    ) -> Result<Access, ApiError> {
+        let roles: Vec<Role> = member::Entity::find()
+            .filter(member::Column::CollabId.eq(collab.id))
+            .filter(member::Column::UserId.eq(self.id))
+            .all(&state.db)
+            .await?
+            .into_iter()
+            .filter_map(|m| m.role.parse().ok())
+            .collect();
+        if roles.is_empty() {
+            return Err(ApiError::not_found(format!("collaboration `{}`", collab.name)));
+        }
+        let access = Access { collab, roles };
+        match self.rule {
+            Rule::Member(action) => access.require(action)?,
+            _ => return Err(ApiError::internal("collaboration access on a non-member route")),
+        }
+        Ok(access)
+    }
+}

@@ -1,0 +1,247 @@
+//! Server configuration: defaults, then a TOML file, then `CLREG_*` environment variables.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Every setting of the server. Secrets are redacted by `Debug`.
+#[derive(Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address `serve` listens on.
+    pub addr: SocketAddr,
+    /// Where the embedded defaults keep their files (SQLite database, local store, JWT keys).
+    pub data_dir: PathBuf,
+    /// `sqlite://…` or `postgres://…`; default: `sqlite://<data_dir>/clreg.db`.
+    pub database_url: Option<String>,
+    /// `s3://bucket[/prefix]` or a local directory; default: `<data_dir>/store`.
+    pub store: Option<String>,
+    pub s3: S3Config,
+    /// Largest blob an upload may produce, in bytes.
+    pub max_blob_size: u64,
+    /// Largest single upload chunk (`PATCH` body), in bytes.
+    pub max_chunk_size: u64,
+    /// How long an unfinished upload session lives, in seconds.
+    pub upload_ttl_secs: u64,
+    /// Lifetime of the JWTs `POST /auth/token` issues, in seconds.
+    pub token_ttl_secs: u64,
+    /// JWT signing keys (HS256); the first is used to sign, all verify. When empty, a key is
+    /// generated into `<data_dir>/jwt-keys.json` on first start.
+    pub jwt_keys: Vec<JwtKey>,
+    /// The `iss` claim of issued tokens.
+    pub issuer: String,
+}
+
+#[derive(Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct S3Config {
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    /// Allow plain-HTTP endpoints (MinIO on a private network, tests).
+    pub allow_http: bool,
+}
+
+#[derive(Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtKey {
+    pub kid: String,
+    pub secret: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("clreg-data"),
+            database_url: None,
+            store: None,
+            s3: S3Config::default(),
+            max_blob_size: 64 << 30,
+            max_chunk_size: 64 << 20,
+            upload_ttl_secs: 24 * 3600,
+            token_ttl_secs: 3600,
+            jwt_keys: Vec::new(),
+            issuer: "clreg".to_string(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid config file {path}: {source}")]
+    Parse { path: PathBuf, source: toml::de::Error },
+    #[error("invalid environment variable {name}: {reason}")]
+    Env { name: &'static str, reason: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Defaults, overlaid by the TOML file at `path` (if any), overlaid by the environment.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut config = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|source| ConfigError::Parse {
+                    path: path.to_owned(),
+                    source,
+                })?
+            }
+            None => Config::default(),
+        };
+        config.apply_env(|name| std::env::var(name).ok())?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Applies `CLREG_*` variables read through `var` (a parameter so tests need no globals).
+    pub fn apply_env(
+        &mut self,
+        var: impl Fn(&'static str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
+        fn parse<T: std::str::FromStr>(name: &'static str, v: String) -> Result<T, ConfigError>
+        where
+            T::Err: fmt::Display,
+        {
+            v.parse()
+                .map_err(|e: T::Err| ConfigError::Env { name, reason: e.to_string() })
+        }
+        if let Some(v) = var("CLREG_ADDR") {
+            self.addr = parse("CLREG_ADDR", v)?;
+        }
+        if let Some(v) = var("CLREG_DATA_DIR") {
+            self.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = var("CLREG_DATABASE_URL") {
+            self.database_url = Some(v);
+        }
+        if let Some(v) = var("CLREG_STORE") {
+            self.store = Some(v);
+        }
+        if let Some(v) = var("CLREG_S3_ENDPOINT") {
+            self.s3.endpoint = Some(v);
+        }
+        if let Some(v) = var("CLREG_S3_REGION") {
+            self.s3.region = Some(v);
+        }
+        if let Some(v) = var("CLREG_S3_ACCESS_KEY_ID") {
+            self.s3.access_key_id = Some(v);
+        }
+        if let Some(v) = var("CLREG_S3_SECRET_ACCESS_KEY") {
+            self.s3.secret_access_key = Some(v);
+        }
+        if let Some(v) = var("CLREG_S3_ALLOW_HTTP") {
+            self.s3.allow_http = parse("CLREG_S3_ALLOW_HTTP", v)?;
+        }
+        if let Some(v) = var("CLREG_MAX_BLOB_SIZE") {
+            self.max_blob_size = parse("CLREG_MAX_BLOB_SIZE", v)?;
+        }
+        if let Some(v) = var("CLREG_MAX_CHUNK_SIZE") {
+            self.max_chunk_size = parse("CLREG_MAX_CHUNK_SIZE", v)?;
+        }
+        if let Some(v) = var("CLREG_TOKEN_TTL_SECS") {
+            self.token_ttl_secs = parse("CLREG_TOKEN_TTL_SECS", v)?;
+        }
+        if let Some(v) = var("CLREG_JWT_SECRET") {
+            self.jwt_keys = vec![JwtKey { kid: "env".to_string(), secret: v }];
+        }
+        Ok(())
+    }
+
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if self.max_chunk_size == 0 || self.max_blob_size == 0 {
+            return Err(ConfigError::Invalid(
+                "max_blob_size and max_chunk_size must be positive".into(),
+            ));
+        }
+        if self.token_ttl_secs < 30 {
+            return Err(ConfigError::Invalid("token_ttl_secs must be at least 30".into()));
+        }
+        for key in &self.jwt_keys {
+            if key.secret.len() < 32 {
+                return Err(ConfigError::Invalid(format!(
+                    "jwt key `{}` is too short: use at least 32 bytes of secret",
+                    key.kid
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}?mode=rwc", self.data_dir.join("clreg.db").display()),
+        }
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("addr", &self.addr)
+            .field("data_dir", &self.data_dir)
+            .field("database_url", &self.database_url.as_deref().map(redact_url))
+            .field("store", &self.store)
+            .field("s3_endpoint", &self.s3.endpoint)
+            .field("s3_region", &self.s3.region)
+            .field("s3_credentials", &self.s3.access_key_id.as_ref().map(|_| "<redacted>"))
+            .field("max_blob_size", &self.max_blob_size)
+            .field("max_chunk_size", &self.max_chunk_size)
+            .field("token_ttl_secs", &self.token_ttl_secs)
+            .field("jwt_keys", &self.jwt_keys.iter().map(|k| &k.kid).collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// Removes a password from a database URL before it is shown anywhere.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{user}:<redacted>{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_overrides_file_and_secrets_are_redacted() {
+        let mut config: Config =
+            toml::from_str("addr = \"0.0.0.0:9000\"\nmax_chunk_size = 1024\n").unwrap_or_default();
+        assert_eq!(config.addr.port(), 9000);
+        config
+            .apply_env(|name| match name {
+                "CLREG_DATABASE_URL" => Some("postgres://u:hunter2@db/clreg".into()),
+                "CLREG_MAX_CHUNK_SIZE" => Some("2048".into()),
+                _ => None,
+            })
+            .unwrap_or_default();
+        assert_eq!(config.max_chunk_size, 2048);
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("u:<redacted>@db"), "{shown}");
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        let mut config = Config::default();
+        let err = config.apply_env(|name| (name == "CLREG_ADDR").then(|| "nope".to_string()));
+        assert!(matches!(err, Err(ConfigError::Env { name: "CLREG_ADDR", .. })));
+        assert!(toml::from_str::<Config>("unknown_key = 1").is_err());
+    }
+}

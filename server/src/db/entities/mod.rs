@@ -1,0 +1,13 @@
+//! sea-orm entities, one per table, written in sea-orm-codegen's layout.
+
+pub mod api_key;
+pub mod artifact;
+pub mod artifact_file;
+pub mod blob;
+pub mod collaboration;
+pub mod dataset;
+pub mod ledger_event;
+pub mod lineage_edge;
+pub mod member;
+pub mod upload;
+pub mod user;

@@ -1,0 +1,3 @@
+//! Database access: the sea-orm entities (one per table).
+
+pub mod entities;

@@ -1,0 +1,137 @@
+//! The tamper-evident ledger: per-collaboration hash chains appended inside the writing transaction.
+
+use chrono::Utc;
+use clreg_types::LedgerEvent;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set,
+};
+use sha2::{Digest as _, Sha256};
+
+use crate::db::entities::ledger_event;
+use crate::error::ApiError;
+
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+fn chain_of(collab_id: Option<i64>) -> String {
+    match collab_id {
+        Some(id) => format!("collab:{id}"),
+        None => "system".to_string(),
+    }
+}
+
+/// Appends an event to the chain of `collab` (or the server-wide chain for `None`). Call it with
+/// the transaction that makes the change, so the event exists exactly when the change does.
+/// `(chain, seq)` is unique: two concurrent appends cannot both succeed with the same parent.
+pub async fn append<C: ConnectionTrait>(
+    db: &C,
+    collab: Option<(i64, &str)>,
+    kind: &str,
+    actor: &str,
+    payload: serde_json::Value,
+) -> Result<(), ApiError> {
+    let chain = chain_of(collab.map(|c| c.0));
+    let last = ledger_event::Entity::find()
+        .filter(ledger_event::Column::Chain.eq(&chain))
+        .order_by_desc(ledger_event::Column::Seq)
+        .one(db)
+        .await?;
+    let (seq, prev_hash) = match last {
+        Some(e) => (e.seq + 1, e.hash),
+        None => (1, GENESIS.to_string()),
+    };
+    // Stored as text with microseconds so every backend returns exactly what was hashed.
+    let now = Utc::now();
+    let created_at = now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let preimage = clreg_types::ledger_preimage(
+        &prev_hash,
+        seq,
+        collab.map(|c| c.1),
+        kind,
+        actor,
+        &now,
+        &payload,
+    );
+    let hash = hex::encode(Sha256::digest(preimage.as_bytes()));
+    ledger_event::ActiveModel {
+        chain: Set(chain),
+        collab_id: Set(collab.map(|c| c.0)),
+        seq: Set(seq),
+        kind: Set(kind.to_string()),
+        actor: Set(actor.to_string()),
+        payload: Set(clreg_types::canonical_json(&payload)),
+        created_at: Set(created_at),
+        prev_hash: Set(prev_hash),
+        hash: Set(hash),
+        ..Default::default()
+    }
+    .insert(db)
+    .await
+    .map_err(|e| {
+        if is_unique_violation(&e) {
+            ApiError::conflict("another change to this collaboration happened at the same time; retry")
+        } else {
+            e.into()
+        }
+    })?;
+    Ok(())
+}
+
+pub fn is_unique_violation(e: &sea_orm::DbErr) -> bool {
+    matches!(e.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_)))
+}
+
+/// The events of one chain, oldest first.
+pub async fn list<C: ConnectionTrait>(
+    db: &C,
+    collab: Option<(i64, &str)>,
+) -> Result<Vec<LedgerEvent>, ApiError> {
+    let rows = ledger_event::Entity::find()
+        .filter(ledger_event::Column::Chain.eq(chain_of(collab.map(|c| c.0))))
+        .order_by_asc(ledger_event::Column::Seq)
+        .all(db)
+        .await?;
+    rows.into_iter()
+        .map(|r| {
+            let created_at = chrono::DateTime::parse_from_rfc3339(&r.created_at)
+                .map_err(|e| ApiError::internal(format!("ledger timestamp: {e}")))?
+                .with_timezone(&Utc);
+            let payload = serde_json::from_str(&r.payload)
+                .map_err(|e| ApiError::internal(format!("ledger payload: {e}")))?;
+            Ok(LedgerEvent {
+                seq: r.seq,
+                collab: collab.map(|c| c.1.to_string()),
+                kind: r.kind,
+                actor: r.actor,
+                payload,
+                created_at,
+                prev_hash: r.prev_hash,
+                hash: r.hash,
+            })
+        })
+        .collect()
+}
+
+/// Recomputes every hash of a chain; `Err` names the first event that does not verify.
+pub fn verify(events: &[LedgerEvent]) -> Result<(), String> {
+    let mut prev = GENESIS.to_string();
+    for (i, e) in events.iter().enumerate() {
+        let expected_seq = i64::try_from(i).unwrap_or(i64::MAX) + 1;
+        if e.seq != expected_seq || e.prev_hash != prev {
+            return Err(format!("event {} does not link to its predecessor", e.seq));
+        }
+        let preimage = clreg_types::ledger_preimage(
+            &e.prev_hash,
+            e.seq,
+            e.collab.as_deref(),
+            &e.kind,
+            &e.actor,
+            &e.created_at,
+            &e.payload,
+        );
+        if hex::encode(Sha256::digest(preimage.as_bytes())) != e.hash {
+            return Err(format!("event {} has been altered", e.seq));
+        }
+        prev = e.hash.clone();
+    }
+    Ok(())
+}

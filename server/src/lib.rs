@@ -1,0 +1,46 @@
+//! The clreg registry server: HTTP API, authorization, storage, lineage and the ledger.
+
+pub mod admin;
+pub mod artifacts;
+pub mod auth;
+pub mod authz;
+pub mod blobs;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod ledger;
+pub mod routes;
+pub mod state;
+
+use std::future::Future;
+use std::time::Duration;
+
+pub use config::Config;
+pub use state::AppState;
+
+/// Serves the application on an already-bound listener until `shutdown` resolves, then drains
+/// in-flight requests. Tests bind 127.0.0.1:0 and pass the listener in.
+pub async fn serve(
+    state: AppState,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let sweeper = tokio::spawn({
+        let state = state.clone();
+        async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(300));
+            loop {
+                tick.tick().await;
+                match blobs::sweep_expired(&state).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(sessions = n, "expired upload sessions removed"),
+                    Err(e) => tracing::warn!(error = e.message, "upload sweep failed"),
+                }
+            }
+        }
+    });
+    let app = routes::app(state);
+    let result = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+    sweeper.abort();
+    result
+}

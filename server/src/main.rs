@@ -1,0 +1,167 @@
+//! `clreg-server`: serve the registry, run migrations, administer users.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use clreg_server::{AppState, Config, admin, state};
+use sea_orm_migration::MigratorTrait;
+
+/// The clreg registry server.
+///
+/// With no configuration it keeps a SQLite database and a local object store under
+/// ./clreg-data and listens on 127.0.0.1:8080. Settings come from defaults, then the TOML file
+/// given with --config, then CLREG_* environment variables (CLREG_DATABASE_URL, CLREG_STORE,
+/// CLREG_S3_ENDPOINT, CLREG_S3_REGION, CLREG_S3_ACCESS_KEY_ID, CLREG_S3_SECRET_ACCESS_KEY,
+/// CLREG_S3_ALLOW_HTTP, CLREG_DATA_DIR, CLREG_ADDR, CLREG_MAX_BLOB_SIZE, CLREG_MAX_CHUNK_SIZE,
+/// CLREG_TOKEN_TTL_SECS, CLREG_JWT_SECRET).
+#[derive(Debug, Parser)]
+#[command(name = "clreg-server", version)]
+struct Args {
+    /// TOML configuration file.
+    #[arg(long, global = true, env = "CLREG_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the HTTP server (migrations are applied first).
+    Serve {
+        /// Listen address, e.g. 0.0.0.0:8080 (overrides config and CLREG_ADDR).
+        #[arg(long)]
+        addr: Option<std::net::SocketAddr>,
+    },
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Manage users and API keys.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Create a user and print its API key (shown once; only its hash is stored).
+    CreateUser {
+        name: String,
+        /// Make the user a server admin.
+        #[arg(long)]
+        admin: bool,
+    },
+    /// Print a new additional API key for a user.
+    CreateKey { name: String },
+    /// Revoke every API key of a user.
+    RevokeKeys { name: String },
+    /// List users.
+    ListUsers,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,sqlx=warn,sea_orm=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let mut config = Config::load(args.config.as_deref())?;
+    match args.command {
+        Command::Serve { addr } => {
+            if let Some(addr) = addr {
+                config.addr = addr;
+            }
+            tracing::info!(?config, "starting");
+            let addr = config.addr;
+            let state = AppState::build(config).await?;
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+            tracing::info!(%addr, "listening");
+            clreg_server::serve(state, listener, shutdown_signal()).await?;
+            tracing::info!("stopped");
+        }
+        Command::Migrate => {
+            std::fs::create_dir_all(&config.data_dir)?;
+            let db = state::connect(&config.database_url()).await?;
+            clreg_migrations::Migrator::up(&db, None).await?;
+            println!("migrations applied");
+        }
+        Command::Admin(command) => {
+            std::fs::create_dir_all(&config.data_dir)?;
+            let db = state::connect(&config.database_url()).await?;
+            clreg_migrations::Migrator::up(&db, None).await?;
+            let fail = |e: clreg_server::error::ApiError| anyhow::anyhow!("[{}] {}", e.code, e.message);
+            match command {
+                AdminCommand::CreateUser { name, admin: is_admin } => {
+                    let key = admin::create_user(&db, &name, is_admin).await.map_err(fail)?;
+                    eprintln!("created user `{name}`; its API key (shown once, store it safely):");
+                    println!("{key}");
+                }
+                AdminCommand::CreateKey { name } => {
+                    let key = admin::create_key(&db, &name).await.map_err(fail)?;
+                    println!("{key}");
+                }
+                AdminCommand::RevokeKeys { name } => {
+                    let n = admin::revoke_keys(&db, &name).await.map_err(fail)?;
+                    println!("revoked {n} key(s) of `{name}`");
+                }
+                AdminCommand::ListUsers => {
+                    for u in admin::list_users(&db).await.map_err(fail)? {
+                        println!("{}\t{}\t{}", u.name, if u.is_admin { "admin" } else { "user" }, u.created_at.to_rfc3339());
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn verify_cli() {
+        use clap::CommandFactory;
+        super::Args::command().debug_assert();
+    }
+}

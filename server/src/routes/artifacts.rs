@@ -1,0 +1,121 @@
+//! Artifact routes: commit a manifest, list, show, lineage and file download.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use clreg_types::{Artifact, CommitArtifact, CommitResult, ErrorBody, ErrorCode, Lineage};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::artifacts;
+use crate::auth::Caller;
+use crate::db::entities::{artifact, artifact_file};
+use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
+use crate::state::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, commit))
+        .routes(routes!(by_version))
+        .routes(routes!(show))
+        .routes(routes!(lineage))
+        .routes(routes!(file))
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    name: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/collaborations/{c}/artifacts", params(("c" = String, Path), ("name" = Option<String>, Query)),
+    responses((status = 200, body = Vec<Artifact>)))]
+async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(c): ApiPath<String>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<ApiJson<Vec<Artifact>>, ApiError> {
+    let access = caller.access(&state, &c).await?;
+    let mut select = artifact::Entity::find().filter(artifact::Column::CollabId.eq(access.collab.id));
+    if let Some(name) = query.name {
+        select = select.filter(artifact::Column::Name.eq(name));
+    }
+    let rows = select.order_by_asc(artifact::Column::Name).order_by_asc(artifact::Column::Version).all(&state.db).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for a in rows {
+        out.push(artifacts::to_wire(&state, a).await?);
+    }
+    Ok(ApiJson(out))
+}
+
+/// Commit a manifest whose blobs are all uploaded. Identical manifests are idempotent (200).
+#[utoipa::path(post, path = "/api/v1/collaborations/{c}/artifacts", params(("c" = String, Path)), request_body = CommitArtifact,
+    responses((status = 201, body = CommitResult), (status = 200, body = CommitResult), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn commit(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(c): ApiPath<String>,
+    ApiJson(req): ApiJson<CommitArtifact>,
+) -> Result<(StatusCode, ApiJson<CommitResult>), ApiError> {
+    let access = caller.access(&state, &c).await?;
+    let (created, model) = artifacts::commit(&state, &caller, &access, req).await?;
+    let artifact = artifacts::to_wire(&state, model).await?;
+    if created {
+        tracing::info!(artifact = %artifact.reference(), id = %artifact.id, user = %caller.name, "artifact committed");
+    }
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, ApiJson(CommitResult { created, artifact })))
+}
+
+#[utoipa::path(get, path = "/api/v1/collaborations/{c}/artifacts/{name}/{version}",
+    params(("c" = String, Path), ("name" = String, Path), ("version" = String, Path, description = "a number or `latest`")),
+    responses((status = 200, body = Artifact), (status = 404, body = ErrorBody)))]
+async fn by_version(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((c, name, version)): ApiPath<(String, String, String)>,
+) -> Result<ApiJson<Artifact>, ApiError> {
+    let access = caller.access(&state, &c).await?;
+    let found = artifacts::by_name(&state, access.collab.id, &name, &version)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("artifact `{c}/{name}:{version}`")))?;
+    Ok(ApiJson(artifacts::to_wire(&state, found).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/artifacts/{id}", params(("id" = String, Path, description = "id or unique prefix (8+ hex)")),
+    responses((status = 200, body = Artifact), (status = 404, body = ErrorBody)))]
+async fn show(State(state): State<AppState>, caller: Caller, ApiPath(id): ApiPath<String>) -> Result<ApiJson<Artifact>, ApiError> {
+    let (found, _) = artifacts::find_for(&state, &caller, &id).await?;
+    Ok(ApiJson(artifacts::to_wire(&state, found).await?))
+}
+
+/// Ancestors and descendants as a DAG (only collaborations the caller can read).
+#[utoipa::path(get, path = "/api/v1/artifacts/{id}/lineage", params(("id" = String, Path)),
+    responses((status = 200, body = Lineage), (status = 404, body = ErrorBody)))]
+async fn lineage(State(state): State<AppState>, caller: Caller, ApiPath(id): ApiPath<String>) -> Result<ApiJson<Lineage>, ApiError> {
+    let (found, _) = artifacts::find_for(&state, &caller, &id).await?;
+    Ok(ApiJson(artifacts::lineage(&state, &caller, &found).await?))
+}
+
+/// One file of an artifact; `path` is percent-encoded (`/` as `%2F`). Range supported.
+#[utoipa::path(get, path = "/api/v1/artifacts/{id}/files/{path}", params(("id" = String, Path), ("path" = String, Path)),
+    responses((status = 200, content_type = "application/octet-stream"), (status = 206), (status = 404, body = ErrorBody)))]
+async fn file(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((id, path)): ApiPath<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (found, _) = artifacts::find_for(&state, &caller, &id).await?;
+    let entry = artifact_file::Entity::find()
+        .filter(artifact_file::Column::ArtifactId.eq(&found.id))
+        .filter(artifact_file::Column::Path.eq(&path))
+        .one(&state.db)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("file `{path}` in artifact {}", found.id)))?;
+    let digest = clreg_types::Digest::parse_lenient(&entry.digest)
+        .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
+    crate::blobs::serve(&state, &digest, u64::try_from(entry.size).unwrap_or(0), &headers).await
+}

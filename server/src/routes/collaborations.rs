@@ -1,0 +1,331 @@
+//! Collaborations, their members and their policy.
+
+use std::collections::BTreeMap;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use chrono::Utc;
+use clreg_types::{
+    AddMember, ChangePolicy, Collaboration, CreateCollaboration, ErrorBody, ErrorCode, Member, Policy, Role,
+};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, ModelTrait, QueryFilter, Set, TransactionTrait,
+};
+use serde::Deserialize;
+use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::auth::Caller;
+use crate::authz::Access;
+use crate::db::entities::{artifact_file, blob, collaboration, dataset, member, user};
+use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
+use crate::ledger;
+use crate::state::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(show))
+        .routes(routes!(members, add_member))
+        .routes(routes!(remove_member))
+        .routes(routes!(change_policy))
+}
+
+async fn to_wire<C: ConnectionTrait>(db: &C, c: collaboration::Model, my_roles: Vec<Role>) -> Result<Collaboration, ApiError> {
+    let creator = user::Entity::find_by_id(c.created_by).one(db).await?;
+    Ok(Collaboration {
+        policy: c.policy.parse().map_err(ApiError::internal)?,
+        name: c.name,
+        description: c.description,
+        created_by: creator.map(|u| u.name).unwrap_or_default(),
+        created_at: c.created_at,
+        my_roles,
+    })
+}
+
+/// Collaborations the caller is a member of.
+#[utoipa::path(get, path = "/api/v1/collaborations", responses((status = 200, body = Vec<Collaboration>)))]
+async fn list(State(state): State<AppState>, caller: Caller) -> Result<ApiJson<Vec<Collaboration>>, ApiError> {
+    let mut roles: BTreeMap<i64, Vec<Role>> = BTreeMap::new();
+    for m in member::Entity::find().filter(member::Column::UserId.eq(caller.id)).all(&state.db).await? {
+        if let Ok(role) = m.role.parse() {
+            roles.entry(m.collab_id).or_default().push(role);
+        }
+    }
+    let collabs = collaboration::Entity::find()
+        .filter(collaboration::Column::Id.is_in(roles.keys().copied()))
+        .all(&state.db)
+        .await?;
+    let mut out = Vec::new();
+    for c in collabs {
+        let mut mine = roles.remove(&c.id).unwrap_or_default();
+        mine.sort();
+        out.push(to_wire(&state.db, c, mine).await?);
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(ApiJson(out))
+}
+
+/// Create a collaboration; the caller becomes its owner. The policy can later only be tightened.
+#[utoipa::path(post, path = "/api/v1/collaborations", request_body = CreateCollaboration,
+    responses((status = 201, body = Collaboration), (status = 409, body = ErrorBody)))]
+async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(req): ApiJson<CreateCollaboration>,
+) -> Result<(StatusCode, ApiJson<Collaboration>), ApiError> {
+    clreg_types::check_name(&req.name).map_err(|m| ApiError::new(ErrorCode::InvalidName, m))?;
+    let _write = state.write_lock.lock().await;
+    let actor = caller.name.clone();
+    let created = state
+        .db
+        .transaction::<_, Collaboration, ApiError>(move |txn| {
+            Box::pin(async move {
+                let taken = collaboration::Entity::find()
+                    .filter(collaboration::Column::Name.eq(&req.name))
+                    .one(txn)
+                    .await?;
+                if taken.is_some() {
+                    return Err(ApiError::conflict(format!("collaboration `{}` already exists; choose another name", req.name)));
+                }
+                let c = collaboration::ActiveModel {
+                    name: Set(req.name.clone()),
+                    policy: Set(req.policy.as_str().to_string()),
+                    description: Set(req.description.clone()),
+                    created_by: Set(caller.id),
+                    created_at: Set(Utc::now()),
+                    ..Default::default()
+                }
+                .insert(txn)
+                .await?;
+                member::ActiveModel {
+                    collab_id: Set(c.id),
+                    user_id: Set(caller.id),
+                    role: Set(Role::Owner.as_str().to_string()),
+                    ..Default::default()
+                }
+                .insert(txn)
+                .await?;
+                let chain = Some((c.id, c.name.as_str()));
+                ledger::append(txn, chain, "collaboration.created", &actor, json!({"name": c.name, "policy": req.policy, "description": req.description})).await?;
+                ledger::append(txn, chain, "member.added", &actor, json!({"user": actor, "role": Role::Owner})).await?;
+                to_wire(txn, c, vec![Role::Owner]).await
+            })
+        })
+        .await?;
+    Ok((StatusCode::CREATED, ApiJson(created)))
+}
+
+#[utoipa::path(get, path = "/api/v1/collaborations/{c}", params(("c" = String, Path)),
+    responses((status = 200, body = Collaboration), (status = 404, body = ErrorBody)))]
+async fn show(State(state): State<AppState>, caller: Caller, ApiPath(c): ApiPath<String>) -> Result<ApiJson<Collaboration>, ApiError> {
+    let Access { collab, mut roles } = caller.access(&state, &c).await?;
+    roles.sort();
+    Ok(ApiJson(to_wire(&state.db, collab, roles).await?))
+}
+
+async fn member_list<C: ConnectionTrait>(db: &C, collab_id: i64) -> Result<Vec<Member>, ApiError> {
+    let rows = member::Entity::find().filter(member::Column::CollabId.eq(collab_id)).all(db).await?;
+    let names: BTreeMap<i64, String> = user::Entity::find()
+        .filter(user::Column::Id.is_in(rows.iter().map(|m| m.user_id)))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|u| (u.id, u.name))
+        .collect();
+    let mut by_user: BTreeMap<String, Vec<Role>> = BTreeMap::new();
+    for m in rows {
+        if let (Some(name), Ok(role)) = (names.get(&m.user_id), m.role.parse()) {
+            by_user.entry(name.clone()).or_default().push(role);
+        }
+    }
+    Ok(by_user
+        .into_iter()
+        .map(|(user, mut roles)| {
+            roles.sort();
+            Member { user, roles }
+        })
+        .collect())
+}
+
+#[utoipa::path(get, path = "/api/v1/collaborations/{c}/members", params(("c" = String, Path)),
+    responses((status = 200, body = Vec<Member>)))]
+async fn members(State(state): State<AppState>, caller: Caller, ApiPath(c): ApiPath<String>) -> Result<ApiJson<Vec<Member>>, ApiError> {
+    let access = caller.access(&state, &c).await?;
+    Ok(ApiJson(member_list(&state.db, access.collab.id).await?))
+}
+
+/// Grant a role (idempotent). Owners only.
+#[utoipa::path(post, path = "/api/v1/collaborations/{c}/members", params(("c" = String, Path)), request_body = AddMember,
+    responses((status = 200, body = Member), (status = 404, body = ErrorBody)))]
+async fn add_member(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(c): ApiPath<String>,
+    ApiJson(req): ApiJson<AddMember>,
+) -> Result<ApiJson<Member>, ApiError> {
+    let access = caller.access(&state, &c).await?;
+    let target = user::Entity::find()
+        .filter(user::Column::Name.eq(&req.user))
+        .one(&state.db)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("user `{}`", req.user)))?;
+    let _write = state.write_lock.lock().await;
+    let collab = access.collab;
+    let actor = caller.name.clone();
+    let member = state
+        .db
+        .transaction::<_, Member, ApiError>(move |txn| {
+            Box::pin(async move {
+                let existing = member::Entity::find()
+                    .filter(member::Column::CollabId.eq(collab.id))
+                    .filter(member::Column::UserId.eq(target.id))
+                    .filter(member::Column::Role.eq(req.role.as_str()))
+                    .one(txn)
+                    .await?;
+                if existing.is_none() {
+                    member::ActiveModel {
+                        collab_id: Set(collab.id),
+                        user_id: Set(target.id),
+                        role: Set(req.role.as_str().to_string()),
+                        ..Default::default()
+                    }
+                    .insert(txn)
+                    .await?;
+                    ledger::append(txn, Some((collab.id, &collab.name)), "member.added", &actor, json!({"user": target.name, "role": req.role})).await?;
+                }
+                let all = member_list(txn, collab.id).await?;
+                all.into_iter().find(|m| m.user == target.name).ok_or_else(|| ApiError::internal("member vanished"))
+            })
+        })
+        .await?;
+    Ok(ApiJson(member))
+}
+
+#[derive(Debug, Deserialize)]
+struct RemoveQuery {
+    role: Option<Role>,
+}
+
+/// Remove a member (all roles, or `?role=` one). The last owner cannot be removed.
+#[utoipa::path(delete, path = "/api/v1/collaborations/{c}/members/{user}",
+    params(("c" = String, Path), ("user" = String, Path), ("role" = Option<String>, Query)),
+    responses((status = 204), (status = 409, body = ErrorBody)))]
+async fn remove_member(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((c, name)): ApiPath<(String, String)>,
+    ApiQuery(query): ApiQuery<RemoveQuery>,
+) -> Result<StatusCode, ApiError> {
+    let access = caller.access(&state, &c).await?;
+    let target = user::Entity::find()
+        .filter(user::Column::Name.eq(&name))
+        .one(&state.db)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("user `{name}`")))?;
+    let _write = state.write_lock.lock().await;
+    let collab = access.collab;
+    let actor = caller.name.clone();
+    state
+        .db
+        .transaction::<_, (), ApiError>(move |txn| {
+            Box::pin(async move {
+                let mut rows = member::Entity::find()
+                    .filter(member::Column::CollabId.eq(collab.id))
+                    .filter(member::Column::UserId.eq(target.id));
+                if let Some(role) = query.role {
+                    rows = rows.filter(member::Column::Role.eq(role.as_str()));
+                }
+                let rows = rows.all(txn).await?;
+                if rows.is_empty() {
+                    return Err(ApiError::not_found(format!("member `{name}` in `{}`", collab.name)));
+                }
+                let removes_owner = rows.iter().any(|m| m.role == Role::Owner.as_str());
+                if removes_owner {
+                    let owners = member::Entity::find()
+                        .filter(member::Column::CollabId.eq(collab.id))
+                        .filter(member::Column::Role.eq(Role::Owner.as_str()))
+                        .all(txn)
+                        .await?;
+                    if owners.len() <= 1 {
+                        return Err(ApiError::conflict(format!("`{name}` is the last owner of `{}`; make someone else owner first", collab.name)));
+                    }
+                }
+                let roles: Vec<String> = rows.iter().map(|m| m.role.clone()).collect();
+                for row in rows {
+                    row.delete(txn).await?;
+                }
+                ledger::append(txn, Some((collab.id, &collab.name)), "member.removed", &actor, json!({"user": name, "roles": roles})).await?;
+                Ok(())
+            })
+        })
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Tighten the policy `full` → `semi`: stored dataset content is purged, and that is recorded.
+#[utoipa::path(post, path = "/api/v1/collaborations/{c}/policy", params(("c" = String, Path)), request_body = ChangePolicy,
+    responses((status = 200, body = Collaboration), (status = 409, body = ErrorBody)))]
+async fn change_policy(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(c): ApiPath<String>,
+    ApiJson(req): ApiJson<ChangePolicy>,
+) -> Result<ApiJson<Collaboration>, ApiError> {
+    let access = caller.access(&state, &c).await?;
+    let current = access.policy();
+    if req.policy == current {
+        return Ok(ApiJson(to_wire(&state.db, access.collab, access.roles).await?));
+    }
+    if req.policy == Policy::Full {
+        return Err(ApiError::new(
+            ErrorCode::PolicyLoosening,
+            "a policy is never loosened from semi to full: members joined under its promise; create a new collaboration instead",
+        ));
+    }
+    let _write = state.write_lock.lock().await;
+    let collab = access.collab.clone();
+    let actor = caller.name.clone();
+    let (updated, purged) = state
+        .db
+        .transaction::<_, (collaboration::Model, Vec<String>), ApiError>(move |txn| {
+            Box::pin(async move {
+                let stored = dataset::Entity::find()
+                    .filter(dataset::Column::CollabId.eq(collab.id))
+                    .filter(dataset::Column::ContentStored.eq(true))
+                    .all(txn)
+                    .await?;
+                let mut purged = Vec::new();
+                for d in stored {
+                    purged.push(d.digest.clone());
+                    let mut active: dataset::ActiveModel = d.into();
+                    active.content_stored = Set(false);
+                    active.update(txn).await?;
+                }
+                let mut active: collaboration::ActiveModel = collab.clone().into();
+                active.policy = Set(Policy::Semi.as_str().to_string());
+                let updated = active.update(txn).await?;
+                ledger::append(txn, Some((collab.id, &collab.name)), "policy.tightened", &actor, json!({"from": "full", "to": "semi", "purged_datasets": purged})).await?;
+                Ok((updated, purged))
+            })
+        })
+        .await?;
+    // Delete content no one else references (another full collaboration or an artifact may hold
+    // the same bytes). The rows above are already gone from every reader's view.
+    for hex in purged {
+        let still_dataset = dataset::Entity::find()
+            .filter(dataset::Column::Digest.eq(&hex))
+            .filter(dataset::Column::ContentStored.eq(true))
+            .one(&state.db)
+            .await?;
+        let still_file = artifact_file::Entity::find().filter(artifact_file::Column::Digest.eq(&hex)).one(&state.db).await?;
+        if still_dataset.is_none() && still_file.is_none() {
+            if let Ok(digest) = clreg_types::Digest::parse_lenient(&hex) {
+                state.store.delete(&crate::blobs::blob_key(&digest)).await?;
+            }
+            blob::Entity::delete_by_id(hex).exec(&state.db).await?;
+        }
+    }
+    Ok(ApiJson(to_wire(&state.db, updated, access.roles).await?))
+}

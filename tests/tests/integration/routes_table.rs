@@ -1,0 +1,77 @@
+//! Every route is in the authorization table, and the table enforces itself.
+
+use std::collections::BTreeSet;
+
+use clreg_server::authz::{ROUTES, Rule, rule_for};
+use reqwest::Method;
+
+use crate::support::{Client, TestServer};
+
+/// Routes outside the OpenAPI description (probes and the description itself).
+const PLAIN_ROUTES: &[(&str, &str)] = &[("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/api/v1/openapi.json")];
+
+fn router_routes() -> BTreeSet<(String, String)> {
+    let (_router, doc) = clreg_server::routes::api();
+    let mut out = BTreeSet::new();
+    for (path, item) in &doc.paths.paths {
+        let methods = [
+            ("GET", item.get.is_some()),
+            ("POST", item.post.is_some()),
+            ("PUT", item.put.is_some()),
+            ("PATCH", item.patch.is_some()),
+            ("DELETE", item.delete.is_some()),
+            ("HEAD", item.head.is_some()),
+        ];
+        for (method, present) in methods {
+            if present {
+                out.insert((method.to_string(), path.clone()));
+            }
+        }
+    }
+    for (m, p) in PLAIN_ROUTES {
+        out.insert((m.to_string(), p.to_string()));
+    }
+    out
+}
+
+#[test]
+fn every_route_has_a_rule_and_every_rule_a_route() {
+    let routes = router_routes();
+    assert!(routes.len() >= 25, "the router walk found only {} routes", routes.len());
+    let missing: Vec<_> = routes
+        .iter()
+        .filter(|(m, p)| rule_for(&Method::from_bytes(m.as_bytes()).unwrap(), p).is_none())
+        .collect();
+    assert!(missing.is_empty(), "routes without an authorization rule: {missing:?}");
+    let table: BTreeSet<(String, String)> = ROUTES.iter().map(|(m, p, _)| (m.to_string(), p.to_string())).collect();
+    let stale: Vec<_> = table.difference(&routes).collect();
+    assert!(stale.is_empty(), "table entries with no route: {stale:?}");
+}
+
+#[tokio::test]
+async fn non_public_routes_refuse_anonymous_callers() {
+    let server = TestServer::start().await;
+    let anon = Client::anonymous(&server.url);
+    for (method, path, rule) in ROUTES {
+        let concrete = path
+            .replace("{c}", "c")
+            .replace("{user}", "u")
+            .replace("{digest}", "sha256:0000000000000000000000000000000000000000000000000000000000000000")
+            .replace("{id}", "00000000-0000-0000-0000-000000000000")
+            .replace("{name}", "n")
+            .replace("{version}", "1")
+            .replace("{path}", "f");
+        let response = anon
+            .http
+            .request(Method::from_bytes(method.as_bytes()).unwrap(), format!("{}{concrete}", server.url))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        if *rule == Rule::Public {
+            assert_ne!(status, 401, "{method} {path} is public");
+        } else {
+            assert_eq!(status, 401, "{method} {path} must need a token");
+        }
+    }
+}

@@ -1,0 +1,430 @@
+//! The clreg wire contract: every request and response body of `/api/v1`, shared by server and CLI.
+//!
+//! No I/O lives here. Field names are the JSON names; enums serialise in lower case.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+pub mod digest;
+pub mod error;
+
+pub use digest::{Digest, DigestError};
+pub use error::{ErrorBody, ErrorCode};
+
+/// The path prefix of the JSON API.
+pub const API_PREFIX: &str = "/api/v1";
+
+/// The audience every clreg JWT carries.
+pub const TOKEN_AUDIENCE: &str = "clreg-api";
+
+/// The header a chunk's starting offset travels in (`PATCH /blobs/uploads/{id}`).
+pub const UPLOAD_OFFSET_HEADER: &str = "upload-offset";
+
+macro_rules! string_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    _ => Err(format!(
+                        "unknown {} `{s}`; expected one of: {}",
+                        stringify!($name).to_lowercase(),
+                        [$($text),+].join(", ")
+                    )),
+                }
+            }
+        }
+    };
+}
+
+string_enum!(
+    /// A collaboration's access policy, fixed at creation (it can only be tightened).
+    Policy { Semi => "semi", Full => "full" }
+);
+
+string_enum!(
+    /// A member's role in one collaboration; a user may hold several.
+    Role { Owner => "owner", Contributor => "contributor", Consumer => "consumer", Auditor => "auditor" }
+);
+
+string_enum!(
+    /// What an artifact is.
+    ArtifactKind { Base => "base", Checkpoint => "checkpoint", Adapter => "adapter", Merge => "merge", Mixture => "mixture" }
+);
+
+string_enum!(
+    /// How a lineage edge's child was made from its parent.
+    Relation { Finetune => "finetune", Adapter => "adapter", Merge => "merge", Mix => "mix", Import => "import" }
+);
+
+/// `POST /auth/token`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TokenRequest {
+    pub api_key: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TokenResponse {
+    pub token: String,
+    pub expires_at: DateTime<Utc>,
+    pub user: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreateCollaboration {
+    pub name: String,
+    pub policy: Policy,
+    #[serde(default)]
+    pub description: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Collaboration {
+    pub name: String,
+    pub policy: Policy,
+    pub description: String,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    /// The caller's roles here (empty for a server admin who is not a member).
+    pub my_roles: Vec<Role>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Member {
+    pub user: String,
+    pub roles: Vec<Role>,
+}
+
+/// `POST /collaborations/{c}/members`: grant `role` to `user` (idempotent).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AddMember {
+    pub user: String,
+    pub role: Role,
+}
+
+/// `POST /collaborations/{c}/policy`: the only allowed change is `full` → `semi`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ChangePolicy {
+    pub policy: Policy,
+}
+
+/// The state of a resumable upload session.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct UploadStatus {
+    pub id: uuid::Uuid,
+    /// Bytes received so far; the next chunk must start here.
+    pub offset: u64,
+    /// The largest blob the server accepts.
+    pub max_size: u64,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// The result of finishing an upload.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BlobInfo {
+    pub digest: Digest,
+    pub size: u64,
+}
+
+/// One file of an artifact, as the client declares it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct FileEntry {
+    pub digest: Digest,
+    pub size: u64,
+}
+
+/// A lineage edge declared at push time; `parent` is any artifact reference.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ParentSpec {
+    pub parent: String,
+    pub relation: Relation,
+    #[serde(default)]
+    pub method: String,
+    #[serde(default)]
+    pub params: BTreeMap<String, serde_json::Value>,
+    /// Digests of the datasets the step used (their manifests must be registered).
+    #[serde(default)]
+    pub datasets: Vec<Digest>,
+}
+
+/// `POST /collaborations/{c}/artifacts`: commit a manifest once all its blobs are uploaded.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CommitArtifact {
+    pub name: String,
+    pub kind: ArtifactKind,
+    /// The base model (any artifact reference). Required for every kind but `base`.
+    #[serde(default)]
+    pub base: Option<String>,
+    /// Relative file path → content.
+    pub files: BTreeMap<String, FileEntry>,
+    #[serde(default)]
+    pub parents: Vec<ParentSpec>,
+    #[serde(default)]
+    pub description: String,
+}
+
+/// What the server read out of an artifact's files when it was committed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ArtifactMetadata {
+    /// `architectures[0]` of `config.json`, or the base's for adapters.
+    pub architecture: Option<String>,
+    /// The weights' dtype (`mixed` when tensors differ).
+    pub dtype: Option<String>,
+    /// Number of scalar parameters stored in the artifact's safetensors files.
+    pub parameters: u64,
+    pub tensors: u64,
+    pub adapter: Option<AdapterMetadata>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AdapterMetadata {
+    pub r: u64,
+    pub lora_alpha: f64,
+    pub target_modules: Vec<String>,
+    pub use_rslora: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ArtifactFile {
+    pub path: String,
+    pub digest: Digest,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Artifact {
+    /// sha256 of the canonical manifest.
+    pub id: String,
+    pub collab: String,
+    pub name: String,
+    pub version: i64,
+    pub kind: ArtifactKind,
+    pub base: Option<String>,
+    pub description: String,
+    pub metadata: ArtifactMetadata,
+    pub files: Vec<ArtifactFile>,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl Artifact {
+    /// `collab/name:version`, the human reference.
+    pub fn reference(&self) -> String {
+        format!("{}/{}:{}", self.collab, self.name, self.version)
+    }
+
+    pub fn total_size(&self) -> u64 {
+        self.files.iter().map(|f| f.size).sum()
+    }
+}
+
+/// `POST /collaborations/{c}/artifacts` answer: `created` is false when an identical manifest was
+/// already committed (a re-push is idempotent).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CommitResult {
+    pub created: bool,
+    pub artifact: Artifact,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LineageNode {
+    pub id: String,
+    pub collab: String,
+    pub name: String,
+    pub version: i64,
+    pub kind: ArtifactKind,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LineageEdge {
+    pub parent: String,
+    pub child: String,
+    pub relation: Relation,
+    pub method: String,
+    pub params: BTreeMap<String, serde_json::Value>,
+    pub datasets: Vec<Digest>,
+}
+
+/// Ancestors and descendants of `root` as a DAG.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Lineage {
+    pub root: String,
+    pub nodes: Vec<LineageNode>,
+    pub edges: Vec<LineageEdge>,
+}
+
+/// `POST /collaborations/{c}/datasets`.
+///
+/// In a `semi` collaboration only the manifest is recorded and `store_content` must be false.
+/// In a `full` one, `store_content: true` keeps the uploaded blob `digest` as the content; the
+/// server then validates it as TRACE JSON and counts its examples itself.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RegisterDataset {
+    pub name: String,
+    pub task: String,
+    pub metric: String,
+    pub digest: Digest,
+    pub size: u64,
+    pub examples: u64,
+    #[serde(default)]
+    pub license: String,
+    #[serde(default)]
+    pub store_content: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Dataset {
+    pub digest: Digest,
+    pub name: String,
+    pub task: String,
+    pub metric: String,
+    pub size: u64,
+    pub examples: u64,
+    pub license: String,
+    pub content_stored: bool,
+    pub registered_by: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LedgerEvent {
+    pub seq: i64,
+    /// `null` for the server-wide chain (users).
+    pub collab: Option<String>,
+    pub kind: String,
+    pub actor: String,
+    pub payload: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+    /// Hex sha256 of the previous event of the same chain (64 zeros for the first).
+    pub prev_hash: String,
+    /// Hex sha256 over this event's canonical form (see `ledger_hash`).
+    pub hash: String,
+}
+
+/// The hash of one ledger event: sha256 over `prev_hash \n seq \n collab \n kind \n actor \n
+/// created_at(RFC 3339, µs) \n payload (serde_json canonical: sorted keys, no spaces)`.
+/// Returned as the string that is hashed so that any party can recompute it.
+pub fn ledger_preimage(
+    prev_hash: &str,
+    seq: i64,
+    collab: Option<&str>,
+    kind: &str,
+    actor: &str,
+    created_at: &DateTime<Utc>,
+    payload: &serde_json::Value,
+) -> String {
+    format!(
+        "{prev_hash}\n{seq}\n{}\n{kind}\n{actor}\n{}\n{}",
+        collab.unwrap_or(""),
+        created_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        canonical_json(payload)
+    )
+}
+
+/// JSON with object keys sorted and no insignificant whitespace.
+pub fn canonical_json(value: &serde_json::Value) -> String {
+    // serde_json's Map is a BTreeMap unless `preserve_order` is on, which this crate never enables.
+    value.to_string()
+}
+
+/// Answer of `GET /healthz` and `/readyz`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    pub status: String,
+    pub version: String,
+}
+
+/// Whether `name` is acceptable as a collaboration, artifact, dataset or user name:
+/// 1–64 characters from `[A-Za-z0-9._-]`, not starting with `.` or `-`.
+pub fn check_name(name: &str) -> Result<(), String> {
+    let ok_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if name.is_empty() || name.len() > 64 || !ok_chars || name.starts_with(['.', '-']) {
+        return Err(format!(
+            "invalid name `{}`: use 1-64 characters from A-Z a-z 0-9 . _ - and do not start with . or -",
+            name.escape_debug()
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `path` is acceptable as a file path inside an artifact: relative, `/`-separated,
+/// each segment a plain name (no `.`/`..`, no backslash, no NUL or control characters).
+pub fn check_file_path(path: &str) -> Result<(), String> {
+    let bad = |why: &str| Err(format!("invalid file path `{}`: {why}", path.escape_debug()));
+    if path.is_empty() || path.len() > 255 {
+        return bad("must be 1-255 bytes");
+    }
+    if path.starts_with('/') {
+        return bad("must be relative");
+    }
+    if path.chars().any(|c| c.is_control() || c == '\\' || c == ':') {
+        return bad("contains a control character, a backslash or a colon");
+    }
+    for seg in path.split('/') {
+        if seg.is_empty() || seg == "." || seg == ".." {
+            return bad("has an empty, `.` or `..` segment");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_paths() {
+        assert!(check_name("org-a.v1_2").is_ok());
+        for bad in ["", ".hidden", "-x", "a/b", "a b", &"x".repeat(65)] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_file_path("model.safetensors").is_ok());
+        assert!(check_file_path("sub/dir/file.json").is_ok());
+        for bad in ["../x", "/etc/passwd", "a/../b", "a//b", "a\0b", "c:\\x", "a\\b", "./a", ""] {
+            assert!(check_file_path(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn enums_round_trip() {
+        for r in Role::ALL {
+            assert_eq!(r.as_str().parse::<Role>(), Ok(*r));
+            assert_eq!(serde_json::to_string(r).ok(), Some(format!("\"{r}\"")));
+        }
+        assert!("admin".parse::<Role>().is_err());
+    }
+
+    #[test]
+    fn canonical_json_sorts_keys() {
+        let v: serde_json::Value =
+            serde_json::from_str(r#"{"b": 1, "a": {"d": [1, 2], "c": null}}"#).unwrap_or_default();
+        assert_eq!(canonical_json(&v), r#"{"a":{"c":null,"d":[1,2]},"b":1}"#);
+    }
+}
