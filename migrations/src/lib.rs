@@ -1,4 +1,6 @@
 //! clreg's database schema as append-only migrations, one change per file (SQLite and PostgreSQL).
+// async_trait expands `&SchemaManager` in trait signatures; naming its lifetime breaks the trait match.
+#![allow(elided_lifetimes_in_paths)]
 
 pub use sea_orm_migration::prelude::*;
 

@@ -99,28 +99,30 @@ pub fn rule_for(method: &Method, path: &str) -> Option<Rule> {
 /// needs it, and hands the handler a `Caller` carrying the rule.
 pub async fn authorize(
     State(state): State<AppState>,
-    matched: Option<MatchedPath>,
     mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let path = matched.as_ref().map(MatchedPath::as_str).unwrap_or("");
+    let path = request.extensions().get::<MatchedPath>().map(|m| m.as_str().to_string()).unwrap_or_default();
+    let path = path.as_str();
     let Some(rule) = rule_for(request.method(), path) else {
         tracing::error!(method = %request.method(), path, "route missing from the authorization table");
         return Err(ApiError::forbidden("this route has no authorization rule"));
     };
     if rule != Rule::Public {
-        let caller = authenticate(&state, &request, rule).await?;
+        let header = request
+            .headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let caller = authenticate(&state, header.as_deref(), rule).await?;
         request.extensions_mut().insert(caller);
     }
     Ok(next.run(request).await)
 }
 
-async fn authenticate(state: &AppState, request: &Request, rule: Rule) -> Result<Caller, ApiError> {
-    let header = request
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| {
+async fn authenticate(state: &AppState, header: Option<&str>, rule: Rule) -> Result<Caller, ApiError> {
+    // The header is copied out first: a request body is not Sync, so it cannot be borrowed here.
+    let header = header.ok_or_else(|| {
             ApiError::new(
                 ErrorCode::Unauthenticated,
                 "missing `Authorization: Bearer <token>`; get a token from POST /api/v1/auth/token",

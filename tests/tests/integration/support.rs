@@ -20,12 +20,7 @@ pub struct TestServer {
     pub state: AppState,
     pub dir: TempDir,
     shutdown: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
     s3: Option<tokio::task::JoinHandle<()>>,
-}
-
-pub fn backend_is_postgres() -> bool {
-    std::env::var("CLREG_TEST_PG_URL").is_ok_and(|v| !v.is_empty())
 }
 
 impl TestServer {
@@ -59,14 +54,14 @@ impl TestServer {
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let (tx, rx) = oneshot::channel::<()>();
         let serve_state = state.clone();
-        let task = tokio::spawn(async move {
+        tokio::spawn(async move {
             clreg_server::serve(serve_state, listener, async {
                 let _ = rx.await;
             })
             .await
             .expect("serve");
         });
-        TestServer { url, state, dir, shutdown: Some(tx), task: Some(task), s3 }
+        TestServer { url, state, dir, shutdown: Some(tx), s3 }
     }
 
     /// Creates a user through the admin path and returns a logged-in client.
@@ -80,15 +75,6 @@ impl TestServer {
         client.token = body["token"].as_str().map(str::to_string);
         client.api_key = Some(key);
         client
-    }
-
-    pub async fn stop(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
     }
 }
 
