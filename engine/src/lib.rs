@@ -1,1 +1,14 @@
-//! placeholder
+//! clreg's tensor work: checks that what users push is a well-formed model, adapter or dataset.
+//!
+//! Everything here is synchronous and reads only what it must (safetensors headers, JSON
+//! configs); the server calls it from blocking threads, the CLI directly.
+
+pub mod adapter;
+pub mod config;
+pub mod error;
+pub mod inspect;
+pub mod safetensors_header;
+pub mod tiny;
+pub mod trace;
+
+pub use error::FormatError;

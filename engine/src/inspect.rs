@@ -1,0 +1,456 @@
+//! Whole-artifact inspection: every safetensors header, the shard index, the config, and the
+//! tensor set a model or adapter must have, read through [`FileAccess`] without tensor data.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Component, Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::adapter::{self, AdapterSummary};
+use crate::config::{self, LlamaConfig};
+use crate::error::FormatError;
+use crate::safetensors_header::{self, SafetensorsInfo, TensorInfo};
+
+/// The largest JSON file (config, index, adapter config) inspection reads.
+pub const MAX_JSON_LEN: u64 = 64 << 20;
+
+pub const CONFIG: &str = "config.json";
+pub const INDEX: &str = "model.safetensors.index.json";
+pub const ADAPTER_CONFIG: &str = "adapter_config.json";
+pub const ADAPTER_WEIGHTS: &str = "adapter_model.safetensors";
+
+/// Read access to the files of one artifact, by their relative paths.
+pub trait FileAccess {
+    /// The size of `path`, or `None` when the artifact has no such file.
+    fn size(&self, path: &str) -> Option<u64>;
+    /// Bytes `start..end` of `path`.
+    fn read_range(&self, path: &str, start: u64, end: u64) -> Result<Vec<u8>, FormatError>;
+}
+
+/// [`FileAccess`] over a local directory.
+#[derive(Debug, Clone)]
+pub struct DirAccess {
+    root: PathBuf,
+}
+
+impl DirAccess {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// The relative paths of every regular file under the directory, `/`-separated, sorted.
+    pub fn list(&self) -> Result<Vec<String>, FormatError> {
+        let mut out = Vec::new();
+        let mut stack = vec![self.root.clone()];
+        let io =
+            |p: &Path, e: std::io::Error| FormatError::io(&p.display().to_string(), e.to_string());
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).map_err(|e| io(&dir, e))? {
+                let entry = entry.map_err(|e| io(&dir, e))?;
+                let path = entry.path();
+                let ty = entry.file_type().map_err(|e| io(&path, e))?;
+                if ty.is_dir() {
+                    stack.push(path);
+                } else if ty.is_file()
+                    && let Ok(rel) = path.strip_prefix(&self.root)
+                {
+                    let parts: Vec<String> = rel
+                        .components()
+                        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                        .collect();
+                    out.push(parts.join("/"));
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn resolve(&self, path: &str) -> Option<PathBuf> {
+        let rel = Path::new(path);
+        rel.components()
+            .all(|c| matches!(c, Component::Normal(_)))
+            .then(|| self.root.join(rel))
+    }
+}
+
+impl FileAccess for DirAccess {
+    fn size(&self, path: &str) -> Option<u64> {
+        let meta = std::fs::metadata(self.resolve(path)?).ok()?;
+        meta.is_file().then_some(meta.len())
+    }
+
+    fn read_range(&self, path: &str, start: u64, end: u64) -> Result<Vec<u8>, FormatError> {
+        let io = |e: std::io::Error| FormatError::io(path, e.to_string());
+        let full = self
+            .resolve(path)
+            .ok_or_else(|| FormatError::io(path, "not a relative path inside the artifact"))?;
+        let len = end
+            .checked_sub(start)
+            .and_then(|l| usize::try_from(l).ok())
+            .ok_or_else(|| FormatError::io(path, format!("bad byte range {start}..{end}")))?;
+        let mut f = std::fs::File::open(full).map_err(io)?;
+        f.seek(SeekFrom::Start(start)).map_err(io)?;
+        let mut buf = vec![0; len];
+        f.read_exact(&mut buf).map_err(io)?;
+        Ok(buf)
+    }
+}
+
+/// What an artifact claims to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Base,
+    Checkpoint,
+    Adapter,
+    /// Anything else: only the safetensors headers are checked.
+    Other,
+}
+
+/// What inspection found.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub architecture: Option<String>,
+    /// The dtype all tensors share, or `"mixed"`.
+    pub dtype: Option<String>,
+    pub parameters: u64,
+    pub tensors: u64,
+    /// Every tensor of every `.safetensors` file; for adapters, the adapter tensors.
+    pub shapes: BTreeMap<String, Vec<u64>>,
+    pub adapter: Option<AdapterSummary>,
+    pub config: Option<LlamaConfig>,
+}
+
+/// The kind the files suggest: an adapter config makes an adapter, a model config a base (the
+/// CLI makes it a checkpoint when a base is named), safetensors alone `Other`.
+pub fn detect_kind(paths: &[String]) -> Option<Kind> {
+    let has = |p: &str| paths.iter().any(|x| x == p);
+    if has(ADAPTER_CONFIG) {
+        Some(Kind::Adapter)
+    } else if has(CONFIG) {
+        Some(Kind::Base)
+    } else if paths.iter().any(|p| p.ends_with(".safetensors")) {
+        Some(Kind::Other)
+    } else {
+        None
+    }
+}
+
+/// Reads and checks one safetensors header.
+pub fn read_header(files: &dyn FileAccess, path: &str) -> Result<SafetensorsInfo, FormatError> {
+    let size = files
+        .size(path)
+        .ok_or_else(|| FormatError::io(path, "listed but missing from the artifact"))?;
+    let prefix = files.read_range(path, 0, size.min(8))?;
+    let n = safetensors_header::header_len(&prefix, size, path)?;
+    let header = files.read_range(path, 8, 8 + n)?;
+    safetensors_header::parse_header(&header, size, path)
+}
+
+fn read_json(files: &dyn FileAccess, path: &str) -> Result<Vec<u8>, FormatError> {
+    let size = files
+        .size(path)
+        .ok_or_else(|| FormatError::io(path, "listed but missing from the artifact"))?;
+    if size > MAX_JSON_LEN {
+        return Err(FormatError::io(
+            path,
+            format!("{size} bytes is over the {MAX_JSON_LEN}-byte limit for a JSON file"),
+        ));
+    }
+    files.read_range(path, 0, size)
+}
+
+#[derive(Deserialize)]
+struct Index {
+    weight_map: BTreeMap<String, String>,
+}
+
+/// Inspects an artifact of `kind` made of `paths`. Adapters need the base's shapes; a
+/// checkpoint given them must match them exactly.
+pub fn inspect_artifact(
+    kind: Kind,
+    files: &dyn FileAccess,
+    paths: &[String],
+    base_shapes: Option<&BTreeMap<String, Vec<u64>>>,
+) -> Result<Report, FormatError> {
+    let has = |p: &str| paths.iter().any(|x| x == p);
+
+    // Every safetensors header, and one owner per tensor name across files.
+    let mut headers: BTreeMap<&str, SafetensorsInfo> = BTreeMap::new();
+    let mut owner: BTreeMap<&str, &str> = BTreeMap::new();
+    for path in paths.iter().filter(|p| p.ends_with(".safetensors")) {
+        headers.insert(path, read_header(files, path)?);
+    }
+    for (path, info) in &headers {
+        for t in &info.tensors {
+            if let Some(first) = owner.insert(&t.name, path) {
+                return Err(FormatError::model(
+                    path,
+                    format!(
+                        "duplicate tensor name `{}`: it is also in `{first}`; each tensor must be \
+                         in exactly one file",
+                        t.name
+                    ),
+                ));
+            }
+        }
+    }
+
+    if has(INDEX) && kind != Kind::Adapter {
+        check_index(files, &headers)?;
+    }
+
+    let all: Vec<(&str, &TensorInfo)> = headers
+        .iter()
+        .flat_map(|(p, i)| i.tensors.iter().map(move |t| (*p, t)))
+        .collect();
+
+    match kind {
+        Kind::Other => Ok(summarise(all.iter().map(|(_, t)| *t), None, None, None)),
+        Kind::Base | Kind::Checkpoint => {
+            if !has(CONFIG) {
+                return Err(FormatError::model(
+                    CONFIG,
+                    "config.json is missing; add the model's Hugging Face config.json",
+                ));
+            }
+            let cfg = config::parse(&read_json(files, CONFIG)?, CONFIG)?;
+            if headers.is_empty() {
+                return Err(FormatError::model(
+                    CONFIG,
+                    "the model has no .safetensors weights; convert the weights to safetensors \
+                     (e.g. save_pretrained(safe_serialization=True))",
+                ));
+            }
+            let weights_file = if has(INDEX) {
+                INDEX.to_string()
+            } else {
+                headers.keys().copied().collect::<Vec<_>>().join(", ")
+            };
+            check_model_tensors(&cfg, &all, &owner, &weights_file)?;
+            if kind == Kind::Checkpoint
+                && let Some(base) = base_shapes
+            {
+                check_same_shapes(&all, base, &weights_file)?;
+            }
+            let arch = cfg.architectures.first().cloned().or_else(|| {
+                Some(match cfg.model_type.as_str() {
+                    "mistral" => "MistralForCausalLM".to_string(),
+                    _ => "LlamaForCausalLM".to_string(),
+                })
+            });
+            Ok(summarise(
+                all.iter().map(|(_, t)| *t),
+                arch,
+                None,
+                Some(cfg),
+            ))
+        }
+        Kind::Adapter => {
+            if !has(ADAPTER_CONFIG) {
+                return Err(FormatError::adapter(
+                    ADAPTER_CONFIG,
+                    "adapter_config.json is missing; add the PEFT adapter_config.json",
+                ));
+            }
+            let cfg = adapter::parse(&read_json(files, ADAPTER_CONFIG)?, ADAPTER_CONFIG)?;
+            let Some(weights) = headers.get(ADAPTER_WEIGHTS) else {
+                return Err(FormatError::adapter(
+                    ADAPTER_WEIGHTS,
+                    "adapter_model.safetensors is missing; save the adapter with \
+                     safe_serialization=True (adapter_model.bin is not accepted)",
+                ));
+            };
+            let Some(base) = base_shapes else {
+                return Err(FormatError::adapter(
+                    ADAPTER_WEIGHTS,
+                    "cannot check the adapter without its base model; name the base",
+                ));
+            };
+            let summary = adapter::check_against_base(&cfg, weights, base, ADAPTER_WEIGHTS)?;
+            Ok(summarise(weights.tensors.iter(), None, Some(summary), None))
+        }
+    }
+}
+
+fn check_index(
+    files: &dyn FileAccess,
+    headers: &BTreeMap<&str, SafetensorsInfo>,
+) -> Result<(), FormatError> {
+    let bad = |reason: String| FormatError::model(INDEX, reason);
+    let index: Index = serde_json::from_slice(&read_json(files, INDEX)?).map_err(|e| {
+        bad(format!(
+            "cannot read the index: {e}; it needs a `weight_map` of tensor -> shard"
+        ))
+    })?;
+    let shards: BTreeSet<&str> = index.weight_map.values().map(String::as_str).collect();
+    for shard in &shards {
+        if !headers.contains_key(shard) {
+            return Err(bad(format!(
+                "index names missing shard `{shard}`; add the shard to the push or fix the index"
+            )));
+        }
+    }
+    for (tensor, shard) in &index.weight_map {
+        if headers
+            .get(shard.as_str())
+            .and_then(|h| h.get(tensor))
+            .is_none()
+        {
+            return Err(bad(format!(
+                "the index places tensor `{tensor}` in `{shard}`, but `{shard}` does not hold it; \
+                 regenerate the index"
+            )));
+        }
+    }
+    for shard in &shards {
+        for t in headers
+            .get(shard)
+            .map(|h| h.tensors.as_slice())
+            .unwrap_or_default()
+        {
+            if index.weight_map.get(&t.name).is_none_or(|s| s != shard) {
+                return Err(bad(format!(
+                    "shard `{shard}` holds tensor `{}` which the index does not map to it; \
+                     regenerate the index",
+                    t.name
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_model_tensors(
+    cfg: &LlamaConfig,
+    all: &[(&str, &TensorInfo)],
+    owner: &BTreeMap<&str, &str>,
+    weights_file: &str,
+) -> Result<(), FormatError> {
+    let found: BTreeMap<&str, &TensorInfo> =
+        all.iter().map(|(_, t)| (t.name.as_str(), *t)).collect();
+    for (name, shape) in cfg.expected_tensors() {
+        match found.get(name.as_str()) {
+            None => {
+                return Err(FormatError::model(
+                    weights_file,
+                    format!(
+                        "tensor `{name}` (shape {shape:?}) is missing, but config.json implies \
+                         it; push every shard or fix config.json"
+                    ),
+                ));
+            }
+            Some(t) if t.shape != shape => {
+                return Err(FormatError::model(
+                    owner.get(name.as_str()).copied().unwrap_or(weights_file),
+                    format!(
+                        "tensor `{name}` has shape {:?} but config.json implies {shape:?}; fix \
+                         config.json or the weights",
+                        t.shape
+                    ),
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    let expected = cfg.expected_shapes();
+    let vocab_hidden = vec![cfg.vocab_size as u64, cfg.hidden_size as u64];
+    for (file, t) in all {
+        let allowed = expected.contains_key(&t.name)
+            || t.name.ends_with("rotary_emb.inv_freq")
+            || (cfg.tie_word_embeddings && t.name == "lm_head.weight" && t.shape == vocab_hidden);
+        if !allowed {
+            return Err(FormatError::model(
+                file,
+                format!(
+                    "tensor `{}` is not part of a {} model as config.json describes it; remove \
+                     it or fix config.json",
+                    t.name,
+                    cfg.architectures
+                        .first()
+                        .map(String::as_str)
+                        .unwrap_or("Llama-family")
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_same_shapes(
+    all: &[(&str, &TensorInfo)],
+    base: &BTreeMap<String, Vec<u64>>,
+    weights_file: &str,
+) -> Result<(), FormatError> {
+    // Buffers and a tied output layer may be present on one side only.
+    let optional = |n: &str| n.ends_with("rotary_emb.inv_freq") || n == "lm_head.weight";
+    let mine: BTreeMap<&str, (&str, &TensorInfo)> = all
+        .iter()
+        .map(|(f, t)| (t.name.as_str(), (*f, *t)))
+        .collect();
+    for (name, (file, t)) in &mine {
+        match base.get(*name) {
+            Some(s) if *s != t.shape => {
+                return Err(FormatError::model(
+                    file,
+                    format!(
+                        "tensor `{name}` has shape {:?} but the base has {s:?}; a checkpoint \
+                         must keep its base's shapes",
+                        t.shape
+                    ),
+                ));
+            }
+            None if !optional(name) => {
+                return Err(FormatError::model(
+                    file,
+                    format!(
+                        "tensor `{name}` is not in the base model; a checkpoint must have its base's tensors"
+                    ),
+                ));
+            }
+            _ => {}
+        }
+    }
+    if let Some(name) = base
+        .keys()
+        .find(|n| !optional(n) && !mine.contains_key(n.as_str()))
+    {
+        return Err(FormatError::model(
+            weights_file,
+            format!("base tensor `{name}` is missing from the checkpoint; push every shard"),
+        ));
+    }
+    Ok(())
+}
+
+fn summarise<'a>(
+    tensors: impl Iterator<Item = &'a TensorInfo>,
+    architecture: Option<String>,
+    adapter: Option<AdapterSummary>,
+    config: Option<LlamaConfig>,
+) -> Report {
+    let mut shapes = BTreeMap::new();
+    let mut dtypes = BTreeSet::new();
+    let mut parameters = 0u64;
+    for t in tensors {
+        parameters = parameters.saturating_add(t.numel());
+        dtypes.insert(t.dtype.clone());
+        shapes.insert(t.name.clone(), t.shape.clone());
+    }
+    let dtype = match dtypes.len() {
+        0 => None,
+        1 => dtypes.into_iter().next(),
+        _ => Some("mixed".to_string()),
+    };
+    Report {
+        architecture,
+        dtype,
+        parameters,
+        tensors: shapes.len() as u64,
+        shapes,
+        adapter,
+        config,
+    }
+}
