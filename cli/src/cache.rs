@@ -38,7 +38,10 @@ impl FileStamp {
         #[cfg(unix)]
         let (mtime_ns, inode) = {
             use std::os::unix::fs::MetadataExt as _;
-            (i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()), meta.ino())
+            (
+                i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+                meta.ino(),
+            )
         };
         #[cfg(not(unix))]
         let (mtime_ns, inode) = {
@@ -49,7 +52,12 @@ impl FileStamp {
                 .map_or(0, |d| d.as_nanos() as i128);
             (ns, 0)
         };
-        FileStamp { path: canonical, size: meta.len(), mtime_ns, inode }
+        FileStamp {
+            path: canonical,
+            size: meta.len(),
+            mtime_ns,
+            inode,
+        }
     }
 
     fn key(&self) -> String {
@@ -87,7 +95,10 @@ impl Cache {
     pub fn open(dir: PathBuf) -> Self {
         let digests = read_json(&dir.join(DIGESTS_FILE)).unwrap_or_default();
         let uploads = read_json(&dir.join(UPLOADS_FILE)).unwrap_or_default();
-        Cache { dir, state: Mutex::new(State { digests, uploads }) }
+        Cache {
+            dir,
+            state: Mutex::new(State { digests, uploads }),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -163,17 +174,30 @@ mod tests {
         let cache = Cache::open(dir.path().join("cache"));
         assert_eq!(cache.digest(&stamp), Some(digest.clone()));
         // Any change of the file's stamp misses.
-        let changed = FileStamp { size: 6, ..stamp.clone() };
+        let changed = FileStamp {
+            size: 6,
+            ..stamp.clone()
+        };
         assert!(cache.digest(&changed).is_none());
-        let touched = FileStamp { mtime_ns: stamp.mtime_ns + 1, ..stamp.clone() };
+        let touched = FileStamp {
+            mtime_ns: stamp.mtime_ns + 1,
+            ..stamp.clone()
+        };
         assert!(cache.digest(&touched).is_none());
 
         let id = uuid::Uuid::new_v4();
         cache.put_upload("http://s", &stamp, id)?;
-        assert_eq!(Cache::open(dir.path().join("cache")).upload("http://s", &stamp), Some(id));
+        assert_eq!(
+            Cache::open(dir.path().join("cache")).upload("http://s", &stamp),
+            Some(id)
+        );
         assert!(cache.upload("http://other", &stamp).is_none());
         cache.forget_upload("http://s", &stamp)?;
-        assert!(Cache::open(dir.path().join("cache")).upload("http://s", &stamp).is_none());
+        assert!(
+            Cache::open(dir.path().join("cache"))
+                .upload("http://s", &stamp)
+                .is_none()
+        );
         Ok(())
     }
 
@@ -182,7 +206,12 @@ mod tests {
         let dir = tempfile::tempdir()?;
         std::fs::write(dir.path().join(DIGESTS_FILE), b"{not json")?;
         let cache = Cache::open(dir.path().to_path_buf());
-        let stamp = FileStamp { path: "/x".into(), size: 1, mtime_ns: 1, inode: 1 };
+        let stamp = FileStamp {
+            path: "/x".into(),
+            size: 1,
+            mtime_ns: 1,
+            inode: 1,
+        };
         assert!(cache.digest(&stamp).is_none());
         Ok(())
     }

@@ -19,7 +19,11 @@ use crate::error::{ApiError, LocalError};
 const RENEW_BEFORE_SECS: i64 = 60;
 
 /// Everything but RFC 3986 unreserved characters is escaped in a path segment (so `/` too).
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// Escapes one path segment (a name, a file path with its `/`s).
 pub fn seg(s: &str) -> String {
@@ -55,7 +59,12 @@ impl Client {
             .into());
         }
         let creds = creds.filter(|c| normalize_server(&c.server) == server);
-        Ok(Client { http: http_client()?, server, config_dir, creds: tokio::sync::Mutex::new(creds) })
+        Ok(Client {
+            http: http_client()?,
+            server,
+            config_dir,
+            creds: tokio::sync::Mutex::new(creds),
+        })
     }
 
     pub fn server(&self) -> &str {
@@ -99,7 +108,9 @@ impl Client {
     async fn renew(&self, creds: &mut Credentials) -> Result<()> {
         let answer = exchange(&self.http, &self.server, &creds.api_key)
             .await
-            .context("renewing the login token; if the API key was revoked, run `clreg login` again")?;
+            .context(
+                "renewing the login token; if the API key was revoked, run `clreg login` again",
+            )?;
         creds.token = answer.token;
         creds.expires_at = answer.expires_at;
         creds.user = answer.user;
@@ -151,7 +162,9 @@ impl Client {
         path: &str,
         body: &B,
     ) -> Result<T> {
-        let resp = self.send(self.request(Method::POST, path).json(body)).await?;
+        let resp = self
+            .send(self.request(Method::POST, path).json(body))
+            .await?;
         json_body(resp).await
     }
 
@@ -168,7 +181,9 @@ pub async fn exchange(
     api_key: &str,
 ) -> Result<TokenResponse> {
     let url = format!("{}{API_PREFIX}/auth/token", normalize_server(server));
-    let req = TokenRequest { api_key: api_key.to_string() };
+    let req = TokenRequest {
+        api_key: api_key.to_string(),
+    };
     let resp = http.post(url).json(&req).send().await.map_err(network)?;
     json_body(check(resp).await?).await
 }
@@ -202,7 +217,11 @@ pub async fn api_error(resp: Response) -> ApiError {
 /// The server's error body, or a readable stand-in when the body is not one.
 pub fn error_from_body(status: StatusCode, text: &str) -> ApiError {
     match serde_json::from_str::<ErrorBody>(text) {
-        Ok(body) => ApiError { status: status.as_u16(), code: body.code, message: body.message },
+        Ok(body) => ApiError {
+            status: status.as_u16(),
+            code: body.code,
+            message: body.message,
+        },
         Err(_) => {
             let code = match status.as_u16() {
                 401 => "unauthenticated",
@@ -219,7 +238,11 @@ pub fn error_from_body(status: StatusCode, text: &str) -> ApiError {
                 let short: String = text.chars().take(200).collect();
                 message.push_str(&format!(": {short}"));
             }
-            ApiError { status: status.as_u16(), code: code.to_string(), message }
+            ApiError {
+                status: status.as_u16(),
+                code: code.to_string(),
+                message,
+            }
         }
     }
 }
@@ -228,8 +251,10 @@ pub async fn json_body<T: DeserializeOwned>(resp: Response) -> Result<T> {
     let url = resp.url().path().to_string();
     let bytes = resp.bytes().await.map_err(network)?;
     serde_json::from_slice(&bytes).map_err(|e| {
-        LocalError::protocol(format!("the server's answer to {url} is not what clreg expects: {e}"))
-            .into()
+        LocalError::protocol(format!(
+            "the server's answer to {url} is not what clreg expects: {e}"
+        ))
+        .into()
     })
 }
 
@@ -240,7 +265,10 @@ mod tests {
     #[test]
     fn segments_are_escaped() {
         assert_eq!(seg("org-a.v1_2"), "org-a.v1_2");
-        assert_eq!(seg("sub dir/model.safetensors"), "sub%20dir%2Fmodel.safetensors");
+        assert_eq!(
+            seg("sub dir/model.safetensors"),
+            "sub%20dir%2Fmodel.safetensors"
+        );
     }
 
     #[test]

@@ -70,7 +70,10 @@ impl Credentials {
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
         let creds = serde_json::from_str(&text).with_context(|| {
-            format!("{} is not valid login state; run `clreg login` again", path.display())
+            format!(
+                "{} is not valid login state; run `clreg login` again",
+                path.display()
+            )
         })?;
         Ok(Some(creds))
     }
@@ -138,7 +141,9 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt as _;
-            let mode = std::fs::metadata(Credentials::path(dir.path()))?.permissions().mode();
+            let mode = std::fs::metadata(Credentials::path(dir.path()))?
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
         assert!(Credentials::remove(dir.path())?);

@@ -63,27 +63,47 @@ pub struct LocalError {
 impl LocalError {
     /// No usable login for the server (exit 3).
     pub fn not_logged_in(message: impl Into<String>) -> Self {
-        Self { status: ExitStatus::Auth, code: "not_logged_in", message: message.into() }
+        Self {
+            status: ExitStatus::Auth,
+            code: "not_logged_in",
+            message: message.into(),
+        }
     }
 
     /// Local files failed verification: a digest mismatch, an invalid file (exit 7).
     pub fn verify(code: &'static str, message: impl Into<String>) -> Self {
-        Self { status: ExitStatus::Verify, code, message: message.into() }
+        Self {
+            status: ExitStatus::Verify,
+            code,
+            message: message.into(),
+        }
     }
 
     /// The command line asks for something impossible (exit 2).
     pub fn usage(message: impl Into<String>) -> Self {
-        Self { status: ExitStatus::Usage, code: "usage", message: message.into() }
+        Self {
+            status: ExitStatus::Usage,
+            code: "usage",
+            message: message.into(),
+        }
     }
 
     /// A limit or rule of the server refuses this before it is sent (exit 5).
     pub fn refused(code: &'static str, message: impl Into<String>) -> Self {
-        Self { status: ExitStatus::Refused, code, message: message.into() }
+        Self {
+            status: ExitStatus::Refused,
+            code,
+            message: message.into(),
+        }
     }
 
     /// The server answered something the contract does not allow (exit 6).
     pub fn protocol(message: impl Into<String>) -> Self {
-        Self { status: ExitStatus::Server, code: "protocol", message: message.into() }
+        Self {
+            status: ExitStatus::Server,
+            code: "protocol",
+            message: message.into(),
+        }
     }
 }
 
@@ -104,7 +124,11 @@ pub struct Classified {
 
 /// Finds the most specific cause in the chain: our typed errors first, then network errors.
 pub fn classify(err: &anyhow::Error) -> Classified {
-    let mut out = Classified { code: None, status: ExitStatus::Failure, broken_pipe: false };
+    let mut out = Classified {
+        code: None,
+        status: ExitStatus::Failure,
+        broken_pipe: false,
+    };
     for cause in err.chain() {
         if let Some(api) = cause.downcast_ref::<ApiError>() {
             out.code = Some(api.code.clone());
@@ -138,24 +162,45 @@ mod tests {
     use anyhow::Context as _;
 
     fn api(status: u16, code: &str) -> anyhow::Error {
-        anyhow::Error::new(ApiError { status, code: code.into(), message: "m".into() })
+        anyhow::Error::new(ApiError {
+            status,
+            code: code.into(),
+            message: "m".into(),
+        })
     }
 
     #[test]
     fn statuses_map_to_exit_codes() {
-        assert_eq!(classify(&api(401, "invalid_token")).status, ExitStatus::Auth);
-        assert_eq!(classify(&api(404, "not_found")).status, ExitStatus::NotFound);
+        assert_eq!(
+            classify(&api(401, "invalid_token")).status,
+            ExitStatus::Auth
+        );
+        assert_eq!(
+            classify(&api(404, "not_found")).status,
+            ExitStatus::NotFound
+        );
         assert_eq!(classify(&api(403, "forbidden")).status, ExitStatus::Refused);
         assert_eq!(classify(&api(409, "conflict")).status, ExitStatus::Refused);
-        assert_eq!(classify(&api(422, "invalid_model")).status, ExitStatus::Refused);
+        assert_eq!(
+            classify(&api(422, "invalid_model")).status,
+            ExitStatus::Refused
+        );
         assert_eq!(classify(&api(500, "internal")).status, ExitStatus::Server);
-        let wrapped = Err::<(), _>(api(404, "blob_unknown")).context("committing").err();
+        let wrapped = Err::<(), _>(api(404, "blob_unknown"))
+            .context("committing")
+            .err();
         let c = wrapped.as_ref().map(classify);
-        assert_eq!(c.as_ref().and_then(|c| c.code.clone()).as_deref(), Some("blob_unknown"));
+        assert_eq!(
+            c.as_ref().and_then(|c| c.code.clone()).as_deref(),
+            Some("blob_unknown")
+        );
         let local = anyhow::Error::new(LocalError::verify("digest_mismatch", "x"));
         assert_eq!(classify(&local).status, ExitStatus::Verify);
         let pipe = anyhow::Error::new(std::io::Error::from(std::io::ErrorKind::BrokenPipe));
         assert!(classify(&pipe).broken_pipe);
-        assert_eq!(classify(&anyhow::anyhow!("other")).status, ExitStatus::Failure);
+        assert_eq!(
+            classify(&anyhow::anyhow!("other")).status,
+            ExitStatus::Failure
+        );
     }
 }

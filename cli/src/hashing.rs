@@ -18,7 +18,11 @@ pub fn digest_bytes(bytes: &[u8]) -> Digest {
 }
 
 /// Feeds the next `len` bytes of `reader` to `hasher`; fewer means the file shrank.
-pub fn hash_prefix(reader: &mut impl std::io::Read, len: u64, hasher: &mut Sha256) -> std::io::Result<()> {
+pub fn hash_prefix(
+    reader: &mut impl std::io::Read,
+    len: u64,
+    hasher: &mut Sha256,
+) -> std::io::Result<()> {
     let mut buf = vec![0u8; BUF];
     let mut left = len;
     while left > 0 {

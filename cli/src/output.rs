@@ -34,8 +34,16 @@ impl Output {
     }
 
     /// `--json` prints `value`, otherwise `text()` is printed.
-    pub fn emit<T: Serialize + ?Sized>(&self, value: &T, text: impl FnOnce() -> String) -> Result<()> {
-        if self.json { self.json(value) } else { self.text(&text()) }
+    pub fn emit<T: Serialize + ?Sized>(
+        &self,
+        value: &T,
+        text: impl FnOnce() -> String,
+    ) -> Result<()> {
+        if self.json {
+            self.json(value)
+        } else {
+            self.text(&text())
+        }
     }
 
     /// A note for people on stderr, unless `--quiet`.

@@ -22,7 +22,11 @@ impl fmt::Display for Version {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ArtifactRef {
-    Named { collab: String, name: String, version: Version },
+    Named {
+        collab: String,
+        name: String,
+        version: Version,
+    },
     /// A full id or a unique prefix of at least 8 hex digits, lower case.
     Id(String),
 }
@@ -31,8 +35,16 @@ impl ArtifactRef {
     /// The API path that answers this reference with an `Artifact`.
     pub fn api_path(&self) -> String {
         match self {
-            ArtifactRef::Named { collab, name, version } => {
-                format!("/collaborations/{}/artifacts/{}/{version}", seg(collab), seg(name))
+            ArtifactRef::Named {
+                collab,
+                name,
+                version,
+            } => {
+                format!(
+                    "/collaborations/{}/artifacts/{}/{version}",
+                    seg(collab),
+                    seg(name)
+                )
             }
             ArtifactRef::Id(id) => format!("/artifacts/{id}"),
         }
@@ -42,7 +54,11 @@ impl ArtifactRef {
 impl fmt::Display for ArtifactRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ArtifactRef::Named { collab, name, version } => write!(f, "{collab}/{name}:{version}"),
+            ArtifactRef::Named {
+                collab,
+                name,
+                version,
+            } => write!(f, "{collab}/{name}:{version}"),
             ArtifactRef::Id(id) => f.write_str(id),
         }
     }
@@ -96,20 +112,44 @@ mod tests {
     use super::*;
 
     fn named(c: &str, n: &str, v: Version) -> ArtifactRef {
-        ArtifactRef::Named { collab: c.into(), name: n.into(), version: v }
+        ArtifactRef::Named {
+            collab: c.into(),
+            name: n.into(),
+            version: v,
+        }
     }
 
     #[test]
     fn parses_every_form() {
-        assert_eq!("org/llama:3".parse(), Ok(named("org", "llama", Version::Number(3))));
-        assert_eq!("org/llama".parse(), Ok(named("org", "llama", Version::Latest)));
-        assert_eq!("org/llama:latest".parse(), Ok(named("org", "llama", Version::Latest)));
+        assert_eq!(
+            "org/llama:3".parse(),
+            Ok(named("org", "llama", Version::Number(3)))
+        );
+        assert_eq!(
+            "org/llama".parse(),
+            Ok(named("org", "llama", Version::Latest))
+        );
+        assert_eq!(
+            "org/llama:latest".parse(),
+            Ok(named("org", "llama", Version::Latest))
+        );
         assert_eq!("DEADBEEF".parse(), Ok(ArtifactRef::Id("deadbeef".into())));
         let full = "a".repeat(64);
         assert_eq!(format!("sha256:{full}").parse(), Ok(ArtifactRef::Id(full)));
         for bad in [
-            "", "abc", "deadbee", "org/", "/x", "org/x:0", "org/x:-1", "org/x:v1", "org/x:+1",
-            "org/a/b", "org/.x", "zzzzzzzz", &"a".repeat(65),
+            "",
+            "abc",
+            "deadbee",
+            "org/",
+            "/x",
+            "org/x:0",
+            "org/x:-1",
+            "org/x:v1",
+            "org/x:+1",
+            "org/a/b",
+            "org/.x",
+            "zzzzzzzz",
+            &"a".repeat(65),
         ] {
             assert!(bad.parse::<ArtifactRef>().is_err(), "{bad}");
         }
@@ -121,7 +161,13 @@ mod tests {
             named("org", "m", Version::Number(2)).api_path(),
             "/collaborations/org/artifacts/m/2"
         );
-        assert_eq!(named("org", "m", Version::Latest).to_string(), "org/m:latest");
-        assert_eq!(ArtifactRef::Id("deadbeef".into()).api_path(), "/artifacts/deadbeef");
+        assert_eq!(
+            named("org", "m", Version::Latest).to_string(),
+            "org/m:latest"
+        );
+        assert_eq!(
+            ArtifactRef::Id("deadbeef".into()).api_path(),
+            "/artifacts/deadbeef"
+        );
     }
 }

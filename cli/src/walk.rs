@@ -50,9 +50,15 @@ pub fn walk(root: &Path) -> Result<Vec<LocalFile>> {
             if skipped(name) {
                 continue;
             }
-            let rel = if prefix.is_empty() { name.to_string() } else { format!("{prefix}/{name}") };
+            let rel = if prefix.is_empty() {
+                name.to_string()
+            } else {
+                format!("{prefix}/{name}")
+            };
             let path = entry.path();
-            let file_type = entry.file_type().with_context(|| format!("reading {}", path.display()))?;
+            let file_type = entry
+                .file_type()
+                .with_context(|| format!("reading {}", path.display()))?;
             if file_type.is_dir() {
                 stack.push((path, rel));
                 continue;
@@ -75,13 +81,19 @@ pub fn walk(root: &Path) -> Result<Vec<LocalFile>> {
                 }
                 meta
             } else {
-                entry.metadata().with_context(|| format!("reading {}", path.display()))?
+                entry
+                    .metadata()
+                    .with_context(|| format!("reading {}", path.display()))?
             };
             if !meta.is_file() {
                 continue;
             }
             clreg_types::check_file_path(&rel).map_err(invalid)?;
-            out.push(LocalFile { rel, abs: path, size: meta.len() });
+            out.push(LocalFile {
+                rel,
+                abs: path,
+                size: meta.len(),
+            });
         }
     }
     out.sort_by(|a, b| a.rel.cmp(&b.rel));

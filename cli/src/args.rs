@@ -1,0 +1,532 @@
+//! The command line: clap derive types with help text and examples for every command.
+
+use std::path::PathBuf;
+
+use clap::builder::{PossibleValuesParser, TypedValueParser as _};
+use clap::{Args as ClapArgs, Parser, Subcommand};
+use clreg_types::{ArtifactKind, Policy, Relation, Role};
+
+use crate::refs::ArtifactRef;
+
+const TOP_AFTER_HELP: &str = "\
+Examples:
+  clreg login --server https://registry.example --api-key $KEY
+  clreg collab create org-a --policy semi
+  clreg push ./llama-7b --collab org-a --name llama
+  clreg push ./lora-out --collab org-a --name med-lora --base org-a/llama
+  clreg pull org-a/med-lora:2 -o ./med-lora
+  clreg lineage org-a/med-lora
+
+Environment:
+  CLREG_SERVER      server URL (as --server)
+  CLREG_API_KEY     API key for `clreg login`
+  CLREG_CONFIG_DIR  where the login is stored (credentials.json)
+  CLREG_CACHE_DIR   digest cache and resumable upload sessions
+  NO_COLOR          no colour in messages
+
+Exit codes:
+  0  success
+  1  other error
+  2  usage error (bad arguments)
+  3  authentication: not logged in, or the key or token was refused (401)
+  4  not found (404)
+  5  refused by the server: forbidden, conflict, invalid input (other 4xx)
+  6  server or network error (5xx, cannot connect)
+  7  local verification failed: digest mismatch on pull, invalid local files";
+
+/// clreg: push, pull and trace models in a collaborative model registry.
+#[derive(Debug, Parser)]
+#[command(name = "clreg", version, after_help = TOP_AFTER_HELP, propagate_version = true)]
+pub struct Args {
+    /// Server URL; overrides the one stored by `clreg login`.
+    #[arg(long, global = true, env = "CLREG_SERVER", value_name = "URL")]
+    pub server: Option<String>,
+
+    /// Print machine-readable JSON on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// No progress bars or notes on stderr.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Exchange an API key for a login token and store both.
+    #[command(after_help = "\
+Examples:
+  clreg login --server https://registry.example --api-key $KEY
+  echo \"$KEY\" | clreg login --server https://registry.example
+
+The key is read from --api-key, else CLREG_API_KEY, else standard input. It is stored
+(mode 0600) so the short-lived token can be renewed; it is never printed.")]
+    Login(LoginArgs),
+
+    /// Forget the stored login.
+    #[command(after_help = "Example:\n  clreg logout")]
+    Logout,
+
+    /// Show who you are logged in as, and where.
+    #[command(after_help = "Example:\n  clreg whoami --json")]
+    Whoami,
+
+    /// Create and manage collaborations and their members.
+    #[command(subcommand)]
+    Collab(CollabCommand),
+
+    /// Work on files on disk with the engine, without a server.
+    #[command(subcommand)]
+    Local(LocalCommand),
+
+    /// Upload a model directory and commit it as a new artifact version.
+    #[command(after_help = "\
+Examples:
+  clreg push ./llama --collab org-a --name llama
+  clreg push ./ft --collab org-a --name llama-med --base org-a/llama \\
+      --parent org-a/llama --relation finetune --method fft --param lr=2e-5 \\
+      --param epochs=3 --dataset ./med.json
+  clreg push ./lora --collab org-a --name med-lora --kind adapter --base org-a/llama:1
+
+Files already on the server are not sent again; an interrupted push resumes where it stopped.
+Hidden files and *.partial files are left out.")]
+    Push(PushArgs),
+
+    /// Download an artifact's files and verify every digest.
+    #[command(after_help = "\
+Examples:
+  clreg pull org-a/llama -o ./llama
+  clreg pull org-a/med-lora:2 -o ./med-lora
+  clreg pull 1a2b3c4d5e6f -o ./model
+
+Files already present with the right content are skipped; an interrupted pull resumes.")]
+    Pull(PullArgs),
+
+    /// List a collaboration's artifacts.
+    #[command(
+        after_help = "Examples:\n  clreg ls --collab org-a\n  clreg ls --collab org-a --name llama --json"
+    )]
+    Ls(LsArgs),
+
+    /// Show an artifact: metadata, files and parents.
+    #[command(after_help = "Examples:\n  clreg show org-a/llama:1\n  clreg show 1a2b3c4d --json")]
+    Show(RefArgs),
+
+    /// Show an artifact's ancestors and descendants.
+    #[command(
+        after_help = "Examples:\n  clreg lineage org-a/med-lora\n  clreg lineage 1a2b3c4d --json"
+    )]
+    Lineage(RefArgs),
+
+    /// Register, list and fetch datasets (TRACE JSON).
+    #[command(subcommand)]
+    Dataset(DatasetCommand),
+
+    /// Show a collaboration's ledger of events.
+    #[command(
+        after_help = "Examples:\n  clreg ledger --collab org-a\n  clreg ledger --collab org-a --json"
+    )]
+    Ledger(CollabArg),
+}
+
+#[derive(Debug, ClapArgs)]
+pub struct LoginArgs {
+    /// API key (an admin creates it with `clreg-server admin`).
+    #[arg(
+        long,
+        env = "CLREG_API_KEY",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
+    pub api_key: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CollabCommand {
+    /// Create a collaboration; you become its owner.
+    #[command(after_help = "\
+Examples:
+  clreg collab create org-a --policy semi --description \"medical QA\"
+  clreg collab create joint --policy full
+
+semi: models are shared, dataset content is not (only manifests).
+full: dataset content is stored and readable by members (replay, joint training).")]
+    Create {
+        /// Collaboration name (letters, digits, `.`, `_`, `-`).
+        name: String,
+        /// What members agree to share; it can later only be tightened (full → semi).
+        #[arg(long, value_parser = policy_parser())]
+        policy: Policy,
+        /// A sentence about its purpose.
+        #[arg(long, default_value = "", hide_default_value = true)]
+        description: String,
+    },
+
+    /// List the collaborations you can see.
+    #[command(after_help = "Example:\n  clreg collab ls")]
+    Ls,
+
+    /// Show a collaboration and its members.
+    #[command(after_help = "Example:\n  clreg collab show org-a")]
+    Show {
+        /// Collaboration name.
+        name: String,
+    },
+
+    /// Grant a role to a user (owners only).
+    #[command(
+        after_help = "Examples:\n  clreg collab add-member org-a bob --role contributor\n  clreg collab add-member org-a audit --role auditor"
+    )]
+    AddMember {
+        /// Collaboration name.
+        name: String,
+        /// User name.
+        user: String,
+        /// The role to grant.
+        #[arg(long, value_parser = role_parser())]
+        role: Role,
+    },
+
+    /// Remove a user, or one of their roles (owners only).
+    #[command(
+        after_help = "Examples:\n  clreg collab remove-member org-a bob\n  clreg collab remove-member org-a bob --role contributor"
+    )]
+    RemoveMember {
+        /// Collaboration name.
+        name: String,
+        /// User name.
+        user: String,
+        /// Remove only this role (default: every role).
+        #[arg(long, value_parser = role_parser())]
+        role: Option<Role>,
+    },
+
+    /// Tighten the policy from full to semi; stored dataset content is purged.
+    #[command(after_help = "\
+Example:
+  clreg collab tighten joint --yes
+
+This cannot be undone: a policy is never loosened.")]
+    Tighten {
+        /// Collaboration name.
+        name: String,
+        /// Confirm without asking.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(Debug, ClapArgs)]
+pub struct PushArgs {
+    /// The model directory.
+    pub dir: PathBuf,
+
+    /// Collaboration to push to.
+    #[arg(long, value_name = "COLLAB")]
+    pub collab: String,
+
+    /// Artifact name; each push of changed files makes a new version.
+    #[arg(long)]
+    pub name: String,
+
+    /// Artifact kind (default: adapter if adapter_config.json exists, else base, or checkpoint
+    /// when --base is given).
+    #[arg(long, value_parser = kind_parser())]
+    pub kind: Option<ArtifactKind>,
+
+    /// The base model this one builds on (required for checkpoints and adapters).
+    #[arg(long, value_name = "REF")]
+    pub base: Option<ArtifactRef>,
+
+    /// The artifact this one was made from (a lineage edge).
+    #[arg(long, value_name = "REF")]
+    pub parent: Option<ArtifactRef>,
+
+    /// How it was made from --parent (default: adapter for adapters, else finetune).
+    #[arg(long, requires = "parent", value_parser = relation_parser())]
+    pub relation: Option<Relation>,
+
+    /// The method of that step, e.g. lora, fft, olora, ties.
+    #[arg(
+        long,
+        requires = "parent",
+        default_value = "",
+        hide_default_value = true
+    )]
+    pub method: String,
+
+    /// A parameter of that step, KEY=VALUE; VALUE is JSON if it parses, else a string.
+    #[arg(long = "param", requires = "parent", value_name = "KEY=VALUE", value_parser = parse_param)]
+    pub params: Vec<(String, serde_json::Value)>,
+
+    /// A dataset the step used: a TRACE file (hashed here) or its digest.
+    #[arg(long = "dataset", requires = "parent", value_name = "FILE_OR_DIGEST")]
+    pub datasets: Vec<String>,
+
+    /// A sentence about this artifact.
+    #[arg(long, default_value = "", hide_default_value = true)]
+    pub description: String,
+
+    /// Files uploaded at the same time.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: u16,
+}
+
+#[derive(Debug, ClapArgs)]
+pub struct PullArgs {
+    /// collab/name[:version|:latest] or an id (8+ hex digits).
+    #[arg(value_name = "REF")]
+    pub reference: ArtifactRef,
+
+    /// Directory to write the files into (created if needed).
+    #[arg(short, long, value_name = "DIR")]
+    pub output: PathBuf,
+
+    /// Files downloaded at the same time.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: u16,
+}
+
+#[derive(Debug, ClapArgs)]
+pub struct LsArgs {
+    /// Collaboration to list.
+    #[arg(long, value_name = "COLLAB")]
+    pub collab: String,
+
+    /// Only versions of this artifact.
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, ClapArgs)]
+pub struct RefArgs {
+    /// collab/name[:version|:latest] or an id (8+ hex digits).
+    #[arg(value_name = "REF")]
+    pub reference: ArtifactRef,
+}
+
+#[derive(Debug, ClapArgs)]
+pub struct CollabArg {
+    /// Collaboration name.
+    #[arg(long, value_name = "COLLAB")]
+    pub collab: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DatasetCommand {
+    /// Validate a TRACE dataset and register it (its content is uploaded only under `full`).
+    #[command(after_help = "\
+Examples:
+  clreg dataset push ./med.json --collab org-a --task medqa --metric accuracy
+  clreg dataset push ./med.json --collab joint --task medqa --metric rouge-l --manifest-only
+
+Under a semi policy only the manifest (digest, size, task, metric, licence) is registered;
+the content stays on this machine.")]
+    Push {
+        /// The TRACE JSON file: [{\"prompt\": ..., \"answer\": ...}, ...].
+        file: PathBuf,
+        /// Collaboration name.
+        #[arg(long, value_name = "COLLAB")]
+        collab: String,
+        /// Task name, e.g. medqa.
+        #[arg(long)]
+        task: String,
+        /// Metric the task is scored with, e.g. accuracy, rouge-l.
+        #[arg(long)]
+        metric: String,
+        /// Dataset name (default: the file name without extension).
+        #[arg(long)]
+        name: Option<String>,
+        /// Licence of the data.
+        #[arg(long, default_value = "", hide_default_value = true)]
+        license: String,
+        /// Register the manifest only, even under a full policy.
+        #[arg(long)]
+        manifest_only: bool,
+    },
+
+    /// List a collaboration's datasets.
+    #[command(after_help = "Example:\n  clreg dataset ls --collab org-a")]
+    Ls(CollabArg),
+
+    /// Download a dataset's stored content (full policy only) and verify its digest.
+    #[command(
+        after_help = "Example:\n  clreg dataset pull sha256:3f2a... --collab joint -o med.json"
+    )]
+    Pull {
+        /// The dataset's digest (sha256:… or 64 hex digits).
+        digest: String,
+        /// Collaboration name.
+        #[arg(long, value_name = "COLLAB")]
+        collab: String,
+        /// File to write.
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+    },
+}
+
+fn policy_parser() -> impl clap::builder::TypedValueParser<Value = Policy> {
+    PossibleValuesParser::new(["semi", "full"]).try_map(|s| s.parse::<Policy>())
+}
+
+fn role_parser() -> impl clap::builder::TypedValueParser<Value = Role> {
+    PossibleValuesParser::new(Role::ALL.iter().map(|r| r.as_str())).try_map(|s| s.parse::<Role>())
+}
+
+fn kind_parser() -> impl clap::builder::TypedValueParser<Value = ArtifactKind> {
+    PossibleValuesParser::new(["base", "checkpoint", "adapter"])
+        .try_map(|s| s.parse::<ArtifactKind>())
+}
+
+fn relation_parser() -> impl clap::builder::TypedValueParser<Value = Relation> {
+    PossibleValuesParser::new(Relation::ALL.iter().map(|r| r.as_str()))
+        .try_map(|s| s.parse::<Relation>())
+}
+
+/// `KEY=VALUE`: the value as JSON when it is valid JSON (`3`, `2e-5`, `true`, `[1,2]`), else as
+/// a string.
+pub fn parse_param(s: &str) -> Result<(String, serde_json::Value), String> {
+    let (key, value) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}` is not KEY=VALUE"))?;
+    let key = key.trim();
+    if key.is_empty() {
+        return Err(format!("`{s}` has an empty key"));
+    }
+    let value = serde_json::from_str(value)
+        .unwrap_or_else(|_| serde_json::Value::String(value.to_string()));
+    Ok((key.to_string(), value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+    use serde_json::json;
+
+    #[test]
+    fn verify_cli() {
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn params() {
+        assert_eq!(parse_param("lr=2e-5"), Ok(("lr".into(), json!(2e-5))));
+        assert_eq!(parse_param("epochs=3"), Ok(("epochs".into(), json!(3))));
+        assert_eq!(parse_param("name=ties"), Ok(("name".into(), json!("ties"))));
+        assert_eq!(
+            parse_param("w=[0.5, 0.5]"),
+            Ok(("w".into(), json!([0.5, 0.5])))
+        );
+        assert_eq!(parse_param("s=\"3\""), Ok(("s".into(), json!("3"))));
+        assert_eq!(parse_param("e="), Ok(("e".into(), json!(""))));
+        assert_eq!(parse_param("k=a=b"), Ok(("k".into(), json!("a=b"))));
+        assert!(parse_param("novalue").is_err());
+        assert!(parse_param("=3").is_err());
+    }
+
+    #[test]
+    fn parses_push() -> Result<(), clap::Error> {
+        let args = Args::try_parse_from([
+            "clreg",
+            "push",
+            "d",
+            "--collab",
+            "c",
+            "--name",
+            "n",
+            "--parent",
+            "c/p:1",
+            "--relation",
+            "finetune",
+            "--param",
+            "lr=0.1",
+            "--param",
+            "r=8",
+            "--json",
+            "--jobs",
+            "2",
+        ])?;
+        let Command::Push(push) = args.command else {
+            panic!("not push");
+        };
+        assert!(args.json);
+        assert_eq!(push.params.len(), 2);
+        assert_eq!(push.jobs, 2);
+        assert_eq!(push.relation, Some(Relation::Finetune));
+        Ok(())
+    }
+
+    #[test]
+    fn refuses_bad_input() {
+        let bad: [&[&str]; 6] = [
+            &[
+                "clreg",
+                "push",
+                "d",
+                "--collab",
+                "c",
+                "--name",
+                "n",
+                "--relation",
+                "merge",
+            ],
+            &[
+                "clreg", "push", "d", "--collab", "c", "--name", "n", "--kind", "merge",
+            ],
+            &["clreg", "pull", "not a ref", "-o", "x"],
+            &["clreg", "collab", "create", "x", "--policy", "open"],
+            &["clreg", "collab", "add-member", "x", "u", "--role", "admin"],
+            &[
+                "clreg", "push", "d", "--collab", "c", "--name", "n", "--jobs", "0",
+            ],
+        ];
+        for argv in bad {
+            let err = Args::try_parse_from(argv).err().map(|e| e.exit_code());
+            assert_eq!(err, Some(2), "{argv:?}");
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LocalCommand {
+    /// Write a seeded random Llama-family model (config.json + safetensors) for tests and demos.
+    #[command(after_help = "\
+Examples:
+  clreg local tiny -o ./tiny --seed 1
+  clreg local tiny -o ./big --hidden 2048 --intermediate 5632 --layers 3 --heads 16 --kv-heads 16 --vocab 32000
+
+The same seed and sizes always give the same bytes.")]
+    Tiny(TinyArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TinyArgs {
+    /// Output directory (created; must not contain a model already).
+    #[arg(short, long)]
+    pub output: std::path::PathBuf,
+    /// Seed of every weight.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, default_value_t = 64)]
+    pub hidden: usize,
+    #[arg(long, default_value_t = 128)]
+    pub intermediate: usize,
+    #[arg(long, default_value_t = 2)]
+    pub layers: usize,
+    #[arg(long, default_value_t = 4)]
+    pub heads: usize,
+    #[arg(long, default_value_t = 2)]
+    pub kv_heads: usize,
+    #[arg(long, default_value_t = 256)]
+    pub vocab: usize,
+    /// Tie the output layer to the embeddings.
+    #[arg(long)]
+    pub tie: bool,
+    /// Shard the weights into files of at most this many bytes.
+    #[arg(long)]
+    pub shard_bytes: Option<u64>,
+}

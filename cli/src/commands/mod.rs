@@ -1,0 +1,122 @@
+//! One thin function per subcommand; `run` dispatches and hands `main` an exit status.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Result;
+
+use crate::args::{Args, CollabCommand, Command, DatasetCommand, LocalCommand};
+use crate::cache::Cache;
+use crate::client::Client;
+use crate::config::{self, Credentials};
+use crate::error::{ExitStatus, LocalError};
+use crate::output::Output;
+
+mod artifacts;
+mod auth;
+mod collab;
+mod dataset;
+mod ledger;
+mod local;
+mod pull;
+mod push;
+
+/// What every command gets: how to print, and how to reach the server.
+pub struct Ctx {
+    pub out: Output,
+    server: Option<String>,
+    config_dir: PathBuf,
+}
+
+impl Ctx {
+    /// The server from `--server`/`CLREG_SERVER`, else the stored login's.
+    pub fn client(&self) -> Result<Arc<Client>> {
+        let creds = Credentials::load(&self.config_dir)?;
+        let server = match (&self.server, &creds) {
+            (Some(s), _) => s.clone(),
+            (None, Some(c)) => c.server.clone(),
+            (None, None) => {
+                return Err(LocalError::not_logged_in(
+                    "no server: run `clreg login --server URL --api-key KEY` or pass --server",
+                )
+                .into());
+            }
+        };
+        Ok(Arc::new(Client::new(
+            &server,
+            creds,
+            self.config_dir.clone(),
+        )?))
+    }
+
+    pub fn cache(&self) -> Result<Arc<Cache>> {
+        Ok(Arc::new(Cache::open(config::cache_dir()?)))
+    }
+}
+
+pub async fn run(args: Args) -> Result<ExitStatus> {
+    let ctx = Ctx {
+        out: Output {
+            json: args.json,
+            quiet: args.quiet,
+        },
+        server: args.server.filter(|s| !s.trim().is_empty()),
+        config_dir: config::config_dir()?,
+    };
+    match args.command {
+        Command::Login(a) => auth::login(&ctx, a).await,
+        Command::Logout => auth::logout(&ctx).await,
+        Command::Whoami => auth::whoami(&ctx).await,
+        Command::Collab(c) => match c {
+            CollabCommand::Create {
+                name,
+                policy,
+                description,
+            } => collab::create(&ctx, name, policy, description).await,
+            CollabCommand::Ls => collab::ls(&ctx).await,
+            CollabCommand::Show { name } => collab::show(&ctx, &name).await,
+            CollabCommand::AddMember { name, user, role } => {
+                collab::add_member(&ctx, &name, user, role).await
+            }
+            CollabCommand::RemoveMember { name, user, role } => {
+                collab::remove_member(&ctx, &name, &user, role).await
+            }
+            CollabCommand::Tighten { name, yes } => collab::tighten(&ctx, &name, yes).await,
+        },
+        Command::Local(LocalCommand::Tiny(a)) => local::tiny(&ctx, a),
+        Command::Push(a) => push::push(&ctx, a).await,
+        Command::Pull(a) => pull::pull(&ctx, a).await,
+        Command::Ls(a) => artifacts::ls(&ctx, a).await,
+        Command::Show(a) => artifacts::show(&ctx, a).await,
+        Command::Lineage(a) => artifacts::lineage(&ctx, a).await,
+        Command::Dataset(d) => match d {
+            DatasetCommand::Push {
+                file,
+                collab,
+                task,
+                metric,
+                name,
+                license,
+                manifest_only,
+            } => {
+                let a = dataset::PushDataset {
+                    file,
+                    collab,
+                    task,
+                    metric,
+                    name,
+                    license,
+                    manifest_only,
+                };
+                dataset::push(&ctx, a).await
+            }
+            DatasetCommand::Ls(a) => dataset::ls(&ctx, &a.collab).await,
+            DatasetCommand::Pull {
+                digest,
+                collab,
+                output,
+            } => dataset::pull(&ctx, &digest, &collab, &output).await,
+        },
+        Command::Ledger(a) => ledger::ledger(&ctx, &a.collab).await,
+    }
+}
