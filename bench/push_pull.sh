@@ -32,7 +32,7 @@ sha256sum_s=$(t sha256sum "$work/art/model.safetensors")
 push1_s=$(t "$BIN/clreg" -q push "$work/art" --collab bench --name big)
 push2_s=$(t "$BIN/clreg" -q push "$work/art" --collab bench --name big)
 rm -rf "$work/cache"   # a second push with no digest cache still sends nothing (re-hash + HEAD)
-push3_s=$(t "$BIN/clreg" -q push "$work/art" --collab bench --name big)
+push3_s=$(t "$BIN/clreg" -q push "$work/art" --collab bench --name big)   # re-sends: see README
 pull_s=$(t "$BIN/clreg" -q pull bench/big -o "$work/pulled")
 cmp "$work/art/model.safetensors" "$work/pulled/model.safetensors"
 rss=$(grep -s VmHWM /proc/$server_pid/status | awk '{print $2/1024 " MiB"}')

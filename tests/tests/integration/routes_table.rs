@@ -75,3 +75,18 @@ async fn non_public_routes_refuse_anonymous_callers() {
         }
     }
 }
+
+#[tokio::test]
+async fn openapi_document_describes_the_api() {
+    let server = TestServer::start().await;
+    let (status, doc) = Client::anonymous(&server.url).get("/api/v1/openapi.json").await;
+    assert_eq!(status, 200);
+    assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")), "{doc}");
+    let paths = doc["paths"].as_object().unwrap();
+    assert!(paths["/api/v1/collaborations/{c}/artifacts"]["post"]["requestBody"].is_object());
+    assert!(paths.contains_key("/api/v1/blobs/uploads/{id}"));
+    assert!(doc["components"]["schemas"]["CommitArtifact"].is_object());
+    let (status, health) = Client::anonymous(&server.url).get("/readyz").await;
+    assert_eq!(status, 200);
+    assert_eq!(health["status"], "ready");
+}
