@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/clreg-target}
-cargo build -q --release -p clreg-server -p clreg-cli
+[ -n "${CLREG_BENCH_NO_BUILD:-}" ] || cargo build -q --release -p clreg-server -p clreg-cli
 BIN=$CARGO_TARGET_DIR/release
 work=$(mktemp -d /tmp/clreg-bench.XXXXXX)
 trap 'kill $server_pid 2>/dev/null || true; rm -rf "$work"' EXIT

@@ -16,7 +16,7 @@ use chrono::Utc;
 use clreg_types::{Digest, ErrorCode};
 use futures::StreamExt;
 use object_store::path::Path as StorePath;
-use object_store::{GetOptions, GetRange, ObjectStore, WriteMultipart};
+use object_store::{GetOptions, GetRange, GetResult, GetResultPayload, ObjectStore, WriteMultipart};
 use sea_orm::{ActiveModelTrait, EntityTrait, IntoActiveModel, Set};
 use sha2::{Digest as _, Sha256};
 use uuid::Uuid;
@@ -149,13 +149,15 @@ pub async fn append(
             });
             break;
         }
-        let Some(writer) = s.writer.as_mut() else {
+        let Session { writer, hasher, offset, .. } = &mut *s;
+        let Some(writer) = writer.as_mut() else {
             return Err(ApiError::internal("upload session without writer"));
         };
         writer.wait_for_capacity(PARTS_IN_FLIGHT).await?;
-        writer.write(&bytes);
-        s.hasher.update(&bytes);
-        s.offset += len;
+        hasher.update(&bytes);
+        // `put` keeps the received buffer as is: no copy, one write per frame.
+        writer.put(bytes);
+        *offset += len;
         received += len;
     }
     if let Some(message) = failure {
@@ -287,7 +289,7 @@ pub async fn serve(state: &AppState, digest: &Digest, size: u64, headers: &Heade
         Some(state.store.get_opts(&blob_key(digest), options).await?)
     };
     let body = match result {
-        Some(r) => Body::from_stream(r.into_stream()),
+        Some(r) => body_of(r),
         None => Body::empty(),
     };
     let mut response = Response::new(body);
@@ -305,6 +307,43 @@ pub async fn serve(state: &AppState, digest: &Digest, size: u64, headers: &Heade
         }
     }
     Ok(response)
+}
+
+/// Bytes per read when streaming a local file: object_store's own stream reads 8 KiB at a time,
+/// one blocking task each, which caps a download far below disk and network speed.
+const READ_SIZE: usize = 4 << 20;
+
+/// The response body for a get: local files are read in large pieces on one blocking thread
+/// (at most two pieces queued), other stores stream as they answer.
+fn body_of(result: GetResult) -> Body {
+    let range = result.range.clone();
+    let file = match result.payload {
+        GetResultPayload::File(file, _) => file,
+        GetResultPayload::Stream(stream) => return Body::from_stream(stream),
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(2);
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut file = file;
+        let mut left = range.end - range.start;
+        if let Err(e) = file.seek(SeekFrom::Start(range.start)) {
+            let _ = tx.blocking_send(Err(e));
+            return;
+        }
+        while left > 0 {
+            let want = usize::try_from(left).unwrap_or(READ_SIZE).min(READ_SIZE);
+            let mut buf = vec![0u8; want];
+            let piece = file.read_exact(&mut buf).map(|()| bytes::Bytes::from(buf));
+            let failed = piece.is_err();
+            if tx.blocking_send(piece).is_err() || failed {
+                return; // the client went away, or the read failed and was reported
+            }
+            left -= want as u64;
+        }
+    });
+    Body::from_stream(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|piece| (piece, rx))
+    }))
 }
 
 /// Reads a whole blob into memory (small files only: configs, datasets up to a cap).

@@ -125,6 +125,14 @@ async fn show(State(state): State<AppState>, caller: Caller, ApiPath(c): ApiPath
     Ok(ApiJson(to_wire(&state.db, collab, roles).await?))
 }
 
+async fn find_user(state: &AppState, name: &str) -> Result<user::Model, ApiError> {
+    user::Entity::find()
+        .filter(user::Column::Name.eq(name))
+        .one(&state.db)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("user `{name}`")))
+}
+
 async fn member_list<C: ConnectionTrait>(db: &C, collab_id: i64) -> Result<Vec<Member>, ApiError> {
     let rows = member::Entity::find().filter(member::Column::CollabId.eq(collab_id)).all(db).await?;
     let names: BTreeMap<i64, String> = user::Entity::find()
@@ -166,11 +174,7 @@ async fn add_member(
     ApiJson(req): ApiJson<AddMember>,
 ) -> Result<ApiJson<Member>, ApiError> {
     let access = caller.access(&state, &c).await?;
-    let target = user::Entity::find()
-        .filter(user::Column::Name.eq(&req.user))
-        .one(&state.db)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("user `{}`", req.user)))?;
+    let target = find_user(&state, &req.user).await?;
     let _write = state.write_lock.lock().await;
     let collab = access.collab;
     let actor = caller.name.clone();
@@ -219,11 +223,7 @@ async fn remove_member(
     ApiQuery(query): ApiQuery<RemoveQuery>,
 ) -> Result<StatusCode, ApiError> {
     let access = caller.access(&state, &c).await?;
-    let target = user::Entity::find()
-        .filter(user::Column::Name.eq(&name))
-        .one(&state.db)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("user `{name}`")))?;
+    let target = find_user(&state, &name).await?;
     let _write = state.write_lock.lock().await;
     let collab = access.collab;
     let actor = caller.name.clone();

@@ -107,3 +107,14 @@ async fn aborted_uploads_leave_nothing() {
     assert_eq!(status, 204);
     assert_error(&alice.patch(&id, 100, pattern(100)).await, 404, "upload_unknown");
 }
+
+#[tokio::test]
+async fn abandoned_uploads_expire_and_are_swept() {
+    let server = TestServer::start_with(|c| c.upload_ttl_secs = 0).await;
+    let alice = server.user("alice").await;
+    let id = alice.open_upload().await;
+    assert_error(&alice.patch(&id, 0, pattern(10)).await, 404, "upload_unknown");
+    let swept = clreg_server::blobs::sweep_expired(&server.state).await.unwrap();
+    assert_eq!(swept, 1);
+    assert_eq!(clreg_server::blobs::sweep_expired(&server.state).await.unwrap(), 0);
+}
