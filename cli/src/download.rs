@@ -16,9 +16,6 @@ use crate::error::LocalError;
 use crate::hashing;
 use crate::progress::Tracker;
 
-/// Bytes handed to the writer thread at once.
-const BATCH: usize = 4 << 20;
-
 /// What fetching one file did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fetched {
@@ -102,31 +99,29 @@ pub async fn fetch(
             }
             _ => return Err(api_error(resp).await.into()),
         };
-        let (hasher, file) = open_partial(&partial, have).await?;
+        let (mut hasher, file) = open_partial(&partial, have).await?;
         bar.inc(have);
-        // The writer thread hashes and writes while the network stream continues.
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(2);
+        // Hashing happens here, frame by frame, and writing on a blocking thread: the two are
+        // the largest costs of a download and run on different cores.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(16);
         let writer = {
             let partial = partial.clone();
-            tokio::task::spawn_blocking(move || -> Result<(Sha256, u64)> {
+            tokio::task::spawn_blocking(move || -> Result<u64> {
                 let mut file = file;
-                let mut hasher = hasher;
                 let mut written = have;
-                for bytes in rx {
-                    hasher.update(&bytes);
+                while let Some(bytes) = rx.blocking_recv() {
                     file.write_all(&bytes)
                         .with_context(|| format!("writing {}", partial.display()))?;
                     written += bytes.len() as u64;
                 }
                 file.flush()
                     .with_context(|| format!("writing {}", partial.display()))?;
-                Ok((hasher, written))
+                Ok(written)
             })
         };
         let mut stream = resp.bytes_stream();
         let mut failure = None;
-        // Network frames are small; the writer thread gets them in large batches.
-        let mut batch = Vec::with_capacity(BATCH);
+        // Frames go to the writer as received (hundreds of KiB each on a fast link): no copy.
         while let Some(item) = stream.next().await {
             match item {
                 Ok(bytes) => {
@@ -143,12 +138,9 @@ pub async fn fetch(
                     }
                     received += n;
                     bar.inc(n);
-                    batch.extend_from_slice(&bytes);
-                    if batch.len() >= BATCH {
-                        let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-                        if tx.send(full).is_err() {
-                            break;
-                        }
+                    hasher.update(&bytes);
+                    if tx.send(bytes).await.is_err() {
+                        break;
                     }
                 }
                 Err(e) => {
@@ -160,15 +152,12 @@ pub async fn fetch(
                 }
             }
         }
-        if !batch.is_empty() {
-            let _ = tx.send(batch);
-        }
         drop(tx);
         let written = writer.await??;
         if let Some(e) = failure {
             return Err(e);
         }
-        written
+        (hasher, written)
     };
     if written != size {
         return Err(LocalError::verify(

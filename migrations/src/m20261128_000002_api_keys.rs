@@ -12,13 +12,44 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(Alias::new("api_keys"))
-                    .col(ColumnDef::new(Alias::new("id")).big_integer().not_null().auto_increment().primary_key())
-                    .col(ColumnDef::new(Alias::new("user_id")).big_integer().not_null())
-                    .col(ColumnDef::new(Alias::new("key_hash")).string_len(64).not_null().unique_key())
-                    .col(ColumnDef::new(Alias::new("prefix")).string_len(16).not_null())
-                    .col(ColumnDef::new(Alias::new("created_at")).timestamp_with_time_zone().not_null())
-                    .col(ColumnDef::new(Alias::new("revoked_at")).timestamp_with_time_zone().null())
-                    .foreign_key(ForeignKey::create().from(Alias::new("api_keys"), Alias::new("user_id")).to(Alias::new("users"), Alias::new("id")))
+                    .col(
+                        ColumnDef::new(Alias::new("id"))
+                            .big_integer()
+                            .not_null()
+                            .auto_increment()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(Alias::new("user_id"))
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Alias::new("key_hash"))
+                            .string_len(64)
+                            .not_null()
+                            .unique_key(),
+                    )
+                    .col(
+                        ColumnDef::new(Alias::new("prefix"))
+                            .string_len(16)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Alias::new("created_at"))
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Alias::new("revoked_at"))
+                            .timestamp_with_time_zone()
+                            .null(),
+                    )
+                    .foreign_key(
+                        ForeignKey::create()
+                            .from(Alias::new("api_keys"), Alias::new("user_id"))
+                            .to(Alias::new("users"), Alias::new("id")),
+                    )
                     .to_owned(),
             )
             .await

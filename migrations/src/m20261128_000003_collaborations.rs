@@ -12,13 +12,40 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(Alias::new("collaborations"))
-                    .col(ColumnDef::new(Alias::new("id")).big_integer().not_null().auto_increment().primary_key())
-                    .col(ColumnDef::new(Alias::new("name")).string_len(64).not_null().unique_key())
-                    .col(ColumnDef::new(Alias::new("policy")).string_len(8).not_null())
+                    .col(
+                        ColumnDef::new(Alias::new("id"))
+                            .big_integer()
+                            .not_null()
+                            .auto_increment()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(Alias::new("name"))
+                            .string_len(64)
+                            .not_null()
+                            .unique_key(),
+                    )
+                    .col(
+                        ColumnDef::new(Alias::new("policy"))
+                            .string_len(8)
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(Alias::new("description")).text().not_null())
-                    .col(ColumnDef::new(Alias::new("created_by")).big_integer().not_null())
-                    .col(ColumnDef::new(Alias::new("created_at")).timestamp_with_time_zone().not_null())
-                    .foreign_key(ForeignKey::create().from(Alias::new("collaborations"), Alias::new("created_by")).to(Alias::new("users"), Alias::new("id")))
+                    .col(
+                        ColumnDef::new(Alias::new("created_by"))
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Alias::new("created_at"))
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .foreign_key(
+                        ForeignKey::create()
+                            .from(Alias::new("collaborations"), Alias::new("created_by"))
+                            .to(Alias::new("users"), Alias::new("id")),
+                    )
                     .to_owned(),
             )
             .await

@@ -12,13 +12,38 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(Alias::new("uploads"))
-                    .col(ColumnDef::new(Alias::new("id")).uuid().not_null().primary_key())
-                    .col(ColumnDef::new(Alias::new("user_id")).big_integer().not_null())
-                    .col(ColumnDef::new(Alias::new("offset")).big_integer().not_null())
+                    .col(
+                        ColumnDef::new(Alias::new("id"))
+                            .uuid()
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(Alias::new("user_id"))
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Alias::new("offset"))
+                            .big_integer()
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(Alias::new("parts")).big_integer().not_null())
-                    .col(ColumnDef::new(Alias::new("created_at")).timestamp_with_time_zone().not_null())
-                    .col(ColumnDef::new(Alias::new("expires_at")).timestamp_with_time_zone().not_null())
-                    .foreign_key(ForeignKey::create().from(Alias::new("uploads"), Alias::new("user_id")).to(Alias::new("users"), Alias::new("id")))
+                    .col(
+                        ColumnDef::new(Alias::new("created_at"))
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Alias::new("expires_at"))
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .foreign_key(
+                        ForeignKey::create()
+                            .from(Alias::new("uploads"), Alias::new("user_id"))
+                            .to(Alias::new("users"), Alias::new("id")),
+                    )
                     .to_owned(),
             )
             .await

@@ -12,23 +12,65 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(Alias::new("lineage_edges"))
-                    .col(ColumnDef::new(Alias::new("id")).big_integer().not_null().auto_increment().primary_key())
-                    .col(ColumnDef::new(Alias::new("parent_id")).string_len(64).not_null())
-                    .col(ColumnDef::new(Alias::new("child_id")).string_len(64).not_null())
-                    .col(ColumnDef::new(Alias::new("relation")).string_len(16).not_null())
-                    .col(ColumnDef::new(Alias::new("method")).string_len(128).not_null())
+                    .col(
+                        ColumnDef::new(Alias::new("id"))
+                            .big_integer()
+                            .not_null()
+                            .auto_increment()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(Alias::new("parent_id"))
+                            .string_len(64)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Alias::new("child_id"))
+                            .string_len(64)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Alias::new("relation"))
+                            .string_len(16)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Alias::new("method"))
+                            .string_len(128)
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(Alias::new("params")).text().not_null())
                     .col(ColumnDef::new(Alias::new("datasets")).text().not_null())
-                    .foreign_key(ForeignKey::create().from(Alias::new("lineage_edges"), Alias::new("parent_id")).to(Alias::new("artifacts"), Alias::new("id")))
-                    .foreign_key(ForeignKey::create().from(Alias::new("lineage_edges"), Alias::new("child_id")).to(Alias::new("artifacts"), Alias::new("id")))
+                    .foreign_key(
+                        ForeignKey::create()
+                            .from(Alias::new("lineage_edges"), Alias::new("parent_id"))
+                            .to(Alias::new("artifacts"), Alias::new("id")),
+                    )
+                    .foreign_key(
+                        ForeignKey::create()
+                            .from(Alias::new("lineage_edges"), Alias::new("child_id"))
+                            .to(Alias::new("artifacts"), Alias::new("id")),
+                    )
                     .to_owned(),
             )
             .await?;
         manager
-            .create_index(Index::create().name("lineage_parent").table(Alias::new("lineage_edges")).col(Alias::new("parent_id")).to_owned())
+            .create_index(
+                Index::create()
+                    .name("lineage_parent")
+                    .table(Alias::new("lineage_edges"))
+                    .col(Alias::new("parent_id"))
+                    .to_owned(),
+            )
             .await?;
         manager
-            .create_index(Index::create().name("lineage_child").table(Alias::new("lineage_edges")).col(Alias::new("child_id")).to_owned())
+            .create_index(
+                Index::create()
+                    .name("lineage_child")
+                    .table(Alias::new("lineage_edges"))
+                    .col(Alias::new("child_id"))
+                    .to_owned(),
+            )
             .await
     }
 

@@ -2,7 +2,10 @@
 
 use chrono::Utc;
 use clreg_types::ErrorCode;
-use sea_orm::{ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, Set, TransactionTrait};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, Set,
+    TransactionTrait,
+};
 use serde_json::json;
 
 use crate::auth::new_api_key;
@@ -11,19 +14,42 @@ use crate::error::ApiError;
 use crate::ledger;
 
 /// Creates a user and its first API key. Returns the key, which is never shown again.
-pub async fn create_user(db: &DatabaseConnection, name: &str, is_admin: bool) -> Result<String, ApiError> {
+pub async fn create_user(
+    db: &DatabaseConnection,
+    name: &str,
+    is_admin: bool,
+) -> Result<String, ApiError> {
     clreg_types::check_name(name).map_err(|m| ApiError::new(ErrorCode::InvalidName, m))?;
     let name = name.to_string();
     db.transaction::<_, String, ApiError>(move |txn| {
         Box::pin(async move {
-            if user::Entity::find().filter(user::Column::Name.eq(&name)).one(txn).await?.is_some() {
-                return Err(ApiError::conflict(format!("user `{name}` already exists; use `admin create-key {name}` for another key")));
+            if user::Entity::find()
+                .filter(user::Column::Name.eq(&name))
+                .one(txn)
+                .await?
+                .is_some()
+            {
+                return Err(ApiError::conflict(format!(
+                    "user `{name}` already exists; use `admin create-key {name}` for another key"
+                )));
             }
-            let u = user::ActiveModel { name: Set(name.clone()), is_admin: Set(is_admin), created_at: Set(Utc::now()), ..Default::default() }
-                .insert(txn)
-                .await?;
+            let u = user::ActiveModel {
+                name: Set(name.clone()),
+                is_admin: Set(is_admin),
+                created_at: Set(Utc::now()),
+                ..Default::default()
+            }
+            .insert(txn)
+            .await?;
             let key = insert_key(txn, u.id).await?;
-            ledger::append(txn, None, "user.created", "admin", json!({"user": name, "admin": is_admin})).await?;
+            ledger::append(
+                txn,
+                None,
+                "user.created",
+                "admin",
+                json!({"user": name, "admin": is_admin}),
+            )
+            .await?;
             Ok(key)
         })
     })
@@ -36,7 +62,11 @@ pub async fn create_key(db: &DatabaseConnection, name: &str) -> Result<String, A
     let name = name.to_string();
     db.transaction::<_, String, ApiError>(move |txn| {
         Box::pin(async move {
-            let u = user::Entity::find().filter(user::Column::Name.eq(&name)).one(txn).await?.ok_or_else(|| ApiError::not_found(format!("user `{name}`")))?;
+            let u = user::Entity::find()
+                .filter(user::Column::Name.eq(&name))
+                .one(txn)
+                .await?
+                .ok_or_else(|| ApiError::not_found(format!("user `{name}`")))?;
             let key = insert_key(txn, u.id).await?;
             ledger::append(txn, None, "api_key.created", "admin", json!({"user": name})).await?;
             Ok(key)
@@ -51,15 +81,30 @@ pub async fn revoke_keys(db: &DatabaseConnection, name: &str) -> Result<usize, A
     let name = name.to_string();
     db.transaction::<_, usize, ApiError>(move |txn| {
         Box::pin(async move {
-            let u = user::Entity::find().filter(user::Column::Name.eq(&name)).one(txn).await?.ok_or_else(|| ApiError::not_found(format!("user `{name}`")))?;
-            let keys = api_key::Entity::find().filter(api_key::Column::UserId.eq(u.id)).filter(api_key::Column::RevokedAt.is_null()).all(txn).await?;
+            let u = user::Entity::find()
+                .filter(user::Column::Name.eq(&name))
+                .one(txn)
+                .await?
+                .ok_or_else(|| ApiError::not_found(format!("user `{name}`")))?;
+            let keys = api_key::Entity::find()
+                .filter(api_key::Column::UserId.eq(u.id))
+                .filter(api_key::Column::RevokedAt.is_null())
+                .all(txn)
+                .await?;
             let n = keys.len();
             for k in keys {
                 let mut active: api_key::ActiveModel = k.into();
                 active.revoked_at = Set(Some(Utc::now()));
                 active.update(txn).await?;
             }
-            ledger::append(txn, None, "api_key.revoked", "admin", json!({"user": name, "keys": n})).await?;
+            ledger::append(
+                txn,
+                None,
+                "api_key.revoked",
+                "admin",
+                json!({"user": name, "keys": n}),
+            )
+            .await?;
             Ok(n)
         })
     })
@@ -68,13 +113,26 @@ pub async fn revoke_keys(db: &DatabaseConnection, name: &str) -> Result<usize, A
 }
 
 pub async fn list_users(db: &DatabaseConnection) -> Result<Vec<user::Model>, ApiError> {
-    Ok(user::Entity::find().order_by_asc(user::Column::Name).all(db).await?)
+    Ok(user::Entity::find()
+        .order_by_asc(user::Column::Name)
+        .all(db)
+        .await?)
 }
 
-async fn insert_key<C: sea_orm::ConnectionTrait>(txn: &C, user_id: i64) -> Result<String, ApiError> {
+async fn insert_key<C: sea_orm::ConnectionTrait>(
+    txn: &C,
+    user_id: i64,
+) -> Result<String, ApiError> {
     let (key, hash, prefix) = new_api_key();
-    api_key::ActiveModel { user_id: Set(user_id), key_hash: Set(hash), prefix: Set(prefix), created_at: Set(Utc::now()), revoked_at: Set(None), ..Default::default() }
-        .insert(txn)
-        .await?;
+    api_key::ActiveModel {
+        user_id: Set(user_id),
+        key_hash: Set(hash),
+        prefix: Set(prefix),
+        created_at: Set(Utc::now()),
+        revoked_at: Set(None),
+        ..Default::default()
+    }
+    .insert(txn)
+    .await?;
     Ok(key)
 }

@@ -7,8 +7,8 @@ use chrono::Utc;
 use clreg_engine::error::FormatError;
 use clreg_engine::inspect::{self, FileAccess, Kind};
 use clreg_types::{
-    Artifact, ArtifactFile, ArtifactKind, ArtifactMetadata, CommitArtifact, Digest, ErrorCode, Lineage,
-    LineageEdge, LineageNode, Relation,
+    Artifact, ArtifactFile, ArtifactKind, ArtifactMetadata, CommitArtifact, Digest, ErrorCode,
+    Lineage, LineageEdge, LineageNode, Relation,
 };
 use object_store::{GetOptions, GetRange, ObjectStore};
 use sea_orm::{
@@ -20,7 +20,9 @@ use sha2::{Digest as _, Sha256};
 use crate::auth::Caller;
 use crate::authz::{Access, Action};
 use crate::blobs::blob_key;
-use crate::db::entities::{artifact, artifact_file, blob, collaboration, dataset, lineage_edge, member, user};
+use crate::db::entities::{
+    artifact, artifact_file, blob, collaboration, dataset, lineage_edge, member, user,
+};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -34,16 +36,26 @@ pub async fn find(state: &AppState, reference: &str) -> Result<artifact::Model, 
             .one(&state.db)
             .await?
             .ok_or_else(not_found)?;
-        return by_name(state, collab.id, name, version).await?.ok_or_else(not_found);
+        return by_name(state, collab.id, name, version)
+            .await?
+            .ok_or_else(not_found);
     }
     let hex = reference.strip_prefix("sha256:").unwrap_or(reference);
-    if hex.len() < 8 || hex.len() > 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
+    if hex.len() < 8
+        || hex.len() > 64
+        || !hex
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    {
         return Err(ApiError::bad_request(format!(
             "`{reference}` is not an artifact reference: use COLLAB/NAME[:VERSION], an id, or an id prefix of at least 8 hex digits"
         )));
     }
     if hex.len() == 64 {
-        return artifact::Entity::find_by_id(hex).one(&state.db).await?.ok_or_else(not_found);
+        return artifact::Entity::find_by_id(hex)
+            .one(&state.db)
+            .await?
+            .ok_or_else(not_found);
     }
     let mut found = artifact::Entity::find()
         .filter(artifact::Column::Id.starts_with(hex))
@@ -52,41 +64,66 @@ pub async fn find(state: &AppState, reference: &str) -> Result<artifact::Model, 
     match found.len() {
         0 => Err(not_found()),
         1 => Ok(found.remove(0)),
-        n => Err(ApiError::new(ErrorCode::AmbiguousRef, format!("id prefix `{hex}` matches {n} artifacts; give more digits"))),
+        n => Err(ApiError::new(
+            ErrorCode::AmbiguousRef,
+            format!("id prefix `{hex}` matches {n} artifacts; give more digits"),
+        )),
     }
 }
 
-pub async fn by_name(state: &AppState, collab_id: i64, name: &str, version: &str) -> Result<Option<artifact::Model>, ApiError> {
+pub async fn by_name(
+    state: &AppState,
+    collab_id: i64,
+    name: &str,
+    version: &str,
+) -> Result<Option<artifact::Model>, ApiError> {
     let query = artifact::Entity::find()
         .filter(artifact::Column::CollabId.eq(collab_id))
         .filter(artifact::Column::Name.eq(name));
     if version == "latest" {
-        return Ok(query.order_by_desc(artifact::Column::Version).one(&state.db).await?);
+        return Ok(query
+            .order_by_desc(artifact::Column::Version)
+            .one(&state.db)
+            .await?);
     }
-    let version: i64 = version
-        .parse()
-        .map_err(|_| ApiError::bad_request(format!("version `{version}` is not a number or `latest`")))?;
-    Ok(query.filter(artifact::Column::Version.eq(version)).one(&state.db).await?)
+    let version: i64 = version.parse().map_err(|_| {
+        ApiError::bad_request(format!("version `{version}` is not a number or `latest`"))
+    })?;
+    Ok(query
+        .filter(artifact::Column::Version.eq(version))
+        .one(&state.db)
+        .await?)
 }
 
 /// Finds an artifact and checks the caller's route rule against its collaboration.
-pub async fn find_for(state: &AppState, caller: &Caller, reference: &str) -> Result<(artifact::Model, Access), ApiError> {
+pub async fn find_for(
+    state: &AppState,
+    caller: &Caller,
+    reference: &str,
+) -> Result<(artifact::Model, Access), ApiError> {
     let found = find(state, reference).await?;
     let collab = collaboration::Entity::find_by_id(found.collab_id)
         .one(&state.db)
         .await?
         .ok_or_else(|| ApiError::internal("artifact without collaboration"))?;
-    let access = caller
-        .access_to(state, collab)
-        .await
-        .map_err(|e| if e.code == ErrorCode::NotFound { ApiError::not_found(format!("artifact `{reference}`")) } else { e })?;
+    let access = caller.access_to(state, collab).await.map_err(|e| {
+        if e.code == ErrorCode::NotFound {
+            ApiError::not_found(format!("artifact `{reference}`"))
+        } else {
+            e
+        }
+    })?;
     Ok((found, access))
 }
 
 /// The wire form of an artifact.
 pub async fn to_wire(state: &AppState, a: artifact::Model) -> Result<Artifact, ApiError> {
-    let collab = collaboration::Entity::find_by_id(a.collab_id).one(&state.db).await?;
-    let creator = user::Entity::find_by_id(a.created_by).one(&state.db).await?;
+    let collab = collaboration::Entity::find_by_id(a.collab_id)
+        .one(&state.db)
+        .await?;
+    let creator = user::Entity::find_by_id(a.created_by)
+        .one(&state.db)
+        .await?;
     let files = artifact_file::Entity::find()
         .filter(artifact_file::Column::ArtifactId.eq(&a.id))
         .order_by_asc(artifact_file::Column::Path)
@@ -131,15 +168,32 @@ impl FileAccess for StoreFiles {
     }
 
     fn read_range(&self, path: &str, start: u64, end: u64) -> Result<Vec<u8>, FormatError> {
-        let io = |reason: String| FormatError::Io { file: path.to_string(), reason };
-        let (digest, _) = self.files.get(path).ok_or_else(|| io("no such file in the artifact".into()))?;
+        let io = |reason: String| FormatError::Io {
+            file: path.to_string(),
+            reason,
+        };
+        let (digest, _) = self
+            .files
+            .get(path)
+            .ok_or_else(|| io("no such file in the artifact".into()))?;
         if start == end {
             return Ok(Vec::new());
         }
-        let options = GetOptions { range: Some(GetRange::Bounded(start..end)), ..Default::default() };
+        let options = GetOptions {
+            range: Some(GetRange::Bounded(start..end)),
+            ..Default::default()
+        };
         self.runtime.block_on(async {
-            let result = self.store.get_opts(&blob_key(digest), options).await.map_err(|e| io(e.to_string()))?;
-            result.bytes().await.map(|b| b.to_vec()).map_err(|e| io(e.to_string()))
+            let result = self
+                .store
+                .get_opts(&blob_key(digest), options)
+                .await
+                .map_err(|e| io(e.to_string()))?;
+            result
+                .bytes()
+                .await
+                .map(|b| b.to_vec())
+                .map_err(|e| io(e.to_string()))
         })
     }
 }
@@ -151,7 +205,11 @@ async fn inspect_files(
     base_shapes: Option<BTreeMap<String, Vec<u64>>>,
 ) -> Result<inspect::Report, ApiError> {
     let _permit = state.cpu.acquire().await.map_err(ApiError::internal)?;
-    let access = StoreFiles { store: state.store.clone(), runtime: tokio::runtime::Handle::current(), files };
+    let access = StoreFiles {
+        store: state.store.clone(),
+        runtime: tokio::runtime::Handle::current(),
+        files,
+    };
     tokio::task::spawn_blocking(move || {
         let paths: Vec<String> = access.files.keys().cloned().collect();
         inspect::inspect_artifact(kind, &access, &paths, base_shapes.as_ref())
@@ -161,19 +219,35 @@ async fn inspect_files(
     .map_err(ApiError::from)
 }
 
-async fn files_of(state: &AppState, artifact_id: &str) -> Result<BTreeMap<String, (Digest, u64)>, ApiError> {
+async fn files_of(
+    state: &AppState,
+    artifact_id: &str,
+) -> Result<BTreeMap<String, (Digest, u64)>, ApiError> {
     let rows = artifact_file::Entity::find()
         .filter(artifact_file::Column::ArtifactId.eq(artifact_id))
         .all(&state.db)
         .await?;
     rows.into_iter()
-        .map(|f| Ok((f.path, (Digest::parse_lenient(&f.digest).map_err(ApiError::internal)?, u64::try_from(f.size).unwrap_or(0)))))
+        .map(|f| {
+            Ok((
+                f.path,
+                (
+                    Digest::parse_lenient(&f.digest).map_err(ApiError::internal)?,
+                    u64::try_from(f.size).unwrap_or(0),
+                ),
+            ))
+        })
         .collect()
 }
 
 /// Commits a manifest: checks, inspects, and writes artifact + files + edges + ledger event in one
 /// transaction. Returns (created, artifact row).
-pub async fn commit(state: &AppState, caller: &Caller, access: &Access, req: CommitArtifact) -> Result<(bool, artifact::Model), ApiError> {
+pub async fn commit(
+    state: &AppState,
+    caller: &Caller,
+    access: &Access,
+    req: CommitArtifact,
+) -> Result<(bool, artifact::Model), ApiError> {
     clreg_types::check_name(&req.name).map_err(|m| ApiError::new(ErrorCode::InvalidName, m))?;
     let engine_kind = match req.kind {
         ArtifactKind::Base => {
@@ -195,9 +269,18 @@ pub async fn commit(state: &AppState, caller: &Caller, access: &Access, req: Com
     let mut files = BTreeMap::new();
     for (path, entry) in &req.files {
         clreg_types::check_file_path(path).map_err(|m| ApiError::new(ErrorCode::InvalidPath, m))?;
-        let stored = blob::Entity::find_by_id(entry.digest.hex()).one(&state.db).await?.ok_or_else(|| {
-            ApiError::new(ErrorCode::BlobUnknown, format!("file `{path}`: blob {} was never uploaded; upload it first", entry.digest))
-        })?;
+        let stored = blob::Entity::find_by_id(entry.digest.hex())
+            .one(&state.db)
+            .await?
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::BlobUnknown,
+                    format!(
+                        "file `{path}`: blob {} was never uploaded; upload it first",
+                        entry.digest
+                    ),
+                )
+            })?;
         if u64::try_from(stored.size).ok() != Some(entry.size) {
             return Err(ApiError::bad_request(format!(
                 "file `{path}`: declared size {} but blob {} has {} bytes",
@@ -209,8 +292,16 @@ pub async fn commit(state: &AppState, caller: &Caller, access: &Access, req: Com
     // The base: required for everything but a base model, must itself be a base.
     let base = match (&req.base, req.kind) {
         (None, ArtifactKind::Base) => None,
-        (Some(_), ArtifactKind::Base) => return Err(ApiError::bad_request("a base model has no base; drop `base`")),
-        (None, kind) => return Err(ApiError::bad_request(format!("an artifact of kind `{kind}` must name its base model (`base`)"))),
+        (Some(_), ArtifactKind::Base) => {
+            return Err(ApiError::bad_request(
+                "a base model has no base; drop `base`",
+            ));
+        }
+        (None, kind) => {
+            return Err(ApiError::bad_request(format!(
+                "an artifact of kind `{kind}` must name its base model (`base`)"
+            )));
+        }
         (Some(r), _) => {
             let (b, _) = find_for_read(state, caller, r).await.map_err(|e| {
                 if e.code == ErrorCode::NotFound {
@@ -220,18 +311,27 @@ pub async fn commit(state: &AppState, caller: &Caller, access: &Access, req: Com
                 }
             })?;
             if b.kind != ArtifactKind::Base.as_str() {
-                return Err(ApiError::bad_request(format!("`{r}` is a {}, not a base model", b.kind)));
+                return Err(ApiError::bad_request(format!(
+                    "`{r}` is a {}, not a base model",
+                    b.kind
+                )));
             }
             Some(b)
         }
     };
     let base_shapes = match &base {
-        Some(b) => Some(inspect_files(state, Kind::Other, files_of(state, &b.id).await?, None).await?.shapes),
+        Some(b) => Some(
+            inspect_files(state, Kind::Other, files_of(state, &b.id).await?, None)
+                .await?
+                .shapes,
+        ),
         None => None,
     };
     let report = inspect_files(state, engine_kind, files.clone(), base_shapes).await?;
     let base_arch = match &base {
-        Some(b) => serde_json::from_str::<ArtifactMetadata>(&b.metadata).ok().and_then(|m| m.architecture),
+        Some(b) => serde_json::from_str::<ArtifactMetadata>(&b.metadata)
+            .ok()
+            .and_then(|m| m.architecture),
         None => None,
     };
     let metadata = ArtifactMetadata {
@@ -239,12 +339,15 @@ pub async fn commit(state: &AppState, caller: &Caller, access: &Access, req: Com
         dtype: report.dtype.clone(),
         parameters: report.parameters,
         tensors: report.tensors,
-        adapter: report.adapter.as_ref().map(|a| clreg_types::AdapterMetadata {
-            r: a.r,
-            lora_alpha: a.lora_alpha,
-            target_modules: a.target_modules.clone(),
-            use_rslora: a.use_rslora,
-        }),
+        adapter: report
+            .adapter
+            .as_ref()
+            .map(|a| clreg_types::AdapterMetadata {
+                r: a.r,
+                lora_alpha: a.lora_alpha,
+                target_modules: a.target_modules.clone(),
+                use_rslora: a.use_rslora,
+            }),
     };
     // Parents: resolved, readable; datasets on edges must be registered in this collaboration.
     let mut parents = Vec::new();
@@ -259,16 +362,35 @@ pub async fn commit(state: &AppState, caller: &Caller, access: &Access, req: Com
             if registered.is_none() {
                 return Err(ApiError::new(
                     ErrorCode::InvalidDataset,
-                    format!("dataset {d} on the edge from `{}` is not registered in `{}`; register it first (`clreg dataset push`)", p.parent, access.collab.name),
+                    format!(
+                        "dataset {d} on the edge from `{}` is not registered in `{}`; register it first (`clreg dataset push`)",
+                        p.parent, access.collab.name
+                    ),
                 ));
             }
         }
-        parents.push((parent.id, p.relation, p.method.clone(), p.params.clone(), p.datasets.clone()));
+        parents.push((
+            parent.id,
+            p.relation,
+            p.method.clone(),
+            p.params.clone(),
+            p.datasets.clone(),
+        ));
     }
     if parents.is_empty() {
         if let Some(b) = &base {
-            let relation = if req.kind == ArtifactKind::Adapter { Relation::Adapter } else { Relation::Finetune };
-            parents.push((b.id.clone(), relation, String::new(), BTreeMap::new(), Vec::new()));
+            let relation = if req.kind == ArtifactKind::Adapter {
+                Relation::Adapter
+            } else {
+                Relation::Finetune
+            };
+            parents.push((
+                b.id.clone(),
+                relation,
+                String::new(),
+                BTreeMap::new(),
+                Vec::new(),
+            ));
         }
     }
     let canonical = json!({
@@ -282,7 +404,9 @@ pub async fn commit(state: &AppState, caller: &Caller, access: &Access, req: Com
             "parent": id, "relation": rel, "method": method, "params": params, "datasets": datasets,
         })).collect::<Vec<_>>(),
     });
-    let id = hex::encode(Sha256::digest(clreg_types::canonical_json(&canonical).as_bytes()));
+    let id = hex::encode(Sha256::digest(
+        clreg_types::canonical_json(&canonical).as_bytes(),
+    ));
     if let Some(existing) = artifact::Entity::find_by_id(&id).one(&state.db).await? {
         return Ok((false, existing));
     }
@@ -362,16 +486,27 @@ pub async fn commit(state: &AppState, caller: &Caller, access: &Access, req: Com
 }
 
 /// Like `find_for`, but only needs read access whatever the route's rule is (bases, parents).
-async fn find_for_read(state: &AppState, caller: &Caller, reference: &str) -> Result<(artifact::Model, ()), ApiError> {
+async fn find_for_read(
+    state: &AppState,
+    caller: &Caller,
+    reference: &str,
+) -> Result<(artifact::Model, ()), ApiError> {
     let found = find(state, reference).await?;
-    if !member_collabs(state, caller.id, Action::Read).await?.contains(&found.collab_id) {
+    if !member_collabs(state, caller.id, Action::Read)
+        .await?
+        .contains(&found.collab_id)
+    {
         return Err(ApiError::not_found(format!("artifact `{reference}`")));
     }
     Ok((found, ()))
 }
 
 /// Collaborations where `user` holds a role that allows `action`.
-pub async fn member_collabs(state: &AppState, user_id: i64, action: Action) -> Result<BTreeSet<i64>, ApiError> {
+pub async fn member_collabs(
+    state: &AppState,
+    user_id: i64,
+    action: Action,
+) -> Result<BTreeSet<i64>, ApiError> {
     let roles: Vec<&str> = action.roles().iter().map(|r| r.as_str()).collect();
     Ok(member::Entity::find()
         .filter(member::Column::UserId.eq(user_id))
@@ -384,7 +519,11 @@ pub async fn member_collabs(state: &AppState, user_id: i64, action: Action) -> R
 }
 
 /// Ancestors and descendants of `root`, limited to collaborations the caller can read.
-pub async fn lineage(state: &AppState, caller: &Caller, root: &artifact::Model) -> Result<Lineage, ApiError> {
+pub async fn lineage(
+    state: &AppState,
+    caller: &Caller,
+    root: &artifact::Model,
+) -> Result<Lineage, ApiError> {
     let readable = member_collabs(state, caller.id, Action::Read).await?;
     let mut nodes: HashMap<String, artifact::Model> = HashMap::new();
     let mut edges: Vec<lineage_edge::Model> = Vec::new();
@@ -394,10 +533,24 @@ pub async fn lineage(state: &AppState, caller: &Caller, root: &artifact::Model) 
         let mut queue = VecDeque::from([root.id.clone()]);
         let mut visited = BTreeSet::from([root.id.clone()]);
         while let Some(current) = queue.pop_front() {
-            let column = if upward { lineage_edge::Column::ChildId } else { lineage_edge::Column::ParentId };
-            for e in lineage_edge::Entity::find().filter(column.eq(&current)).all(&state.db).await? {
-                let next = if upward { e.parent_id.clone() } else { e.child_id.clone() };
-                let Some(node) = artifact::Entity::find_by_id(&next).one(&state.db).await? else { continue };
+            let column = if upward {
+                lineage_edge::Column::ChildId
+            } else {
+                lineage_edge::Column::ParentId
+            };
+            for e in lineage_edge::Entity::find()
+                .filter(column.eq(&current))
+                .all(&state.db)
+                .await?
+            {
+                let next = if upward {
+                    e.parent_id.clone()
+                } else {
+                    e.child_id.clone()
+                };
+                let Some(node) = artifact::Entity::find_by_id(&next).one(&state.db).await? else {
+                    continue;
+                };
                 if !readable.contains(&node.collab_id) {
                     continue;
                 }
@@ -415,7 +568,9 @@ pub async fn lineage(state: &AppState, caller: &Caller, root: &artifact::Model) 
     let mut wire_nodes = Vec::new();
     for n in nodes.into_values() {
         if !collab_names.contains_key(&n.collab_id) {
-            let c = collaboration::Entity::find_by_id(n.collab_id).one(&state.db).await?;
+            let c = collaboration::Entity::find_by_id(n.collab_id)
+                .one(&state.db)
+                .await?;
             collab_names.insert(n.collab_id, c.map(|c| c.name).unwrap_or_default());
         }
         wire_nodes.push(LineageNode {
@@ -426,7 +581,8 @@ pub async fn lineage(state: &AppState, caller: &Caller, root: &artifact::Model) 
             version: n.version,
         });
     }
-    wire_nodes.sort_by(|a, b| (&a.collab, &a.name, a.version).cmp(&(&b.collab, &b.name, b.version)));
+    wire_nodes
+        .sort_by(|a, b| (&a.collab, &a.name, a.version).cmp(&(&b.collab, &b.name, b.version)));
     let wire_edges = edges
         .into_iter()
         .map(|e| {
@@ -440,5 +596,9 @@ pub async fn lineage(state: &AppState, caller: &Caller, root: &artifact::Model) 
             })
         })
         .collect::<Result<_, ApiError>>()?;
-    Ok(Lineage { root: root.id.clone(), nodes: wire_nodes, edges: wire_edges })
+    Ok(Lineage {
+        root: root.id.clone(),
+        nodes: wire_nodes,
+        edges: wire_edges,
+    })
 }

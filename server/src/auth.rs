@@ -46,9 +46,14 @@ impl Keys {
     }
 
     pub fn new(keys: &[JwtKey], issuer: &str, ttl_secs: u64) -> anyhow::Result<Keys> {
-        let first = keys.first().ok_or_else(|| anyhow::anyhow!("no JWT signing key"))?;
+        let first = keys
+            .first()
+            .ok_or_else(|| anyhow::anyhow!("no JWT signing key"))?;
         Ok(Keys {
-            signing: (first.kid.clone(), EncodingKey::from_secret(first.secret.as_bytes())),
+            signing: (
+                first.kid.clone(),
+                EncodingKey::from_secret(first.secret.as_bytes()),
+            ),
             verifying: keys
                 .iter()
                 .map(|k| (k.kid.clone(), DecodingKey::from_secret(k.secret.as_bytes())))
@@ -127,7 +132,10 @@ fn load_or_create_key_file(path: &Path) -> anyhow::Result<Vec<JwtKey>> {
     }
     let mut secret = [0u8; 32];
     rand::rng().fill_bytes(&mut secret);
-    let keys = vec![JwtKey { kid: format!("k{}", Utc::now().timestamp()), secret: hex::encode(secret) }];
+    let keys = vec![JwtKey {
+        kid: format!("k{}", Utc::now().timestamp()),
+        secret: hex::encode(secret),
+    }];
     write_private(path, serde_json::to_string_pretty(&keys)?.as_bytes())?;
     Ok(keys)
 }
@@ -175,7 +183,10 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
         _state: &S,
     ) -> Result<Self, Self::Rejection> {
         parts.extensions.get::<Caller>().cloned().ok_or_else(|| {
-            ApiError::new(ErrorCode::Unauthenticated, "this route needs an authenticated caller")
+            ApiError::new(
+                ErrorCode::Unauthenticated,
+                "this route needs an authenticated caller",
+            )
         })
     }
 }

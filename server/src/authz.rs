@@ -64,11 +64,31 @@ pub const ROUTES: &[(&str, &str, Rule)] = &[
     ("POST", "/api/v1/auth/token", Rule::Public),
     ("GET", "/api/v1/collaborations", Rule::User),
     ("POST", "/api/v1/collaborations", Rule::User),
-    ("GET", "/api/v1/collaborations/{c}", Rule::Member(Action::Read)),
-    ("GET", "/api/v1/collaborations/{c}/members", Rule::Member(Action::Read)),
-    ("POST", "/api/v1/collaborations/{c}/members", Rule::Member(Action::ManageMembers)),
-    ("DELETE", "/api/v1/collaborations/{c}/members/{user}", Rule::Member(Action::ManageMembers)),
-    ("POST", "/api/v1/collaborations/{c}/policy", Rule::Member(Action::TightenPolicy)),
+    (
+        "GET",
+        "/api/v1/collaborations/{c}",
+        Rule::Member(Action::Read),
+    ),
+    (
+        "GET",
+        "/api/v1/collaborations/{c}/members",
+        Rule::Member(Action::Read),
+    ),
+    (
+        "POST",
+        "/api/v1/collaborations/{c}/members",
+        Rule::Member(Action::ManageMembers),
+    ),
+    (
+        "DELETE",
+        "/api/v1/collaborations/{c}/members/{user}",
+        Rule::Member(Action::ManageMembers),
+    ),
+    (
+        "POST",
+        "/api/v1/collaborations/{c}/policy",
+        Rule::Member(Action::TightenPolicy),
+    ),
     ("HEAD", "/api/v1/blobs/{digest}", Rule::User),
     ("GET", "/api/v1/blobs/{digest}", Rule::BlobReader),
     ("POST", "/api/v1/blobs/uploads", Rule::User),
@@ -76,22 +96,67 @@ pub const ROUTES: &[(&str, &str, Rule)] = &[
     ("PATCH", "/api/v1/blobs/uploads/{id}", Rule::User),
     ("PUT", "/api/v1/blobs/uploads/{id}", Rule::User),
     ("DELETE", "/api/v1/blobs/uploads/{id}", Rule::User),
-    ("GET", "/api/v1/collaborations/{c}/artifacts", Rule::Member(Action::Read)),
-    ("POST", "/api/v1/collaborations/{c}/artifacts", Rule::Member(Action::Push)),
-    ("GET", "/api/v1/collaborations/{c}/artifacts/{name}/{version}", Rule::Member(Action::Read)),
+    (
+        "GET",
+        "/api/v1/collaborations/{c}/artifacts",
+        Rule::Member(Action::Read),
+    ),
+    (
+        "POST",
+        "/api/v1/collaborations/{c}/artifacts",
+        Rule::Member(Action::Push),
+    ),
+    (
+        "GET",
+        "/api/v1/collaborations/{c}/artifacts/{name}/{version}",
+        Rule::Member(Action::Read),
+    ),
     ("GET", "/api/v1/artifacts/{id}", Rule::Member(Action::Read)),
-    ("GET", "/api/v1/artifacts/{id}/lineage", Rule::Member(Action::Read)),
-    ("GET", "/api/v1/artifacts/{id}/files/{path}", Rule::Member(Action::Download)),
-    ("GET", "/api/v1/collaborations/{c}/datasets", Rule::Member(Action::Read)),
-    ("POST", "/api/v1/collaborations/{c}/datasets", Rule::Member(Action::Datasets)),
-    ("GET", "/api/v1/collaborations/{c}/datasets/{digest}", Rule::Member(Action::Read)),
-    ("GET", "/api/v1/collaborations/{c}/datasets/{digest}/content", Rule::Member(Action::Datasets)),
-    ("GET", "/api/v1/collaborations/{c}/ledger", Rule::Member(Action::Read)),
+    (
+        "GET",
+        "/api/v1/artifacts/{id}/lineage",
+        Rule::Member(Action::Read),
+    ),
+    (
+        "GET",
+        "/api/v1/artifacts/{id}/files/{path}",
+        Rule::Member(Action::Download),
+    ),
+    (
+        "GET",
+        "/api/v1/collaborations/{c}/datasets",
+        Rule::Member(Action::Read),
+    ),
+    (
+        "POST",
+        "/api/v1/collaborations/{c}/datasets",
+        Rule::Member(Action::Datasets),
+    ),
+    (
+        "GET",
+        "/api/v1/collaborations/{c}/datasets/{digest}",
+        Rule::Member(Action::Read),
+    ),
+    (
+        "GET",
+        "/api/v1/collaborations/{c}/datasets/{digest}/content",
+        Rule::Member(Action::Datasets),
+    ),
+    (
+        "GET",
+        "/api/v1/collaborations/{c}/ledger",
+        Rule::Member(Action::Read),
+    ),
 ];
 
 pub fn rule_for(method: &Method, path: &str) -> Option<Rule> {
     // HEAD on a GET route without its own HEAD entry is served by axum as GET: same rule.
-    let find = |m: &str| ROUTES.iter().find(|(rm, rp, _)| *rm == m && *rp == path).map(|r| r.2);
+    let find = |m: &str| {
+        ROUTES
+            .iter()
+            .find(|(rm, rp, _)| *rm == m && *rp == path)
+            .map(|r| r.2)
+    };
     find(method.as_str()).or_else(|| (method == Method::HEAD).then(|| find("GET")).flatten())
 }
 
@@ -102,7 +167,11 @@ pub async fn authorize(
     mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let path = request.extensions().get::<MatchedPath>().map(|m| m.as_str().to_string()).unwrap_or_default();
+    let path = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_default();
     let path = path.as_str();
     let Some(rule) = rule_for(request.method(), path) else {
         tracing::error!(method = %request.method(), path, "route missing from the authorization table");
@@ -120,24 +189,38 @@ pub async fn authorize(
     Ok(next.run(request).await)
 }
 
-async fn authenticate(state: &AppState, header: Option<&str>, rule: Rule) -> Result<Caller, ApiError> {
+async fn authenticate(
+    state: &AppState,
+    header: Option<&str>,
+    rule: Rule,
+) -> Result<Caller, ApiError> {
     // The header is copied out first: a request body is not Sync, so it cannot be borrowed here.
     let header = header.ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::Unauthenticated,
-                "missing `Authorization: Bearer <token>`; get a token from POST /api/v1/auth/token",
-            )
-        })?;
+        ApiError::new(
+            ErrorCode::Unauthenticated,
+            "missing `Authorization: Bearer <token>`; get a token from POST /api/v1/auth/token",
+        )
+    })?;
     let token = header.strip_prefix("Bearer ").ok_or_else(|| {
-        ApiError::new(ErrorCode::Unauthenticated, "the Authorization header must be `Bearer <token>`")
+        ApiError::new(
+            ErrorCode::Unauthenticated,
+            "the Authorization header must be `Bearer <token>`",
+        )
     })?;
     let claims = state.keys.verify(token.trim())?;
     let user = user::Entity::find_by_id(claims.uid)
         .one(&state.db)
         .await?
         .filter(|u| u.name == claims.sub)
-        .ok_or_else(|| ApiError::new(ErrorCode::InvalidToken, "the token's user no longer exists"))?;
-    Ok(Caller { id: user.id, name: user.name, is_admin: user.is_admin, rule })
+        .ok_or_else(|| {
+            ApiError::new(ErrorCode::InvalidToken, "the token's user no longer exists")
+        })?;
+    Ok(Caller {
+        id: user.id,
+        name: user.name,
+        is_admin: user.is_admin,
+        rule,
+    })
 }
 
 /// A collaboration as seen by a caller who passed its route's rule.
@@ -177,7 +260,8 @@ impl Caller {
             .filter(collaboration::Column::Name.eq(collab_name))
             .one(&state.db)
             .await?;
-        let collab = collab.ok_or_else(|| ApiError::not_found(format!("collaboration `{collab_name}`")))?;
+        let collab =
+            collab.ok_or_else(|| ApiError::not_found(format!("collaboration `{collab_name}`")))?;
         self.access_to(state, collab).await
     }
 
@@ -195,12 +279,19 @@ impl Caller {
             .filter_map(|m| m.role.parse().ok())
             .collect();
         if roles.is_empty() {
-            return Err(ApiError::not_found(format!("collaboration `{}`", collab.name)));
+            return Err(ApiError::not_found(format!(
+                "collaboration `{}`",
+                collab.name
+            )));
         }
         let access = Access { collab, roles };
         match self.rule {
             Rule::Member(action) => access.require(action)?,
-            _ => return Err(ApiError::internal("collaboration access on a non-member route")),
+            _ => {
+                return Err(ApiError::internal(
+                    "collaboration access on a non-member route",
+                ));
+            }
         }
         Ok(access)
     }

@@ -16,7 +16,9 @@ use chrono::Utc;
 use clreg_types::{Digest, ErrorCode};
 use futures::StreamExt;
 use object_store::path::Path as StorePath;
-use object_store::{GetOptions, GetRange, GetResult, GetResultPayload, ObjectStore, WriteMultipart};
+use object_store::{
+    GetOptions, GetRange, GetResult, GetResultPayload, ObjectStore, WriteMultipart,
+};
 use sea_orm::{ActiveModelTrait, EntityTrait, IntoActiveModel, Set};
 use sha2::{Digest as _, Sha256};
 use uuid::Uuid;
@@ -51,7 +53,8 @@ pub async fn open(state: &AppState, user_id: i64) -> Result<upload::Model, ApiEr
     let id = Uuid::new_v4();
     let multipart = state.store.put_multipart(&staging_key(id)).await?;
     let now = Utc::now();
-    let ttl = chrono::Duration::seconds(i64::try_from(state.config.upload_ttl_secs).unwrap_or(86400));
+    let ttl =
+        chrono::Duration::seconds(i64::try_from(state.config.upload_ttl_secs).unwrap_or(86400));
     let row = upload::ActiveModel {
         id: Set(id),
         user_id: Set(user_id),
@@ -72,7 +75,9 @@ pub async fn open(state: &AppState, user_id: i64) -> Result<upload::Model, ApiEr
     Ok(row)
 }
 
-fn lock_sessions(state: &AppState) -> std::sync::MutexGuard<'_, HashMap<Uuid, Arc<tokio::sync::Mutex<Session>>>> {
+fn lock_sessions(
+    state: &AppState,
+) -> std::sync::MutexGuard<'_, HashMap<Uuid, Arc<tokio::sync::Mutex<Session>>>> {
     // A poisoned map only means a panic elsewhere mid-insert; the map itself is still valid.
     state.uploads.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -84,7 +89,10 @@ pub async fn row(state: &AppState, id: Uuid, user_id: i64) -> Result<upload::Mod
         .await?
         .filter(|u| u.user_id == user_id && u.expires_at > Utc::now())
         .ok_or_else(|| {
-            ApiError::new(ErrorCode::UploadUnknown, format!("upload {id} does not exist or has expired; open a new one"))
+            ApiError::new(
+                ErrorCode::UploadUnknown,
+                format!("upload {id} does not exist or has expired; open a new one"),
+            )
         })
 }
 
@@ -109,22 +117,32 @@ pub async fn append(
     let row = row(state, id, user_id).await?;
     let session = session(state, id)?;
     let mut s = session.try_lock().map_err(|_| {
-        ApiError::conflict(format!("another chunk of upload {id} is still being received; send chunks one at a time"))
+        ApiError::conflict(format!(
+            "another chunk of upload {id} is still being received; send chunks one at a time"
+        ))
     })?;
     if s.user_id != user_id {
-        return Err(ApiError::new(ErrorCode::UploadUnknown, format!("upload {id} does not exist")));
+        return Err(ApiError::new(
+            ErrorCode::UploadUnknown,
+            format!("upload {id} does not exist"),
+        ));
     }
     if start != s.offset {
         return Err(ApiError::new(
             ErrorCode::UploadOutOfOrder,
-            format!("chunk starts at byte {start} but upload {id} has {} bytes; send the chunk that starts at {}", s.offset, s.offset),
+            format!(
+                "chunk starts at byte {start} but upload {id} has {} bytes; send the chunk that starts at {}",
+                s.offset, s.offset
+            ),
         ));
     }
     let max_chunk = state.config.max_chunk_size;
     if content_length.is_some_and(|n| n > max_chunk) {
         return Err(ApiError::new(
             ErrorCode::TooLarge,
-            format!("chunk is larger than the server's limit of {max_chunk} bytes; send smaller chunks"),
+            format!(
+                "chunk is larger than the server's limit of {max_chunk} bytes; send smaller chunks"
+            ),
         ));
     }
     let max_blob = state.config.max_blob_size;
@@ -143,13 +161,22 @@ pub async fn append(
         let len = bytes.len() as u64;
         if s.offset + len > max_blob || received + len > max_chunk {
             failure = Some(if s.offset + len > max_blob {
-                format!("blob is larger than the server's limit of {max_blob} bytes; the upload was aborted")
+                format!(
+                    "blob is larger than the server's limit of {max_blob} bytes; the upload was aborted"
+                )
             } else {
-                format!("chunk is larger than the server's limit of {max_chunk} bytes; the upload was aborted, send smaller chunks")
+                format!(
+                    "chunk is larger than the server's limit of {max_chunk} bytes; the upload was aborted, send smaller chunks"
+                )
             });
             break;
         }
-        let Session { writer, hasher, offset, .. } = &mut *s;
+        let Session {
+            writer,
+            hasher,
+            offset,
+            ..
+        } = &mut *s;
         let Some(writer) = writer.as_mut() else {
             return Err(ApiError::internal("upload session without writer"));
         };
@@ -173,10 +200,17 @@ pub async fn append(
 }
 
 /// Finishes an upload: the digest must match what arrived, then the blob becomes visible.
-pub async fn finish(state: &AppState, id: Uuid, user_id: i64, expected: &Digest) -> Result<(Digest, u64), ApiError> {
+pub async fn finish(
+    state: &AppState,
+    id: Uuid,
+    user_id: i64,
+    expected: &Digest,
+) -> Result<(Digest, u64), ApiError> {
     row(state, id, user_id).await?;
     let session = session(state, id)?;
-    let mut s = session.try_lock().map_err(|_| ApiError::conflict(format!("a chunk of upload {id} is still being received")))?;
+    let mut s = session.try_lock().map_err(|_| {
+        ApiError::conflict(format!("a chunk of upload {id} is still being received"))
+    })?;
     let actual = Digest::from_bytes(s.hasher.clone().finalize().into());
     let size = s.offset;
     if &actual != expected {
@@ -184,15 +218,24 @@ pub async fn finish(state: &AppState, id: Uuid, user_id: i64, expected: &Digest)
         abort(state, id).await?;
         return Err(ApiError::new(
             ErrorCode::DigestMismatch,
-            format!("the uploaded bytes hash to {actual}, not {expected}; the upload was discarded, upload the file again"),
+            format!(
+                "the uploaded bytes hash to {actual}, not {expected}; the upload was discarded, upload the file again"
+            ),
         ));
     }
-    let writer = s.writer.take().ok_or_else(|| ApiError::internal("upload session without writer"))?;
+    let writer = s
+        .writer
+        .take()
+        .ok_or_else(|| ApiError::internal("upload session without writer"))?;
     writer.finish().await?;
     drop(s);
     lock_sessions(state).remove(&id);
     let staging = staging_key(id);
-    if blob::Entity::find_by_id(actual.hex()).one(&state.db).await?.is_some() {
+    if blob::Entity::find_by_id(actual.hex())
+        .one(&state.db)
+        .await?
+        .is_some()
+    {
         state.store.delete(&staging).await?;
     } else {
         state.store.rename(&staging, &blob_key(&actual)).await?;
@@ -244,9 +287,20 @@ pub async fn sweep_expired(state: &AppState) -> Result<usize, ApiError> {
 
 /// Parses a single `Range: bytes=…` header into an object-store range.
 pub fn parse_range(headers: &HeaderMap) -> Result<Option<GetRange>, ApiError> {
-    let Some(value) = headers.get(header::RANGE) else { return Ok(None) };
-    let bad = || ApiError::new(ErrorCode::RangeNotSatisfiable, "unsupported Range: use `bytes=START-`, `bytes=START-END` or `bytes=-SUFFIX`");
-    let spec = value.to_str().map_err(|_| bad())?.strip_prefix("bytes=").ok_or_else(bad)?;
+    let Some(value) = headers.get(header::RANGE) else {
+        return Ok(None);
+    };
+    let bad = || {
+        ApiError::new(
+            ErrorCode::RangeNotSatisfiable,
+            "unsupported Range: use `bytes=START-`, `bytes=START-END` or `bytes=-SUFFIX`",
+        )
+    };
+    let spec = value
+        .to_str()
+        .map_err(|_| bad())?
+        .strip_prefix("bytes=")
+        .ok_or_else(bad)?;
     let (a, b) = spec.split_once('-').ok_or_else(bad)?;
     let num = |s: &str| s.trim().parse::<u64>().map_err(|_| bad());
     Ok(Some(match (a.trim().is_empty(), b.trim().is_empty()) {
@@ -264,7 +318,12 @@ pub fn parse_range(headers: &HeaderMap) -> Result<Option<GetRange>, ApiError> {
 }
 
 /// Streams blob content, honouring `Range`.
-pub async fn serve(state: &AppState, digest: &Digest, size: u64, headers: &HeaderMap) -> Result<Response, ApiError> {
+pub async fn serve(
+    state: &AppState,
+    digest: &Digest,
+    size: u64,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
     let range = parse_range(headers)?;
     let (start, end) = match &range {
         None => (0, size),
@@ -273,7 +332,11 @@ pub async fn serve(state: &AppState, digest: &Digest, size: u64, headers: &Heade
         Some(GetRange::Suffix(n)) => (size.saturating_sub(*n), size),
     };
     if range.is_some() && (start >= size || start >= end) && size > 0 {
-        let mut response = ApiError::new(ErrorCode::RangeNotSatisfiable, format!("range is outside the blob's {size} bytes")).into_response();
+        let mut response = ApiError::new(
+            ErrorCode::RangeNotSatisfiable,
+            format!("range is outside the blob's {size} bytes"),
+        )
+        .into_response();
         if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
             response.headers_mut().insert(header::CONTENT_RANGE, v);
         }
@@ -294,7 +357,10 @@ pub async fn serve(state: &AppState, digest: &Digest, size: u64, headers: &Heade
     };
     let mut response = Response::new(body);
     let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
     if let Ok(etag) = HeaderValue::from_str(&format!("\"{digest}\"")) {
@@ -302,7 +368,9 @@ pub async fn serve(state: &AppState, digest: &Digest, size: u64, headers: &Heade
     }
     if range.is_some() {
         *response.status_mut() = StatusCode::PARTIAL_CONTENT;
-        if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{}/{size}", end.saturating_sub(1))) {
+        if let Ok(v) =
+            HeaderValue::from_str(&format!("bytes {start}-{}/{size}", end.saturating_sub(1)))
+        {
             response.headers_mut().insert(header::CONTENT_RANGE, v);
         }
     }

@@ -73,9 +73,15 @@ impl Default for Config {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("invalid config file {path}: {source}")]
-    Parse { path: PathBuf, source: toml::de::Error },
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
     #[error("invalid environment variable {name}: {reason}")]
     Env { name: &'static str, reason: String },
     #[error("invalid configuration: {0}")]
@@ -112,8 +118,10 @@ impl Config {
         where
             T::Err: fmt::Display,
         {
-            v.parse()
-                .map_err(|e: T::Err| ConfigError::Env { name, reason: e.to_string() })
+            v.parse().map_err(|e: T::Err| ConfigError::Env {
+                name,
+                reason: e.to_string(),
+            })
         }
         if let Some(v) = var("CLREG_ADDR") {
             self.addr = parse("CLREG_ADDR", v)?;
@@ -152,7 +160,10 @@ impl Config {
             self.token_ttl_secs = parse("CLREG_TOKEN_TTL_SECS", v)?;
         }
         if let Some(v) = var("CLREG_JWT_SECRET") {
-            self.jwt_keys = vec![JwtKey { kid: "env".to_string(), secret: v }];
+            self.jwt_keys = vec![JwtKey {
+                kid: "env".to_string(),
+                secret: v,
+            }];
         }
         Ok(())
     }
@@ -164,7 +175,9 @@ impl Config {
             ));
         }
         if self.token_ttl_secs < 30 {
-            return Err(ConfigError::Invalid("token_ttl_secs must be at least 30".into()));
+            return Err(ConfigError::Invalid(
+                "token_ttl_secs must be at least 30".into(),
+            ));
         }
         for key in &self.jwt_keys {
             if key.secret.len() < 32 {
@@ -180,7 +193,10 @@ impl Config {
     pub fn database_url(&self) -> String {
         match &self.database_url {
             Some(url) => url.clone(),
-            None => format!("sqlite://{}?mode=rwc", self.data_dir.join("clreg.db").display()),
+            None => format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("clreg.db").display()
+            ),
         }
     }
 }
@@ -190,15 +206,24 @@ impl fmt::Debug for Config {
         f.debug_struct("Config")
             .field("addr", &self.addr)
             .field("data_dir", &self.data_dir)
-            .field("database_url", &self.database_url.as_deref().map(redact_url))
+            .field(
+                "database_url",
+                &self.database_url.as_deref().map(redact_url),
+            )
             .field("store", &self.store)
             .field("s3_endpoint", &self.s3.endpoint)
             .field("s3_region", &self.s3.region)
-            .field("s3_credentials", &self.s3.access_key_id.as_ref().map(|_| "<redacted>"))
+            .field(
+                "s3_credentials",
+                &self.s3.access_key_id.as_ref().map(|_| "<redacted>"),
+            )
             .field("max_blob_size", &self.max_blob_size)
             .field("max_chunk_size", &self.max_chunk_size)
             .field("token_ttl_secs", &self.token_ttl_secs)
-            .field("jwt_keys", &self.jwt_keys.iter().map(|k| &k.kid).collect::<Vec<_>>())
+            .field(
+                "jwt_keys",
+                &self.jwt_keys.iter().map(|k| &k.kid).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -241,7 +266,13 @@ mod tests {
     fn bad_values_are_refused() {
         let mut config = Config::default();
         let err = config.apply_env(|name| (name == "CLREG_ADDR").then(|| "nope".to_string()));
-        assert!(matches!(err, Err(ConfigError::Env { name: "CLREG_ADDR", .. })));
+        assert!(matches!(
+            err,
+            Err(ConfigError::Env {
+                name: "CLREG_ADDR",
+                ..
+            })
+        ));
         assert!(toml::from_str::<Config>("unknown_key = 1").is_err());
     }
 }

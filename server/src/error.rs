@@ -25,7 +25,10 @@ impl std::error::Error for ApiError {}
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ApiError { code, message: message.into() }
+        ApiError {
+            code,
+            message: message.into(),
+        }
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -55,7 +58,10 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status =
             StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let body = ErrorBody { code: self.code.as_str().to_string(), message: self.message };
+        let body = ErrorBody {
+            code: self.code.as_str().to_string(),
+            message: self.message,
+        };
         (status, Json(body)).into_response()
     }
 }

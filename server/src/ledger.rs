@@ -68,7 +68,9 @@ pub async fn append<C: ConnectionTrait>(
     .await
     .map_err(|e| {
         if is_unique_violation(&e) {
-            ApiError::conflict("another change to this collaboration happened at the same time; retry")
+            ApiError::conflict(
+                "another change to this collaboration happened at the same time; retry",
+            )
         } else {
             e.into()
         }
@@ -77,7 +79,10 @@ pub async fn append<C: ConnectionTrait>(
 }
 
 pub fn is_unique_violation(e: &sea_orm::DbErr) -> bool {
-    matches!(e.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_)))
+    matches!(
+        e.sql_err(),
+        Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+    )
 }
 
 /// The events of one chain, oldest first.

@@ -40,7 +40,9 @@ pub async fn serve(
         }
     });
     let app = routes::app(state);
-    let result = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await;
     sweeper.abort();
     result
 }

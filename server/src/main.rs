@@ -109,10 +109,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
             std::fs::create_dir_all(&config.data_dir)?;
             let db = state::connect(&config.database_url()).await?;
             clreg_migrations::Migrator::up(&db, None).await?;
-            let fail = |e: clreg_server::error::ApiError| anyhow::anyhow!("[{}] {}", e.code, e.message);
+            let fail =
+                |e: clreg_server::error::ApiError| anyhow::anyhow!("[{}] {}", e.code, e.message);
             match command {
-                AdminCommand::CreateUser { name, admin: is_admin } => {
-                    let key = admin::create_user(&db, &name, is_admin).await.map_err(fail)?;
+                AdminCommand::CreateUser {
+                    name,
+                    admin: is_admin,
+                } => {
+                    let key = admin::create_user(&db, &name, is_admin)
+                        .await
+                        .map_err(fail)?;
                     eprintln!("created user `{name}`; its API key (shown once, store it safely):");
                     println!("{key}");
                 }
@@ -126,7 +132,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 }
                 AdminCommand::ListUsers => {
                     for u in admin::list_users(&db).await.map_err(fail)? {
-                        println!("{}\t{}\t{}", u.name, if u.is_admin { "admin" } else { "user" }, u.created_at.to_rfc3339());
+                        println!(
+                            "{}\t{}\t{}",
+                            u.name,
+                            if u.is_admin { "admin" } else { "user" },
+                            u.created_at.to_rfc3339()
+                        );
                     }
                 }
             }

@@ -55,7 +55,9 @@ impl AppState {
 
 pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
     let mut options = ConnectOptions::new(url.to_string());
-    options.sqlx_logging(false).acquire_timeout(Duration::from_secs(30));
+    options
+        .sqlx_logging(false)
+        .acquire_timeout(Duration::from_secs(30));
     if url.starts_with("sqlite:") {
         // One writer at a time is SQLite's nature; WAL lets readers go on meanwhile.
         options.max_connections(8).map_sqlx_sqlite_opts(|o| {
@@ -84,7 +86,9 @@ pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn ObjectStore>> {
             let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
             let s3 = &config.s3;
             if let Some(endpoint) = &s3.endpoint {
-                builder = builder.with_endpoint(endpoint).with_virtual_hosted_style_request(false);
+                builder = builder
+                    .with_endpoint(endpoint)
+                    .with_virtual_hosted_style_request(false);
             }
             if let Some(region) = &s3.region {
                 builder = builder.with_region(region);

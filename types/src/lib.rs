@@ -377,14 +377,22 @@ pub fn check_name(name: &str) -> Result<(), String> {
 /// Whether `path` is acceptable as a file path inside an artifact: relative, `/`-separated,
 /// each segment a plain name (no `.`/`..`, no backslash, no NUL or control characters).
 pub fn check_file_path(path: &str) -> Result<(), String> {
-    let bad = |why: &str| Err(format!("invalid file path `{}`: {why}", path.escape_debug()));
+    let bad = |why: &str| {
+        Err(format!(
+            "invalid file path `{}`: {why}",
+            path.escape_debug()
+        ))
+    };
     if path.is_empty() || path.len() > 255 {
         return bad("must be 1-255 bytes");
     }
     if path.starts_with('/') {
         return bad("must be relative");
     }
-    if path.chars().any(|c| c.is_control() || c == '\\' || c == ':') {
+    if path
+        .chars()
+        .any(|c| c.is_control() || c == '\\' || c == ':')
+    {
         return bad("contains a control character, a backslash or a colon");
     }
     for seg in path.split('/') {
@@ -407,7 +415,17 @@ mod tests {
         }
         assert!(check_file_path("model.safetensors").is_ok());
         assert!(check_file_path("sub/dir/file.json").is_ok());
-        for bad in ["../x", "/etc/passwd", "a/../b", "a//b", "a\0b", "c:\\x", "a\\b", "./a", ""] {
+        for bad in [
+            "../x",
+            "/etc/passwd",
+            "a/../b",
+            "a//b",
+            "a\0b",
+            "c:\\x",
+            "a\\b",
+            "./a",
+            "",
+        ] {
             assert!(check_file_path(bad).is_err(), "{bad:?}");
         }
     }

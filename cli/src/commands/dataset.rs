@@ -13,8 +13,8 @@ use crate::error::{ExitStatus, LocalError};
 use crate::hashing;
 use crate::output::{human_size, short, short_time, table};
 use crate::progress::{Progress, Tracker};
-use clreg_engine::trace::validate_trace;
 use crate::upload::Uploader;
+use clreg_engine::trace::validate_trace;
 
 pub struct PushDataset {
     pub file: PathBuf,

@@ -30,7 +30,11 @@ pub fn tiny(ctx: &Ctx, a: TinyArgs) -> Result<ExitStatus> {
     let parameters = clreg_engine::tiny::tiny_llama_config(&t).parameters();
     let summary = serde_json::json!({"dir": a.output, "seed": a.seed, "parameters": parameters});
     ctx.out.emit(&summary, || {
-        format!("wrote a {parameters}-parameter Llama (seed {}) to {}", a.seed, a.output.display())
+        format!(
+            "wrote a {parameters}-parameter Llama (seed {}) to {}",
+            a.seed,
+            a.output.display()
+        )
     })?;
     Ok(ExitStatus::Success)
 }

@@ -38,11 +38,16 @@ async fn list(
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<ApiJson<Vec<Artifact>>, ApiError> {
     let access = caller.access(&state, &c).await?;
-    let mut select = artifact::Entity::find().filter(artifact::Column::CollabId.eq(access.collab.id));
+    let mut select =
+        artifact::Entity::find().filter(artifact::Column::CollabId.eq(access.collab.id));
     if let Some(name) = query.name {
         select = select.filter(artifact::Column::Name.eq(name));
     }
-    let rows = select.order_by_asc(artifact::Column::Name).order_by_asc(artifact::Column::Version).all(&state.db).await?;
+    let rows = select
+        .order_by_asc(artifact::Column::Name)
+        .order_by_asc(artifact::Column::Version)
+        .all(&state.db)
+        .await?;
     let mut out = Vec::with_capacity(rows.len());
     for a in rows {
         out.push(artifacts::to_wire(&state, a).await?);
@@ -65,7 +70,11 @@ async fn commit(
     if created {
         tracing::info!(artifact = %artifact.reference(), id = %artifact.id, user = %caller.name, "artifact committed");
     }
-    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok((status, ApiJson(CommitResult { created, artifact })))
 }
 
@@ -86,7 +95,11 @@ async fn by_version(
 
 #[utoipa::path(get, path = "/api/v1/artifacts/{id}", params(("id" = String, Path, description = "id or unique prefix (8+ hex)")),
     responses((status = 200, body = Artifact), (status = 404, body = ErrorBody)))]
-async fn show(State(state): State<AppState>, caller: Caller, ApiPath(id): ApiPath<String>) -> Result<ApiJson<Artifact>, ApiError> {
+async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+) -> Result<ApiJson<Artifact>, ApiError> {
     let (found, _) = artifacts::find_for(&state, &caller, &id).await?;
     Ok(ApiJson(artifacts::to_wire(&state, found).await?))
 }
@@ -94,7 +107,11 @@ async fn show(State(state): State<AppState>, caller: Caller, ApiPath(id): ApiPat
 /// Ancestors and descendants as a DAG (only collaborations the caller can read).
 #[utoipa::path(get, path = "/api/v1/artifacts/{id}/lineage", params(("id" = String, Path)),
     responses((status = 200, body = Lineage), (status = 404, body = ErrorBody)))]
-async fn lineage(State(state): State<AppState>, caller: Caller, ApiPath(id): ApiPath<String>) -> Result<ApiJson<Lineage>, ApiError> {
+async fn lineage(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+) -> Result<ApiJson<Lineage>, ApiError> {
     let (found, _) = artifacts::find_for(&state, &caller, &id).await?;
     Ok(ApiJson(artifacts::lineage(&state, &caller, &found).await?))
 }
@@ -117,5 +134,11 @@ async fn file(
         .ok_or_else(|| ApiError::not_found(format!("file `{path}` in artifact {}", found.id)))?;
     let digest = clreg_types::Digest::parse_lenient(&entry.digest)
         .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
-    crate::blobs::serve(&state, &digest, u64::try_from(entry.size).unwrap_or(0), &headers).await
+    crate::blobs::serve(
+        &state,
+        &digest,
+        u64::try_from(entry.size).unwrap_or(0),
+        &headers,
+    )
+    .await
 }

@@ -23,15 +23,27 @@ async fn token(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<TokenRequest>,
 ) -> Result<ApiJson<TokenResponse>, ApiError> {
-    let invalid = || ApiError::new(ErrorCode::InvalidApiKey, "unknown or revoked API key; ask a server admin for a new one");
+    let invalid = || {
+        ApiError::new(
+            ErrorCode::InvalidApiKey,
+            "unknown or revoked API key; ask a server admin for a new one",
+        )
+    };
     let key = api_key::Entity::find()
         .filter(api_key::Column::KeyHash.eq(hash_api_key(req.api_key.trim())))
         .one(&state.db)
         .await?
         .filter(|k| k.revoked_at.is_none_or(|t| t > Utc::now()))
         .ok_or_else(invalid)?;
-    let owner = user::Entity::find_by_id(key.user_id).one(&state.db).await?.ok_or_else(invalid)?;
+    let owner = user::Entity::find_by_id(key.user_id)
+        .one(&state.db)
+        .await?
+        .ok_or_else(invalid)?;
     let (token, expires_at) = state.keys.issue(&owner.name, owner.id)?;
     tracing::info!(user = %owner.name, key = %key.prefix, "token issued");
-    Ok(ApiJson(TokenResponse { token, expires_at, user: owner.name }))
+    Ok(ApiJson(TokenResponse {
+        token,
+        expires_at,
+        user: owner.name,
+    }))
 }

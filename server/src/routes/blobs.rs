@@ -23,23 +23,39 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(head_blob, get_blob))
         .routes(routes!(open_upload))
-        .routes(routes!(upload_status, upload_chunk, finish_upload, abort_upload))
+        .routes(routes!(
+            upload_status,
+            upload_chunk,
+            finish_upload,
+            abort_upload
+        ))
 }
 
 fn parse_digest(s: &str) -> Result<Digest, ApiError> {
-    s.parse().map_err(|e: clreg_types::DigestError| ApiError::new(ErrorCode::InvalidDigest, e.to_string()))
+    s.parse().map_err(|e: clreg_types::DigestError| {
+        ApiError::new(ErrorCode::InvalidDigest, e.to_string())
+    })
 }
 
 /// Whether the server has a blob (so a client can skip uploading it).
 #[utoipa::path(head, path = "/api/v1/blobs/{digest}", params(("digest" = String, Path)),
     responses((status = 200, description = "present; Content-Length is its size"), (status = 404)))]
-async fn head_blob(State(state): State<AppState>, _caller: Caller, ApiPath(digest): ApiPath<String>) -> Result<Response, ApiError> {
+async fn head_blob(
+    State(state): State<AppState>,
+    _caller: Caller,
+    ApiPath(digest): ApiPath<String>,
+) -> Result<Response, ApiError> {
     let digest = parse_digest(&digest)?;
-    let Some(found) = blob::Entity::find_by_id(digest.hex()).one(&state.db).await? else {
+    let Some(found) = blob::Entity::find_by_id(digest.hex())
+        .one(&state.db)
+        .await?
+    else {
         return Ok(StatusCode::NOT_FOUND.into_response());
     };
     let mut response = StatusCode::OK.into_response();
-    response.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(found.size.max(0)));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(found.size.max(0)));
     Ok(response)
 }
 
@@ -57,13 +73,26 @@ async fn get_blob(
     if !may_read_blob(&state, &caller, &digest).await? {
         return Err(not_found());
     }
-    let found = blob::Entity::find_by_id(digest.hex()).one(&state.db).await?.ok_or_else(not_found)?;
-    blobs::serve(&state, &digest, u64::try_from(found.size).unwrap_or(0), &headers).await
+    let found = blob::Entity::find_by_id(digest.hex())
+        .one(&state.db)
+        .await?
+        .ok_or_else(not_found)?;
+    blobs::serve(
+        &state,
+        &digest,
+        u64::try_from(found.size).unwrap_or(0),
+        &headers,
+    )
+    .await
 }
 
 /// A blob is readable by members who may download an artifact containing it, or who may read the
 /// stored content of a dataset with that digest in a `full` collaboration.
-async fn may_read_blob(state: &AppState, caller: &Caller, digest: &Digest) -> Result<bool, ApiError> {
+async fn may_read_blob(
+    state: &AppState,
+    caller: &Caller,
+    digest: &Digest,
+) -> Result<bool, ApiError> {
     let downloadable = member_collabs(state, caller.id, Action::Download).await?;
     let artifact_ids: Vec<String> = artifact_file::Entity::find()
         .filter(artifact_file::Column::Digest.eq(digest.hex()))
@@ -123,7 +152,11 @@ async fn open_upload(State(state): State<AppState>, caller: Caller) -> Result<Re
 
 #[utoipa::path(get, path = "/api/v1/blobs/uploads/{id}", params(("id" = Uuid, Path)),
     responses((status = 200, body = UploadStatus), (status = 404, body = ErrorBody)))]
-async fn upload_status(State(state): State<AppState>, caller: Caller, ApiPath(id): ApiPath<Uuid>) -> Result<ApiJson<UploadStatus>, ApiError> {
+async fn upload_status(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<ApiJson<UploadStatus>, ApiError> {
     let row = blobs::row(&state, id, caller.id).await?;
     Ok(ApiJson(status_of(&state, &row)))
 }
@@ -144,7 +177,10 @@ async fn upload_chunk(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .ok_or_else(|| ApiError::bad_request("missing or invalid `Upload-Offset` header: send the byte offset this chunk starts at"))?;
-    let length = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    let length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
     blobs::append(&state, id, caller.id, offset, length, body).await?;
     let row = blobs::row(&state, id, caller.id).await?;
     Ok((StatusCode::ACCEPTED, ApiJson(status_of(&state, &row))))
@@ -171,7 +207,11 @@ async fn finish_upload(
 }
 
 #[utoipa::path(delete, path = "/api/v1/blobs/uploads/{id}", params(("id" = Uuid, Path)), responses((status = 204)))]
-async fn abort_upload(State(state): State<AppState>, caller: Caller, ApiPath(id): ApiPath<Uuid>) -> Result<StatusCode, ApiError> {
+async fn abort_upload(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<StatusCode, ApiError> {
     blobs::row(&state, id, caller.id).await?;
     blobs::abort(&state, id).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -6,10 +6,12 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::Utc;
 use clreg_types::{
-    AddMember, ChangePolicy, Collaboration, CreateCollaboration, ErrorBody, ErrorCode, Member, Policy, Role,
+    AddMember, ChangePolicy, Collaboration, CreateCollaboration, ErrorBody, ErrorCode, Member,
+    Policy, Role,
 };
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, ModelTrait, QueryFilter, Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, ModelTrait, QueryFilter, Set,
+    TransactionTrait,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -32,7 +34,11 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(change_policy))
 }
 
-async fn to_wire<C: ConnectionTrait>(db: &C, c: collaboration::Model, my_roles: Vec<Role>) -> Result<Collaboration, ApiError> {
+async fn to_wire<C: ConnectionTrait>(
+    db: &C,
+    c: collaboration::Model,
+    my_roles: Vec<Role>,
+) -> Result<Collaboration, ApiError> {
     let creator = user::Entity::find_by_id(c.created_by).one(db).await?;
     Ok(Collaboration {
         policy: c.policy.parse().map_err(ApiError::internal)?,
@@ -46,9 +52,16 @@ async fn to_wire<C: ConnectionTrait>(db: &C, c: collaboration::Model, my_roles: 
 
 /// Collaborations the caller is a member of.
 #[utoipa::path(get, path = "/api/v1/collaborations", responses((status = 200, body = Vec<Collaboration>)))]
-async fn list(State(state): State<AppState>, caller: Caller) -> Result<ApiJson<Vec<Collaboration>>, ApiError> {
+async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<ApiJson<Vec<Collaboration>>, ApiError> {
     let mut roles: BTreeMap<i64, Vec<Role>> = BTreeMap::new();
-    for m in member::Entity::find().filter(member::Column::UserId.eq(caller.id)).all(&state.db).await? {
+    for m in member::Entity::find()
+        .filter(member::Column::UserId.eq(caller.id))
+        .all(&state.db)
+        .await?
+    {
         if let Ok(role) = m.role.parse() {
             roles.entry(m.collab_id).or_default().push(role);
         }
@@ -87,7 +100,10 @@ async fn create(
                     .one(txn)
                     .await?;
                 if taken.is_some() {
-                    return Err(ApiError::conflict(format!("collaboration `{}` already exists; choose another name", req.name)));
+                    return Err(ApiError::conflict(format!(
+                        "collaboration `{}` already exists; choose another name",
+                        req.name
+                    )));
                 }
                 let c = collaboration::ActiveModel {
                     name: Set(req.name.clone()),
@@ -108,8 +124,22 @@ async fn create(
                 .insert(txn)
                 .await?;
                 let chain = Some((c.id, c.name.as_str()));
-                ledger::append(txn, chain, "collaboration.created", &actor, json!({"name": c.name, "policy": req.policy, "description": req.description})).await?;
-                ledger::append(txn, chain, "member.added", &actor, json!({"user": actor, "role": Role::Owner})).await?;
+                ledger::append(
+                    txn,
+                    chain,
+                    "collaboration.created",
+                    &actor,
+                    json!({"name": c.name, "policy": req.policy, "description": req.description}),
+                )
+                .await?;
+                ledger::append(
+                    txn,
+                    chain,
+                    "member.added",
+                    &actor,
+                    json!({"user": actor, "role": Role::Owner}),
+                )
+                .await?;
                 to_wire(txn, c, vec![Role::Owner]).await
             })
         })
@@ -119,7 +149,11 @@ async fn create(
 
 #[utoipa::path(get, path = "/api/v1/collaborations/{c}", params(("c" = String, Path)),
     responses((status = 200, body = Collaboration), (status = 404, body = ErrorBody)))]
-async fn show(State(state): State<AppState>, caller: Caller, ApiPath(c): ApiPath<String>) -> Result<ApiJson<Collaboration>, ApiError> {
+async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(c): ApiPath<String>,
+) -> Result<ApiJson<Collaboration>, ApiError> {
     let Access { collab, mut roles } = caller.access(&state, &c).await?;
     roles.sort();
     Ok(ApiJson(to_wire(&state.db, collab, roles).await?))
@@ -134,7 +168,10 @@ async fn find_user(state: &AppState, name: &str) -> Result<user::Model, ApiError
 }
 
 async fn member_list<C: ConnectionTrait>(db: &C, collab_id: i64) -> Result<Vec<Member>, ApiError> {
-    let rows = member::Entity::find().filter(member::Column::CollabId.eq(collab_id)).all(db).await?;
+    let rows = member::Entity::find()
+        .filter(member::Column::CollabId.eq(collab_id))
+        .all(db)
+        .await?;
     let names: BTreeMap<i64, String> = user::Entity::find()
         .filter(user::Column::Id.is_in(rows.iter().map(|m| m.user_id)))
         .all(db)
@@ -159,7 +196,11 @@ async fn member_list<C: ConnectionTrait>(db: &C, collab_id: i64) -> Result<Vec<M
 
 #[utoipa::path(get, path = "/api/v1/collaborations/{c}/members", params(("c" = String, Path)),
     responses((status = 200, body = Vec<Member>)))]
-async fn members(State(state): State<AppState>, caller: Caller, ApiPath(c): ApiPath<String>) -> Result<ApiJson<Vec<Member>>, ApiError> {
+async fn members(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(c): ApiPath<String>,
+) -> Result<ApiJson<Vec<Member>>, ApiError> {
     let access = caller.access(&state, &c).await?;
     Ok(ApiJson(member_list(&state.db, access.collab.id).await?))
 }
@@ -197,10 +238,19 @@ async fn add_member(
                     }
                     .insert(txn)
                     .await?;
-                    ledger::append(txn, Some((collab.id, &collab.name)), "member.added", &actor, json!({"user": target.name, "role": req.role})).await?;
+                    ledger::append(
+                        txn,
+                        Some((collab.id, &collab.name)),
+                        "member.added",
+                        &actor,
+                        json!({"user": target.name, "role": req.role}),
+                    )
+                    .await?;
                 }
                 let all = member_list(txn, collab.id).await?;
-                all.into_iter().find(|m| m.user == target.name).ok_or_else(|| ApiError::internal("member vanished"))
+                all.into_iter()
+                    .find(|m| m.user == target.name)
+                    .ok_or_else(|| ApiError::internal("member vanished"))
             })
         })
         .await?;
@@ -239,7 +289,10 @@ async fn remove_member(
                 }
                 let rows = rows.all(txn).await?;
                 if rows.is_empty() {
-                    return Err(ApiError::not_found(format!("member `{name}` in `{}`", collab.name)));
+                    return Err(ApiError::not_found(format!(
+                        "member `{name}` in `{}`",
+                        collab.name
+                    )));
                 }
                 let removes_owner = rows.iter().any(|m| m.role == Role::Owner.as_str());
                 if removes_owner {
@@ -249,14 +302,24 @@ async fn remove_member(
                         .all(txn)
                         .await?;
                     if owners.len() <= 1 {
-                        return Err(ApiError::conflict(format!("`{name}` is the last owner of `{}`; make someone else owner first", collab.name)));
+                        return Err(ApiError::conflict(format!(
+                            "`{name}` is the last owner of `{}`; make someone else owner first",
+                            collab.name
+                        )));
                     }
                 }
                 let roles: Vec<String> = rows.iter().map(|m| m.role.clone()).collect();
                 for row in rows {
                     row.delete(txn).await?;
                 }
-                ledger::append(txn, Some((collab.id, &collab.name)), "member.removed", &actor, json!({"user": name, "roles": roles})).await?;
+                ledger::append(
+                    txn,
+                    Some((collab.id, &collab.name)),
+                    "member.removed",
+                    &actor,
+                    json!({"user": name, "roles": roles}),
+                )
+                .await?;
                 Ok(())
             })
         })
@@ -276,7 +339,9 @@ async fn change_policy(
     let access = caller.access(&state, &c).await?;
     let current = access.policy();
     if req.policy == current {
-        return Ok(ApiJson(to_wire(&state.db, access.collab, access.roles).await?));
+        return Ok(ApiJson(
+            to_wire(&state.db, access.collab, access.roles).await?,
+        ));
     }
     if req.policy == Policy::Full {
         return Err(ApiError::new(
@@ -306,7 +371,14 @@ async fn change_policy(
                 let mut active: collaboration::ActiveModel = collab.clone().into();
                 active.policy = Set(Policy::Semi.as_str().to_string());
                 let updated = active.update(txn).await?;
-                ledger::append(txn, Some((collab.id, &collab.name)), "policy.tightened", &actor, json!({"from": "full", "to": "semi", "purged_datasets": purged})).await?;
+                ledger::append(
+                    txn,
+                    Some((collab.id, &collab.name)),
+                    "policy.tightened",
+                    &actor,
+                    json!({"from": "full", "to": "semi", "purged_datasets": purged}),
+                )
+                .await?;
                 Ok((updated, purged))
             })
         })
@@ -319,7 +391,10 @@ async fn change_policy(
             .filter(dataset::Column::ContentStored.eq(true))
             .one(&state.db)
             .await?;
-        let still_file = artifact_file::Entity::find().filter(artifact_file::Column::Digest.eq(&hex)).one(&state.db).await?;
+        let still_file = artifact_file::Entity::find()
+            .filter(artifact_file::Column::Digest.eq(&hex))
+            .one(&state.db)
+            .await?;
         if still_dataset.is_none() && still_file.is_none() {
             if let Ok(digest) = clreg_types::Digest::parse_lenient(&hex) {
                 state.store.delete(&crate::blobs::blob_key(&digest)).await?;

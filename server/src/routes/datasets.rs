@@ -5,7 +5,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use chrono::Utc;
 use clreg_types::{Dataset, Digest, ErrorBody, ErrorCode, Policy, RegisterDataset};
-use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set, TransactionTrait};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set, TransactionTrait,
+};
 use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -28,7 +30,9 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 async fn to_wire(state: &AppState, d: dataset::Model) -> Result<Dataset, ApiError> {
-    let by = user::Entity::find_by_id(d.registered_by).one(&state.db).await?;
+    let by = user::Entity::find_by_id(d.registered_by)
+        .one(&state.db)
+        .await?;
     Ok(Dataset {
         digest: Digest::parse_lenient(&d.digest).map_err(ApiError::internal)?,
         name: d.name,
@@ -45,7 +49,11 @@ async fn to_wire(state: &AppState, d: dataset::Model) -> Result<Dataset, ApiErro
 
 #[utoipa::path(get, path = "/api/v1/collaborations/{c}/datasets", params(("c" = String, Path)),
     responses((status = 200, body = Vec<Dataset>)))]
-async fn list(State(state): State<AppState>, caller: Caller, ApiPath(c): ApiPath<String>) -> Result<ApiJson<Vec<Dataset>>, ApiError> {
+async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(c): ApiPath<String>,
+) -> Result<ApiJson<Vec<Dataset>>, ApiError> {
     let access = caller.access(&state, &c).await?;
     let rows = dataset::Entity::find()
         .filter(dataset::Column::CollabId.eq(access.collab.id))
@@ -73,7 +81,9 @@ async fn register(
     clreg_types::check_name(&req.name).map_err(|m| ApiError::new(ErrorCode::InvalidName, m))?;
     for (field, value) in [("task", &req.task), ("metric", &req.metric)] {
         if value.trim().is_empty() || value.len() > 128 {
-            return Err(ApiError::bad_request(format!("`{field}` must be 1-128 characters")));
+            return Err(ApiError::bad_request(format!(
+                "`{field}` must be 1-128 characters"
+            )));
         }
     }
     if req.store_content {
@@ -86,18 +96,31 @@ async fn register(
                 ),
             ));
         }
-        let stored = blob::Entity::find_by_id(req.digest.hex()).one(&state.db).await?.ok_or_else(|| {
-            ApiError::new(ErrorCode::BlobUnknown, format!("dataset content {} was never uploaded; upload it first", req.digest))
-        })?;
+        let stored = blob::Entity::find_by_id(req.digest.hex())
+            .one(&state.db)
+            .await?
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::BlobUnknown,
+                    format!(
+                        "dataset content {} was never uploaded; upload it first",
+                        req.digest
+                    ),
+                )
+            })?;
         if stored.size > MAX_STORED_DATASET {
-            return Err(ApiError::new(ErrorCode::TooLarge, "datasets over 1 GiB cannot be stored; split the dataset"));
+            return Err(ApiError::new(
+                ErrorCode::TooLarge,
+                "datasets over 1 GiB cannot be stored; split the dataset",
+            ));
         }
         let bytes = blobs::read_all(state.store.as_ref(), &req.digest).await?;
         let file = req.name.clone();
         let _permit = state.cpu.acquire().await.map_err(ApiError::internal)?;
-        let examples = tokio::task::spawn_blocking(move || clreg_engine::trace::validate_trace(&bytes, &file))
-            .await
-            .map_err(ApiError::internal)??;
+        let examples =
+            tokio::task::spawn_blocking(move || clreg_engine::trace::validate_trace(&bytes, &file))
+                .await
+                .map_err(ApiError::internal)??;
         // The server's own counts win over what the client declared.
         req.examples = examples as u64;
         req.size = u64::try_from(stored.size).unwrap_or(0);
@@ -105,7 +128,12 @@ async fn register(
     store(&state, &caller, &access, req).await
 }
 
-async fn store(state: &AppState, caller: &Caller, access: &Access, req: RegisterDataset) -> Result<(StatusCode, ApiJson<Dataset>), ApiError> {
+async fn store(
+    state: &AppState,
+    caller: &Caller,
+    access: &Access,
+    req: RegisterDataset,
+) -> Result<(StatusCode, ApiJson<Dataset>), ApiError> {
     let _write = state.write_lock.lock().await;
     let collab = access.collab.clone();
     let actor = caller.name.clone();
@@ -155,7 +183,8 @@ async fn store(state: &AppState, caller: &Caller, access: &Access, req: Register
 }
 
 async fn find(state: &AppState, access: &Access, digest: &str) -> Result<dataset::Model, ApiError> {
-    let digest = Digest::parse_lenient(digest).map_err(|e| ApiError::new(ErrorCode::InvalidDigest, e.to_string()))?;
+    let digest = Digest::parse_lenient(digest)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidDigest, e.to_string()))?;
     dataset::Entity::find()
         .filter(dataset::Column::CollabId.eq(access.collab.id))
         .filter(dataset::Column::Digest.eq(digest.hex()))
@@ -166,9 +195,15 @@ async fn find(state: &AppState, access: &Access, digest: &str) -> Result<dataset
 
 #[utoipa::path(get, path = "/api/v1/collaborations/{c}/datasets/{digest}", params(("c" = String, Path), ("digest" = String, Path)),
     responses((status = 200, body = Dataset), (status = 404, body = ErrorBody)))]
-async fn show(State(state): State<AppState>, caller: Caller, ApiPath((c, digest)): ApiPath<(String, String)>) -> Result<ApiJson<Dataset>, ApiError> {
+async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((c, digest)): ApiPath<(String, String)>,
+) -> Result<ApiJson<Dataset>, ApiError> {
     let access = caller.access(&state, &c).await?;
-    Ok(ApiJson(to_wire(&state, find(&state, &access, &digest).await?).await?))
+    Ok(ApiJson(
+        to_wire(&state, find(&state, &access, &digest).await?).await?,
+    ))
 }
 
 /// Dataset content: `full` collaborations only, owners and contributors only.
@@ -183,11 +218,25 @@ async fn content(
     let access = caller.access(&state, &c).await?;
     let d = find(&state, &access, &digest).await?;
     if access.policy() == Policy::Semi {
-        return Err(ApiError::new(ErrorCode::PolicyForbids, format!("`{}` is semi-cooperative: dataset content is never kept or served", access.collab.name)));
+        return Err(ApiError::new(
+            ErrorCode::PolicyForbids,
+            format!(
+                "`{}` is semi-cooperative: dataset content is never kept or served",
+                access.collab.name
+            ),
+        ));
     }
     if !d.content_stored {
-        return Err(ApiError::not_found(format!("content of dataset {digest} (only its manifest was registered)")));
+        return Err(ApiError::not_found(format!(
+            "content of dataset {digest} (only its manifest was registered)"
+        )));
     }
     let digest = Digest::parse_lenient(&d.digest).map_err(ApiError::internal)?;
-    blobs::serve(&state, &digest, u64::try_from(d.size).unwrap_or(0), &headers).await
+    blobs::serve(
+        &state,
+        &digest,
+        u64::try_from(d.size).unwrap_or(0),
+        &headers,
+    )
+    .await
 }

@@ -15,8 +15,13 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 #[utoipa::path(get, path = "/api/v1/collaborations/{c}/ledger", params(("c" = String, Path)),
     responses((status = 200, body = Vec<LedgerEvent>)))]
-async fn list(State(state): State<AppState>, caller: Caller, ApiPath(c): ApiPath<String>) -> Result<ApiJson<Vec<LedgerEvent>>, ApiError> {
+async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(c): ApiPath<String>,
+) -> Result<ApiJson<Vec<LedgerEvent>>, ApiError> {
     let access = caller.access(&state, &c).await?;
-    let events = crate::ledger::list(&state.db, Some((access.collab.id, &access.collab.name))).await?;
+    let events =
+        crate::ledger::list(&state.db, Some((access.collab.id, &access.collab.name))).await?;
     Ok(ApiJson(events))
 }

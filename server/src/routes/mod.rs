@@ -17,7 +17,10 @@ mod ledger;
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "clreg", description = "Model registry and collaborative knowledge ledger."),
+    info(
+        title = "clreg",
+        description = "Model registry and collaborative knowledge ledger."
+    ),
     components(schemas(clreg_types::ErrorBody))
 )]
 struct ApiDoc;
@@ -50,10 +53,11 @@ pub fn app(state: AppState) -> Router {
                 async move { axum::Json(doc.as_ref().clone()) }
             }),
         )
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::authz::authorize))
-        .fallback(|| async {
-            crate::error::ApiError::not_found("route")
-        })
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::authz::authorize,
+        ))
+        .fallback(|| async { crate::error::ApiError::not_found("route") })
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
 }

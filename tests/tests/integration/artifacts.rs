@@ -6,12 +6,19 @@ use clreg_engine::tiny::TinyConfig;
 use clreg_types::{ArtifactKind, CommitArtifact, FileEntry, ParentSpec, Relation};
 use serde_json::{Value, json};
 
-use crate::support::{Client, TestServer, assert_error, safetensors_bytes, tiny_adapter, tiny_model};
+use crate::support::{
+    Client, TestServer, assert_error, safetensors_bytes, tiny_adapter, tiny_model,
+};
 
 /// Parameters of the default tiny Llama, counted from its config independently of the engine.
 fn tiny_parameters() -> u64 {
     let t = TinyConfig::default();
-    let (h, i, l, v) = (t.hidden as u64, t.intermediate as u64, t.layers as u64, t.vocab as u64);
+    let (h, i, l, v) = (
+        t.hidden as u64,
+        t.intermediate as u64,
+        t.layers as u64,
+        t.vocab as u64,
+    );
     let hd = h / t.heads as u64;
     let kv = t.kv_heads as u64 * hd;
     let attn = h * h + 2 * kv * h + h * h;
@@ -34,7 +41,15 @@ async fn push_base_checkpoint_adapter_with_metadata_versions_and_lineage() {
     let (alice, bob) = setup(&server).await;
     let root = server.dir.path();
 
-    let base = alice.push("lab", "tiny", ArtifactKind::Base, None, &tiny_model(root, "base", 1, None)).await;
+    let base = alice
+        .push(
+            "lab",
+            "tiny",
+            ArtifactKind::Base,
+            None,
+            &tiny_model(root, "base", 1, None),
+        )
+        .await;
     assert_eq!(base["version"], 1);
     assert_eq!(base["metadata"]["architecture"], "LlamaForCausalLM");
     assert_eq!(base["metadata"]["dtype"], "F32");
@@ -55,7 +70,10 @@ async fn push_base_checkpoint_adapter_with_metadata_versions_and_lineage() {
             parent: "lab/tiny:1".into(),
             relation: Relation::Finetune,
             method: "fft".into(),
-            params: BTreeMap::from([("lr".to_string(), json!(2e-5)), ("seed".to_string(), json!(7))]),
+            params: BTreeMap::from([
+                ("lr".to_string(), json!(2e-5)),
+                ("seed".to_string(), json!(7)),
+            ]),
             datasets: vec![],
         }],
         description: "round 1".into(),
@@ -63,7 +81,10 @@ async fn push_base_checkpoint_adapter_with_metadata_versions_and_lineage() {
     let (status, ckpt) = bob.commit("lab", &req).await;
     assert_eq!(status, 201, "{ckpt}");
     assert_eq!(ckpt["created"], true);
-    assert_eq!(ckpt["artifact"]["metadata"]["parameters"], tiny_parameters());
+    assert_eq!(
+        ckpt["artifact"]["metadata"]["parameters"],
+        tiny_parameters()
+    );
     // Re-committing the same manifest is idempotent.
     let (status, again) = bob.commit("lab", &req).await;
     assert_eq!(status, 200);
@@ -71,16 +92,33 @@ async fn push_base_checkpoint_adapter_with_metadata_versions_and_lineage() {
     assert_eq!(again["artifact"]["id"], ckpt["artifact"]["id"]);
 
     // A second version under the same name.
-    let base2 = alice.push("lab", "tiny", ArtifactKind::Base, None, &tiny_model(root, "base2", 3, None)).await;
+    let base2 = alice
+        .push(
+            "lab",
+            "tiny",
+            ArtifactKind::Base,
+            None,
+            &tiny_model(root, "base2", 3, None),
+        )
+        .await;
     assert_eq!(base2["version"], 2);
 
     // An adapter on version 1, checked against its shapes.
     let adapter = bob
-        .push("lab", "tiny-lora", ArtifactKind::Adapter, Some(&base_id[..12]), &tiny_adapter(root, "lora", 4, &TinyConfig::default()))
+        .push(
+            "lab",
+            "tiny-lora",
+            ArtifactKind::Adapter,
+            Some(&base_id[..12]),
+            &tiny_adapter(root, "lora", 4, &TinyConfig::default()),
+        )
         .await;
     let meta = &adapter["metadata"];
     assert_eq!(meta["adapter"]["r"], 4);
-    assert_eq!(meta["adapter"]["target_modules"], json!(["q_proj", "v_proj"]));
+    assert_eq!(
+        meta["adapter"]["target_modules"],
+        json!(["q_proj", "v_proj"])
+    );
     assert_eq!(meta["architecture"], "LlamaForCausalLM");
     let h = 64u64;
     let kv = 32u64;
@@ -88,7 +126,9 @@ async fn push_base_checkpoint_adapter_with_metadata_versions_and_lineage() {
 
     // References: name, name:version, latest, id, id prefix.
     for r in ["lab/tiny/1", "lab/tiny/latest"] {
-        let (status, body) = alice.get(&format!("/collaborations/{r}").replacen("/tiny", "/artifacts/tiny", 1)).await;
+        let (status, body) = alice
+            .get(&format!("/collaborations/{r}").replacen("/tiny", "/artifacts/tiny", 1))
+            .await;
         assert_eq!(status, 200, "{r}: {body}");
     }
     let (_, latest) = alice.get("/collaborations/lab/artifacts/tiny/latest").await;
@@ -108,21 +148,51 @@ async fn push_base_checkpoint_adapter_with_metadata_versions_and_lineage() {
     let fft = edges.iter().find(|e| e["relation"] == "finetune").unwrap();
     assert_eq!(fft["method"], "fft");
     assert_eq!(fft["params"]["seed"], 7);
-    assert!(edges.iter().any(|e| e["relation"] == "adapter" && e["child"] == adapter["id"]));
-    let (_, up) = alice.get(&format!("/artifacts/{}/lineage", adapter["id"].as_str().unwrap())).await;
+    assert!(
+        edges
+            .iter()
+            .any(|e| e["relation"] == "adapter" && e["child"] == adapter["id"])
+    );
+    let (_, up) = alice
+        .get(&format!(
+            "/artifacts/{}/lineage",
+            adapter["id"].as_str().unwrap()
+        ))
+        .await;
     assert_eq!(up["nodes"].as_array().unwrap().len(), 2);
 
     // Download a file and a range of it; bytes equal what was pushed.
     let original = std::fs::read(root.join("base/config.json")).unwrap();
     let url = alice.url(&format!("/artifacts/{base_id}/files/config.json"));
-    let got = alice.http.get(&url).bearer_auth(alice.token.clone().unwrap()).send().await.unwrap();
+    let got = alice
+        .http
+        .get(&url)
+        .bearer_auth(alice.token.clone().unwrap())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(got.status(), 200);
     assert_eq!(got.bytes().await.unwrap().as_ref(), original.as_slice());
-    let got = alice.http.get(&url).bearer_auth(alice.token.clone().unwrap()).header("range", "bytes=2-9").send().await.unwrap();
+    let got = alice
+        .http
+        .get(&url)
+        .bearer_auth(alice.token.clone().unwrap())
+        .header("range", "bytes=2-9")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(got.status(), 206);
     assert_eq!(got.bytes().await.unwrap().as_ref(), &original[2..10]);
     // The blob route serves members who may download.
-    let digest = base["files"].as_array().unwrap().iter().find(|f| f["path"] == "config.json").unwrap()["digest"].as_str().unwrap().to_string();
+    let digest = base["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["path"] == "config.json")
+        .unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let (status, _) = bob.get(&format!("/blobs/{digest}")).await;
     assert_eq!(status, 200);
 }
@@ -140,7 +210,14 @@ async fn roles_limit_who_pushes_and_downloads() {
 
     // Contributors push checkpoints and adapters, not base models; consumers push nothing.
     let files = bob.upload_dir(&dir).await;
-    let req = CommitArtifact { name: "b".into(), kind: ArtifactKind::Base, base: None, files: files.clone(), parents: vec![], description: String::new() };
+    let req = CommitArtifact {
+        name: "b".into(),
+        kind: ArtifactKind::Base,
+        base: None,
+        files: files.clone(),
+        parents: vec![],
+        description: String::new(),
+    };
     assert_error(&bob.commit("lab", &req).await, 403, "forbidden");
     assert_error(&carol.commit("lab", &req).await, 403, "forbidden");
     let base = alice.push("lab", "b", ArtifactKind::Base, None, &dir).await;
@@ -149,25 +226,67 @@ async fn roles_limit_who_pushes_and_downloads() {
     // Auditors read manifests and lineage but never bytes.
     assert_eq!(dave.get(&format!("/artifacts/{id}")).await.0, 200);
     assert_eq!(dave.get(&format!("/artifacts/{id}/lineage")).await.0, 200);
-    assert_error(&dave.get(&format!("/artifacts/{id}/files/config.json")).await, 403, "forbidden");
+    assert_error(
+        &dave
+            .get(&format!("/artifacts/{id}/files/config.json"))
+            .await,
+        403,
+        "forbidden",
+    );
     let digest = base["files"][0]["digest"].as_str().unwrap();
-    assert_error(&dave.get(&format!("/blobs/{digest}")).await, 404, "blob_unknown");
-    assert_eq!(carol.get(&format!("/artifacts/{id}/files/config.json")).await.0, 200);
+    assert_error(
+        &dave.get(&format!("/blobs/{digest}")).await,
+        404,
+        "blob_unknown",
+    );
+    assert_eq!(
+        carol
+            .get(&format!("/artifacts/{id}/files/config.json"))
+            .await
+            .0,
+        200
+    );
 
     // Outsiders see nothing at all.
     let eve = server.user("eve").await;
-    assert_error(&eve.get(&format!("/artifacts/{id}")).await, 404, "not_found");
-    assert_error(&eve.get(&format!("/blobs/{digest}")).await, 404, "blob_unknown");
+    assert_error(
+        &eve.get(&format!("/artifacts/{id}")).await,
+        404,
+        "not_found",
+    );
+    assert_error(
+        &eve.get(&format!("/blobs/{digest}")).await,
+        404,
+        "blob_unknown",
+    );
 }
 
 /// Commits `files` (uploading each) as a base model and returns the response.
-async fn commit_files(client: &Client, kind: ArtifactKind, base: Option<&str>, files: &[(&str, Vec<u8>)]) -> (reqwest::StatusCode, Value) {
+async fn commit_files(
+    client: &Client,
+    kind: ArtifactKind,
+    base: Option<&str>,
+    files: &[(&str, Vec<u8>)],
+) -> (reqwest::StatusCode, Value) {
     let mut manifest = BTreeMap::new();
     for (path, bytes) in files {
         let digest = client.upload(bytes, 1 << 20).await;
-        manifest.insert(path.to_string(), FileEntry { digest, size: bytes.len() as u64 });
+        manifest.insert(
+            path.to_string(),
+            FileEntry {
+                digest,
+                size: bytes.len() as u64,
+            },
+        );
     }
-    let req = CommitArtifact { name: "bad".into(), kind, base: base.map(str::to_string), files: manifest, parents: vec![], description: String::new() };
+    let req = CommitArtifact {
+        name: "bad".into(),
+        kind,
+        base: base.map(str::to_string),
+        files: manifest,
+        parents: vec![],
+        description: String::new(),
+    };
     client.commit("lab", &req).await
 }
 
@@ -182,21 +301,74 @@ async fn bad_safetensors_and_models_are_refused_and_nothing_is_stored() {
 
     let one = r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#;
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
-        ("truncated file", weights[..weights.len() - 100].to_vec(), "invalid_safetensors"),
-        ("header length beyond the file", {
-            let mut b = weights.clone();
-            b[..8].copy_from_slice(&(weights.len() as u64 * 2).to_le_bytes());
-            b
-        }, "invalid_safetensors"),
-        ("overlapping offsets", safetensors_bytes(r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#, 12), "invalid_safetensors"),
-        ("out-of-bounds offsets", safetensors_bytes(r#"{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#, 8), "invalid_safetensors"),
-        ("unknown dtype", safetensors_bytes(r#"{"a":{"dtype":"Q4","shape":[2],"data_offsets":[0,8]}}"#, 8), "invalid_safetensors"),
-        ("duplicate tensor names", safetensors_bytes(r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"a":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}}"#, 16), "invalid_safetensors"),
-        ("trailing bytes", safetensors_bytes(one, 9), "invalid_safetensors"),
-        ("tensors that do not fit the config", safetensors_bytes(one, 8), "invalid_model"),
+        (
+            "truncated file",
+            weights[..weights.len() - 100].to_vec(),
+            "invalid_safetensors",
+        ),
+        (
+            "header length beyond the file",
+            {
+                let mut b = weights.clone();
+                b[..8].copy_from_slice(&(weights.len() as u64 * 2).to_le_bytes());
+                b
+            },
+            "invalid_safetensors",
+        ),
+        (
+            "overlapping offsets",
+            safetensors_bytes(
+                r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#,
+                12,
+            ),
+            "invalid_safetensors",
+        ),
+        (
+            "out-of-bounds offsets",
+            safetensors_bytes(
+                r#"{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#,
+                8,
+            ),
+            "invalid_safetensors",
+        ),
+        (
+            "unknown dtype",
+            safetensors_bytes(
+                r#"{"a":{"dtype":"Q4","shape":[2],"data_offsets":[0,8]}}"#,
+                8,
+            ),
+            "invalid_safetensors",
+        ),
+        (
+            "duplicate tensor names",
+            safetensors_bytes(
+                r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"a":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}}"#,
+                16,
+            ),
+            "invalid_safetensors",
+        ),
+        (
+            "trailing bytes",
+            safetensors_bytes(one, 9),
+            "invalid_safetensors",
+        ),
+        (
+            "tensors that do not fit the config",
+            safetensors_bytes(one, 8),
+            "invalid_model",
+        ),
     ];
     for (what, bytes, code) in cases {
-        let result = commit_files(&alice, ArtifactKind::Base, None, &[("config.json", config.clone()), ("model.safetensors", bytes)]).await;
+        let result = commit_files(
+            &alice,
+            ArtifactKind::Base,
+            None,
+            &[
+                ("config.json", config.clone()),
+                ("model.safetensors", bytes),
+            ],
+        )
+        .await;
         assert!(result.0.is_client_error(), "{what}: {}", result.1);
         assert_eq!(result.1["code"], code, "{what}: {}", result.1);
     }
@@ -204,9 +376,18 @@ async fn bad_safetensors_and_models_are_refused_and_nothing_is_stored() {
     // An index that names a shard the artifact does not have.
     let sharded = tiny_model(root, "sharded", 1, Some(40_000));
     let mut files: Vec<(&str, Vec<u8>)> = Vec::new();
-    let names: Vec<String> = crate::support::walk(&sharded).iter().map(|p| p.file_name().unwrap().to_string_lossy().to_string()).collect();
-    let contents: Vec<Vec<u8>> = crate::support::walk(&sharded).iter().map(|p| std::fs::read(p).unwrap()).collect();
-    let skip = names.iter().position(|n| n.starts_with("model-00002")).expect("a second shard");
+    let names: Vec<String> = crate::support::walk(&sharded)
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().to_string())
+        .collect();
+    let contents: Vec<Vec<u8>> = crate::support::walk(&sharded)
+        .iter()
+        .map(|p| std::fs::read(p).unwrap())
+        .collect();
+    let skip = names
+        .iter()
+        .position(|n| n.starts_with("model-00002"))
+        .expect("a second shard");
     for (i, n) in names.iter().enumerate() {
         if i != skip {
             files.push((n.as_str(), contents[i].clone()));
@@ -214,10 +395,29 @@ async fn bad_safetensors_and_models_are_refused_and_nothing_is_stored() {
     }
     let result = commit_files(&alice, ArtifactKind::Base, None, &files).await;
     assert_error(&result, 422, "invalid_model");
-    assert!(result.1["message"].as_str().unwrap().contains("model-00002"), "{}", result.1);
+    assert!(
+        result.1["message"]
+            .as_str()
+            .unwrap()
+            .contains("model-00002"),
+        "{}",
+        result.1
+    );
 
     // A config that is not a Llama-family model.
-    let result = commit_files(&alice, ArtifactKind::Base, None, &[("config.json", br#"{"architectures":["BertModel"]}"#.to_vec()), ("model.safetensors", weights.clone())]).await;
+    let result = commit_files(
+        &alice,
+        ArtifactKind::Base,
+        None,
+        &[
+            (
+                "config.json",
+                br#"{"architectures":["BertModel"]}"#.to_vec(),
+            ),
+            ("model.safetensors", weights.clone()),
+        ],
+    )
+    .await;
     assert_error(&result, 422, "invalid_model");
 
     let (_, listed) = alice.get("/collaborations/lab/artifacts").await;
@@ -230,35 +430,76 @@ async fn bad_adapters_manifests_and_paths_are_refused() {
     let server = TestServer::start().await;
     let (alice, bob) = setup(&server).await;
     let root = server.dir.path();
-    let base = alice.push("lab", "tiny", ArtifactKind::Base, None, &tiny_model(root, "base", 1, None)).await;
+    let base = alice
+        .push(
+            "lab",
+            "tiny",
+            ArtifactKind::Base,
+            None,
+            &tiny_model(root, "base", 1, None),
+        )
+        .await;
     let base_id = base["id"].as_str().unwrap().to_string();
 
     // An adapter made for a bigger model does not fit this base.
-    let big = TinyConfig { hidden: 96, ..TinyConfig::default() };
+    let big = TinyConfig {
+        hidden: 96,
+        ..TinyConfig::default()
+    };
     let wrong = tiny_adapter(root, "wrong", 1, &big);
     let files = bob.upload_dir(&wrong).await;
-    let req = CommitArtifact { name: "lora".into(), kind: ArtifactKind::Adapter, base: Some(base_id.clone()), files: files.clone(), parents: vec![], description: String::new() };
+    let req = CommitArtifact {
+        name: "lora".into(),
+        kind: ArtifactKind::Adapter,
+        base: Some(base_id.clone()),
+        files: files.clone(),
+        parents: vec![],
+        description: String::new(),
+    };
     let result = bob.commit("lab", &req).await;
     assert_error(&result, 422, "adapter_mismatch");
-    assert!(result.1["message"].as_str().unwrap().contains("q_proj"), "{}", result.1);
+    assert!(
+        result.1["message"].as_str().unwrap().contains("q_proj"),
+        "{}",
+        result.1
+    );
 
     // An adapter whose base does not exist, or names no base at all.
     let good = tiny_adapter(root, "good", 1, &TinyConfig::default());
     let files = bob.upload_dir(&good).await;
-    let mut req = CommitArtifact { name: "lora".into(), kind: ArtifactKind::Adapter, base: Some("lab/nope".into()), files: files.clone(), parents: vec![], description: String::new() };
+    let mut req = CommitArtifact {
+        name: "lora".into(),
+        kind: ArtifactKind::Adapter,
+        base: Some("lab/nope".into()),
+        files: files.clone(),
+        parents: vec![],
+        description: String::new(),
+    };
     assert_error(&bob.commit("lab", &req).await, 404, "not_found");
     req.base = None;
     assert_error(&bob.commit("lab", &req).await, 400, "bad_request");
 
     // A manifest naming a blob that was never uploaded.
     let mut missing = files.clone();
-    missing.insert("extra.bin".into(), FileEntry { digest: crate::support::digest_of(b"not uploaded"), size: 12 });
+    missing.insert(
+        "extra.bin".into(),
+        FileEntry {
+            digest: crate::support::digest_of(b"not uploaded"),
+            size: 12,
+        },
+    );
     req.base = Some(base_id.clone());
     req.files = missing;
     assert_error(&bob.commit("lab", &req).await, 404, "blob_unknown");
 
     // Path-like file names.
-    for bad in ["../x", "/etc/passwd", "a/../../b", "nul\0byte", "back\\slash"] {
+    for bad in [
+        "../x",
+        "/etc/passwd",
+        "a/../../b",
+        "nul\0byte",
+        "back\\slash",
+    ] {
         let mut f = files.clone();
         let first = f.values().next().unwrap().clone();
         f.insert(bad.to_string(), first);
@@ -269,13 +510,29 @@ async fn bad_adapters_manifests_and_paths_are_refused() {
 
     // Parents must exist; datasets on edges must be registered.
     req.files = files.clone();
-    req.parents = vec![ParentSpec { parent: "lab/ghost".into(), relation: Relation::Finetune, method: String::new(), params: BTreeMap::new(), datasets: vec![] }];
+    req.parents = vec![ParentSpec {
+        parent: "lab/ghost".into(),
+        relation: Relation::Finetune,
+        method: String::new(),
+        params: BTreeMap::new(),
+        datasets: vec![],
+    }];
     assert_error(&bob.commit("lab", &req).await, 404, "not_found");
-    req.parents = vec![ParentSpec { parent: base_id.clone(), relation: Relation::Adapter, method: "lora".into(), params: BTreeMap::new(), datasets: vec![crate::support::digest_of(b"unregistered")] }];
+    req.parents = vec![ParentSpec {
+        parent: base_id.clone(),
+        relation: Relation::Adapter,
+        method: "lora".into(),
+        params: BTreeMap::new(),
+        datasets: vec![crate::support::digest_of(b"unregistered")],
+    }];
     assert_error(&bob.commit("lab", &req).await, 422, "invalid_dataset");
 
     let (_, listed) = alice.get("/collaborations/lab/artifacts").await;
-    assert_eq!(listed.as_array().unwrap().len(), 1, "only the base is stored");
+    assert_eq!(
+        listed.as_array().unwrap().len(),
+        1,
+        "only the base is stored"
+    );
     // Merges are made by jobs, not pushed.
     req.kind = ArtifactKind::Merge;
     assert_error(&bob.commit("lab", &req).await, 400, "bad_request");

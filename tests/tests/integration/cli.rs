@@ -11,7 +11,11 @@ fn clreg_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test exe");
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
     let bin = dir.join("clreg");
-    assert!(bin.exists(), "{} missing: build the workspace binaries first (cargo build --workspace)", bin.display());
+    assert!(
+        bin.exists(),
+        "{} missing: build the workspace binaries first (cargo build --workspace)",
+        bin.display()
+    );
     bin
 }
 
@@ -27,13 +31,20 @@ struct Output {
 
 impl Output {
     fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}\nstderr: {}", self.stdout, self.stderr))
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}): {}\nstderr: {}",
+                self.stdout, self.stderr
+            )
+        })
     }
 }
 
 impl Cli {
     fn new() -> Cli {
-        Cli { home: tempfile::tempdir().unwrap() }
+        Cli {
+            home: tempfile::tempdir().unwrap(),
+        }
     }
 
     async fn run(&self, args: &[&str]) -> Output {
@@ -58,7 +69,11 @@ impl Cli {
 
     async fn ok(&self, args: &[&str]) -> Output {
         let out = self.run(args).await;
-        assert_eq!(out.code, 0, "clreg {args:?} failed\nstdout: {}\nstderr: {}", out.stdout, out.stderr);
+        assert_eq!(
+            out.code, 0,
+            "clreg {args:?} failed\nstdout: {}\nstderr: {}",
+            out.stdout, out.stderr
+        );
         out
     }
 }
@@ -69,14 +84,21 @@ fn same_tree(a: &Path, b: &Path) {
     assert_eq!(files_a.len(), files_b.len(), "{files_a:?} vs {files_b:?}");
     for (x, y) in files_a.iter().zip(&files_b) {
         assert_eq!(x.strip_prefix(a).unwrap(), y.strip_prefix(b).unwrap());
-        assert_eq!(std::fs::read(x).unwrap(), std::fs::read(y).unwrap(), "{}", x.display());
+        assert_eq!(
+            std::fs::read(x).unwrap(),
+            std::fs::read(y).unwrap(),
+            "{}",
+            x.display()
+        );
     }
 }
 
 #[tokio::test]
 async fn login_push_pull_lineage_and_ledger() {
     let server = TestServer::start().await;
-    let key = clreg_server::admin::create_user(&server.state.db, "alice", false).await.unwrap();
+    let key = clreg_server::admin::create_user(&server.state.db, "alice", false)
+        .await
+        .unwrap();
     let cli = Cli::new();
     let root = server.dir.path();
 
@@ -84,42 +106,110 @@ async fn login_push_pull_lineage_and_ledger() {
     let out = cli.run(&["collab", "ls"]).await;
     assert_eq!(out.code, 3, "{}", out.stderr);
 
-    let bad = cli.run(&["login", "--server", &server.url, "--api-key", "clreg_wrong"]).await;
+    let bad = cli
+        .run(&["login", "--server", &server.url, "--api-key", "clreg_wrong"])
+        .await;
     assert_eq!(bad.code, 3, "{}", bad.stderr);
     assert!(bad.stderr.contains("invalid_api_key"), "{}", bad.stderr);
-    cli.ok(&["login", "--server", &server.url, "--api-key", &key]).await;
+    cli.ok(&["login", "--server", &server.url, "--api-key", &key])
+        .await;
     // The key never reaches the output, and the credentials file is private.
     let creds = cli.home.path().join("config/credentials.json");
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&creds).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&creds).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
 
-    cli.ok(&["collab", "create", "lab", "--policy", "semi"]).await;
+    cli.ok(&["collab", "create", "lab", "--policy", "semi"])
+        .await;
     let collabs = cli.ok(&["--json", "collab", "ls"]).await.json();
     assert_eq!(collabs[0]["name"], "lab");
 
     // Push a sharded base model; a second push sends nothing new and is idempotent.
     let base_dir = tiny_model(root, "base", 1, Some(40_000));
-    let pushed = cli.ok(&["--json", "push", base_dir.to_str().unwrap(), "--collab", "lab", "--name", "tiny"]).await.json();
+    let pushed = cli
+        .ok(&[
+            "--json",
+            "push",
+            base_dir.to_str().unwrap(),
+            "--collab",
+            "lab",
+            "--name",
+            "tiny",
+        ])
+        .await
+        .json();
     assert_eq!(pushed["artifact"]["kind"], "base");
     assert_eq!(pushed["artifact"]["version"], 1);
-    let again = cli.ok(&["--json", "push", base_dir.to_str().unwrap(), "--collab", "lab", "--name", "tiny"]).await.json();
+    let again = cli
+        .ok(&[
+            "--json",
+            "push",
+            base_dir.to_str().unwrap(),
+            "--collab",
+            "lab",
+            "--name",
+            "tiny",
+        ])
+        .await
+        .json();
     assert_eq!(again["created"], false);
     assert_eq!(again["artifact"]["id"], pushed["artifact"]["id"]);
 
     // An adapter with lineage parameters and a registered dataset.
     let data = root.join("cstance.json");
-    std::fs::write(&data, r#"[{"prompt": "p1", "answer": "favor"}, {"prompt": "p2", "answer": "against"}]"#).unwrap();
-    let ds = cli.ok(&["--json", "dataset", "push", data.to_str().unwrap(), "--collab", "lab", "--task", "C-STANCE", "--metric", "accuracy"]).await;
-    assert_eq!(ds.json()["content_stored"], false, "semi keeps manifests only");
+    std::fs::write(
+        &data,
+        r#"[{"prompt": "p1", "answer": "favor"}, {"prompt": "p2", "answer": "against"}]"#,
+    )
+    .unwrap();
+    let ds = cli
+        .ok(&[
+            "--json",
+            "dataset",
+            "push",
+            data.to_str().unwrap(),
+            "--collab",
+            "lab",
+            "--task",
+            "C-STANCE",
+            "--metric",
+            "accuracy",
+        ])
+        .await;
+    assert_eq!(
+        ds.json()["content_stored"],
+        false,
+        "semi keeps manifests only"
+    );
     let lora = tiny_adapter(root, "lora", 2, &clreg_engine::tiny::TinyConfig::default());
     let adapter = cli
         .ok(&[
-            "--json", "push", lora.to_str().unwrap(), "--collab", "lab", "--name", "tiny-lora", "--base", "lab/tiny",
-            "--parent", "lab/tiny:1", "--relation", "adapter", "--method", "lora", "--param", "r=4", "--param", "lr=2e-5",
-            "--dataset", data.to_str().unwrap(),
+            "--json",
+            "push",
+            lora.to_str().unwrap(),
+            "--collab",
+            "lab",
+            "--name",
+            "tiny-lora",
+            "--base",
+            "lab/tiny",
+            "--parent",
+            "lab/tiny:1",
+            "--relation",
+            "adapter",
+            "--method",
+            "lora",
+            "--param",
+            "r=4",
+            "--param",
+            "lr=2e-5",
+            "--dataset",
+            data.to_str().unwrap(),
         ])
         .await
         .json();
@@ -132,25 +222,50 @@ async fn login_push_pull_lineage_and_ledger() {
     assert_eq!(edge["params"]["lr"], 2e-5);
     assert_eq!(edge["datasets"].as_array().unwrap().len(), 1);
     let tree = cli.ok(&["lineage", "lab/tiny-lora"]).await;
-    assert!(tree.stdout.contains("tiny") && tree.stdout.contains("adapter"), "{}", tree.stdout);
+    assert!(
+        tree.stdout.contains("tiny") && tree.stdout.contains("adapter"),
+        "{}",
+        tree.stdout
+    );
 
     // Pull verifies digests and reproduces the tree byte for byte; a second pull skips.
     let out_dir = root.join("pulled");
-    cli.ok(&["pull", "lab/tiny:1", "-o", out_dir.to_str().unwrap()]).await;
+    cli.ok(&["pull", "lab/tiny:1", "-o", out_dir.to_str().unwrap()])
+        .await;
     same_tree(&base_dir, &out_dir);
-    cli.ok(&["pull", "lab/tiny", "-o", out_dir.to_str().unwrap()]).await;
+    cli.ok(&["pull", "lab/tiny", "-o", out_dir.to_str().unwrap()])
+        .await;
     same_tree(&base_dir, &out_dir);
 
     let listed = cli.ok(&["--json", "ls", "--collab", "lab"]).await.json();
     assert_eq!(listed.as_array().unwrap().len(), 2);
-    let ledger = cli.ok(&["--json", "ledger", "--collab", "lab"]).await.json();
-    let kinds: Vec<&str> = ledger.as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
-    assert_eq!(kinds, ["collaboration.created", "member.added", "artifact.pushed", "dataset.registered", "artifact.pushed"]);
+    let ledger = cli
+        .ok(&["--json", "ledger", "--collab", "lab"])
+        .await
+        .json();
+    let kinds: Vec<&str> = ledger
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "collaboration.created",
+            "member.added",
+            "artifact.pushed",
+            "dataset.registered",
+            "artifact.pushed"
+        ]
+    );
 
     // Server refusals print the code and map to exit code 4 (not found) or 5 (refused).
     let missing = cli.run(&["show", "lab/nope"]).await;
     assert_eq!(missing.code, 4, "{}", missing.stderr);
-    let refused = cli.run(&["collab", "create", "lab", "--policy", "full"]).await;
+    let refused = cli
+        .run(&["collab", "create", "lab", "--policy", "full"])
+        .await;
     assert_eq!(refused.code, 5, "{}", refused.stderr);
     assert!(refused.stderr.contains("conflict"), "{}", refused.stderr);
     for out in [&missing, &refused] {
@@ -161,31 +276,71 @@ async fn login_push_pull_lineage_and_ledger() {
 #[tokio::test]
 async fn pull_detects_corruption_and_push_refuses_bad_local_input() {
     let server = TestServer::start().await;
-    let key = clreg_server::admin::create_user(&server.state.db, "alice", false).await.unwrap();
+    let key = clreg_server::admin::create_user(&server.state.db, "alice", false)
+        .await
+        .unwrap();
     let cli = Cli::new();
-    cli.ok(&["login", "--server", &server.url, "--api-key", &key]).await;
-    cli.ok(&["collab", "create", "lab", "--policy", "full"]).await;
+    cli.ok(&["login", "--server", &server.url, "--api-key", &key])
+        .await;
+    cli.ok(&["collab", "create", "lab", "--policy", "full"])
+        .await;
     let root = server.dir.path();
     let base_dir = tiny_model(root, "base", 1, None);
-    cli.ok(&["push", base_dir.to_str().unwrap(), "--collab", "lab", "--name", "tiny"]).await;
+    cli.ok(&[
+        "push",
+        base_dir.to_str().unwrap(),
+        "--collab",
+        "lab",
+        "--name",
+        "tiny",
+    ])
+    .await;
 
     // A dataset that is not TRACE JSON is refused locally, naming the example.
     let bad = root.join("bad.json");
     std::fs::write(&bad, r#"[{"prompt": "p"}]"#).unwrap();
-    let out = cli.run(&["dataset", "push", bad.to_str().unwrap(), "--collab", "lab", "--task", "t", "--metric", "accuracy"]).await;
+    let out = cli
+        .run(&[
+            "dataset",
+            "push",
+            bad.to_str().unwrap(),
+            "--collab",
+            "lab",
+            "--task",
+            "t",
+            "--metric",
+            "accuracy",
+        ])
+        .await;
     assert_ne!(out.code, 0);
     assert!(out.stderr.contains("answer"), "{}", out.stderr);
 
     // In a full collaboration the content is stored and can be pulled back.
     let good = root.join("good.json");
     std::fs::write(&good, r#"[{"prompt": "p", "answer": "a"}]"#).unwrap();
-    let ds = cli.ok(&["--json", "dataset", "push", good.to_str().unwrap(), "--collab", "lab", "--task", "t", "--metric", "accuracy"]).await.json();
+    let ds = cli
+        .ok(&[
+            "--json",
+            "dataset",
+            "push",
+            good.to_str().unwrap(),
+            "--collab",
+            "lab",
+            "--task",
+            "t",
+            "--metric",
+            "accuracy",
+        ])
+        .await
+        .json();
     assert_eq!(ds["content_stored"], true);
 
     // A pulled file altered on disk is re-downloaded and verified, not trusted.
     let out_dir = root.join("pulled");
-    cli.ok(&["pull", "lab/tiny", "-o", out_dir.to_str().unwrap()]).await;
+    cli.ok(&["pull", "lab/tiny", "-o", out_dir.to_str().unwrap()])
+        .await;
     std::fs::write(out_dir.join("config.json"), b"tampered").unwrap();
-    cli.ok(&["pull", "lab/tiny", "-o", out_dir.to_str().unwrap()]).await;
+    cli.ok(&["pull", "lab/tiny", "-o", out_dir.to_str().unwrap()])
+        .await;
     same_tree(&base_dir, &out_dir);
 }

@@ -29,15 +29,41 @@ async fn full_collaborations_keep_validated_content_for_owners_and_contributors(
     assert_eq!(body["examples"], 2);
     assert_eq!(body["size"], TRACE.len());
     assert_eq!(body["content_stored"], true);
-    assert_error(&bob.post("/collaborations/shared/datasets", &manifest(&digest, TRACE.len(), true)).await, 409, "conflict");
+    assert_error(
+        &bob.post(
+            "/collaborations/shared/datasets",
+            &manifest(&digest, TRACE.len(), true),
+        )
+        .await,
+        409,
+        "conflict",
+    );
 
-    let (status, content) = alice.get(&format!("/collaborations/shared/datasets/{digest}/content")).await;
+    let (status, content) = alice
+        .get(&format!("/collaborations/shared/datasets/{digest}/content"))
+        .await;
     assert_eq!(status, 200);
     assert_eq!(content[1]["answer"], "against");
     // Auditors get manifests, never bytes.
-    assert_eq!(carol.get(&format!("/collaborations/shared/datasets/{digest}")).await.0, 200);
-    assert_error(&carol.get(&format!("/collaborations/shared/datasets/{digest}/content")).await, 403, "forbidden");
-    assert_error(&carol.get(&format!("/blobs/{digest}")).await, 404, "blob_unknown");
+    assert_eq!(
+        carol
+            .get(&format!("/collaborations/shared/datasets/{digest}"))
+            .await
+            .0,
+        200
+    );
+    assert_error(
+        &carol
+            .get(&format!("/collaborations/shared/datasets/{digest}/content"))
+            .await,
+        403,
+        "forbidden",
+    );
+    assert_error(
+        &carol.get(&format!("/blobs/{digest}")).await,
+        404,
+        "blob_unknown",
+    );
 
     // Not TRACE JSON: refused with the example named, nothing registered.
     for (bad, needle) in [
@@ -47,7 +73,12 @@ async fn full_collaborations_keep_validated_content_for_owners_and_contributors(
         ("not json", ""),
     ] {
         let d = bob.upload(bad.as_bytes(), 1 << 20).await;
-        let result = bob.post("/collaborations/shared/datasets", &manifest(&d, bad.len(), true)).await;
+        let result = bob
+            .post(
+                "/collaborations/shared/datasets",
+                &manifest(&d, bad.len(), true),
+            )
+            .await;
         assert_error(&result, 422, "invalid_dataset");
         assert!(result.1["message"].as_str().unwrap().contains(needle));
     }
@@ -55,13 +86,33 @@ async fn full_collaborations_keep_validated_content_for_owners_and_contributors(
     assert_eq!(listed.as_array().unwrap().len(), 1);
 
     // Tightening the policy purges the content and keeps the manifest.
-    let (status, _) = alice.post("/collaborations/shared/policy", &json!({"policy": "semi"})).await;
+    let (status, _) = alice
+        .post("/collaborations/shared/policy", &json!({"policy": "semi"}))
+        .await;
     assert_eq!(status, 200);
-    assert_error(&alice.get(&format!("/collaborations/shared/datasets/{digest}/content")).await, 403, "policy_forbids");
-    let (_, d) = alice.get(&format!("/collaborations/shared/datasets/{digest}")).await;
+    assert_error(
+        &alice
+            .get(&format!("/collaborations/shared/datasets/{digest}/content"))
+            .await,
+        403,
+        "policy_forbids",
+    );
+    let (_, d) = alice
+        .get(&format!("/collaborations/shared/datasets/{digest}"))
+        .await;
     assert_eq!(d["content_stored"], false);
-    let head = alice.http.head(alice.url(&format!("/blobs/{digest}"))).bearer_auth(alice.token.clone().unwrap()).send().await.unwrap();
-    assert_eq!(head.status(), 404, "purged content must be gone from the store");
+    let head = alice
+        .http
+        .head(alice.url(&format!("/blobs/{digest}")))
+        .bearer_auth(alice.token.clone().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        head.status(),
+        404,
+        "purged content must be gone from the store"
+    );
 }
 
 #[tokio::test]
@@ -72,15 +123,48 @@ async fn semi_collaborations_record_manifests_only() {
     alice.create_collab("private", "semi").await;
     alice.add_member("private", "carol", "consumer").await;
     let digest = digest_of(TRACE.as_bytes());
-    let result = alice.post("/collaborations/private/datasets", &manifest(&digest, TRACE.len(), true)).await;
+    let result = alice
+        .post(
+            "/collaborations/private/datasets",
+            &manifest(&digest, TRACE.len(), true),
+        )
+        .await;
     assert_error(&result, 403, "policy_forbids");
     assert!(result.1["message"].as_str().unwrap().contains("manifest"));
-    let (status, body) = alice.post("/collaborations/private/datasets", &manifest(&digest, TRACE.len(), false)).await;
+    let (status, body) = alice
+        .post(
+            "/collaborations/private/datasets",
+            &manifest(&digest, TRACE.len(), false),
+        )
+        .await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["content_stored"], false);
-    assert_error(&alice.get(&format!("/collaborations/private/datasets/{digest}/content")).await, 403, "policy_forbids");
+    assert_error(
+        &alice
+            .get(&format!(
+                "/collaborations/private/datasets/{digest}/content"
+            ))
+            .await,
+        403,
+        "policy_forbids",
+    );
     // Consumers may not register datasets.
     let other = digest_of(b"other");
-    assert_error(&carol.post("/collaborations/private/datasets", &manifest(&other, 5, false)).await, 403, "forbidden");
-    assert_error(&alice.post("/collaborations/private/datasets", &json!({"name": "x"})).await, 400, "bad_request");
+    assert_error(
+        &carol
+            .post(
+                "/collaborations/private/datasets",
+                &manifest(&other, 5, false),
+            )
+            .await,
+        403,
+        "forbidden",
+    );
+    assert_error(
+        &alice
+            .post("/collaborations/private/datasets", &json!({"name": "x"}))
+            .await,
+        400,
+        "bad_request",
+    );
 }

@@ -13,17 +13,30 @@ async fn every_change_is_chained_and_verifiable() {
     let _bob = server.user("bob").await;
     alice.create_collab("lab", "full").await;
     alice.add_member("lab", "bob", "auditor").await;
-    let digest = alice.upload(br#"[{"prompt":"p","answer":"a"}]"#, 1024).await;
+    let digest = alice
+        .upload(br#"[{"prompt":"p","answer":"a"}]"#, 1024)
+        .await;
     let (status, _) = alice
         .post("/collaborations/lab/datasets", &json!({"name": "d", "task": "t", "metric": "accuracy", "digest": digest, "size": 1, "examples": 1, "store_content": true}))
         .await;
     assert_eq!(status, 201);
-    alice.post("/collaborations/lab/policy", &json!({"policy": "semi"})).await;
+    alice
+        .post("/collaborations/lab/policy", &json!({"policy": "semi"}))
+        .await;
     let (status, body) = alice.get("/collaborations/lab/ledger").await;
     assert_eq!(status, 200);
     let events: Vec<LedgerEvent> = serde_json::from_value(body).unwrap();
     let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
-    assert_eq!(kinds, ["collaboration.created", "member.added", "member.added", "dataset.registered", "policy.tightened"]);
+    assert_eq!(
+        kinds,
+        [
+            "collaboration.created",
+            "member.added",
+            "member.added",
+            "dataset.registered",
+            "policy.tightened"
+        ]
+    );
     assert_eq!(events[2].payload["user"], "bob");
     assert_eq!(events[0].prev_hash, clreg_server::ledger::GENESIS);
     assert_eq!(events[1].prev_hash, events[0].hash);
@@ -38,10 +51,18 @@ async fn every_change_is_chained_and_verifiable() {
         .unwrap();
     let (_, body) = alice.get("/collaborations/lab/ledger").await;
     let tampered: Vec<LedgerEvent> = serde_json::from_value(body).unwrap();
-    assert_eq!(clreg_server::ledger::verify(&tampered), Err("event 3 has been altered".to_string()));
+    assert_eq!(
+        clreg_server::ledger::verify(&tampered),
+        Err("event 3 has been altered".to_string())
+    );
 
     // The server-wide chain holds user creation.
-    let system = clreg_server::ledger::list(&server.state.db, None).await.unwrap();
-    assert_eq!(system.iter().filter(|e| e.kind == "user.created").count(), 2);
+    let system = clreg_server::ledger::list(&server.state.db, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        system.iter().filter(|e| e.kind == "user.created").count(),
+        2
+    );
     clreg_server::ledger::verify(&system).unwrap();
 }

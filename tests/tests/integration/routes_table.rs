@@ -8,7 +8,11 @@ use reqwest::Method;
 use crate::support::{Client, TestServer};
 
 /// Routes outside the OpenAPI description (probes and the description itself).
-const PLAIN_ROUTES: &[(&str, &str)] = &[("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/api/v1/openapi.json")];
+const PLAIN_ROUTES: &[(&str, &str)] = &[
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/api/v1/openapi.json"),
+];
 
 fn router_routes() -> BTreeSet<(String, String)> {
     let (_router, doc) = clreg_server::routes::api();
@@ -37,13 +41,23 @@ fn router_routes() -> BTreeSet<(String, String)> {
 #[test]
 fn every_route_has_a_rule_and_every_rule_a_route() {
     let routes = router_routes();
-    assert!(routes.len() >= 25, "the router walk found only {} routes", routes.len());
+    assert!(
+        routes.len() >= 25,
+        "the router walk found only {} routes",
+        routes.len()
+    );
     let missing: Vec<_> = routes
         .iter()
         .filter(|(m, p)| rule_for(&Method::from_bytes(m.as_bytes()).unwrap(), p).is_none())
         .collect();
-    assert!(missing.is_empty(), "routes without an authorization rule: {missing:?}");
-    let table: BTreeSet<(String, String)> = ROUTES.iter().map(|(m, p, _)| (m.to_string(), p.to_string())).collect();
+    assert!(
+        missing.is_empty(),
+        "routes without an authorization rule: {missing:?}"
+    );
+    let table: BTreeSet<(String, String)> = ROUTES
+        .iter()
+        .map(|(m, p, _)| (m.to_string(), p.to_string()))
+        .collect();
     let stale: Vec<_> = table.difference(&routes).collect();
     assert!(stale.is_empty(), "table entries with no route: {stale:?}");
 }
@@ -56,14 +70,20 @@ async fn non_public_routes_refuse_anonymous_callers() {
         let concrete = path
             .replace("{c}", "c")
             .replace("{user}", "u")
-            .replace("{digest}", "sha256:0000000000000000000000000000000000000000000000000000000000000000")
+            .replace(
+                "{digest}",
+                "sha256:0000000000000000000000000000000000000000000000000000000000000000",
+            )
             .replace("{id}", "00000000-0000-0000-0000-000000000000")
             .replace("{name}", "n")
             .replace("{version}", "1")
             .replace("{path}", "f");
         let response = anon
             .http
-            .request(Method::from_bytes(method.as_bytes()).unwrap(), format!("{}{concrete}", server.url))
+            .request(
+                Method::from_bytes(method.as_bytes()).unwrap(),
+                format!("{}{concrete}", server.url),
+            )
             .send()
             .await
             .unwrap();
@@ -79,9 +99,14 @@ async fn non_public_routes_refuse_anonymous_callers() {
 #[tokio::test]
 async fn openapi_document_describes_the_api() {
     let server = TestServer::start().await;
-    let (status, doc) = Client::anonymous(&server.url).get("/api/v1/openapi.json").await;
+    let (status, doc) = Client::anonymous(&server.url)
+        .get("/api/v1/openapi.json")
+        .await;
     assert_eq!(status, 200);
-    assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")), "{doc}");
+    assert!(
+        doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")),
+        "{doc}"
+    );
     let paths = doc["paths"].as_object().unwrap();
     assert!(paths["/api/v1/collaborations/{c}/artifacts"]["post"]["requestBody"].is_object());
     assert!(paths.contains_key("/api/v1/blobs/uploads/{id}"));

@@ -50,7 +50,9 @@ impl TestServer {
         }
         tweak(&mut config);
         let state = AppState::build(config).await.expect("state");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let (tx, rx) = oneshot::channel::<()>();
         let serve_state = state.clone();
@@ -61,7 +63,13 @@ impl TestServer {
             .await
             .expect("serve");
         });
-        TestServer { url, state, dir, shutdown: Some(tx), s3 }
+        TestServer {
+            url,
+            state,
+            dir,
+            shutdown: Some(tx),
+            s3,
+        }
     }
 
     /// Creates a user through the admin path and returns a logged-in client.
@@ -92,7 +100,9 @@ impl Drop for TestServer {
 async fn fresh_postgres_db(admin_url: &str) -> String {
     use sea_orm::ConnectionTrait;
     let name = format!("t_{}", uuid::Uuid::new_v4().simple());
-    let admin = clreg_server::state::connect(admin_url).await.expect("connect to postgres");
+    let admin = clreg_server::state::connect(admin_url)
+        .await
+        .expect("connect to postgres");
     admin
         .execute_unprepared(&format!("CREATE DATABASE {name}"))
         .await
@@ -109,13 +119,20 @@ async fn start_s3(root: &Path) -> (String, tokio::task::JoinHandle<()>) {
     std::fs::create_dir_all(s3_root.join("clreg-test")).expect("bucket dir");
     let fs = s3s_fs::FileSystem::new(&s3_root).expect("s3s-fs");
     let mut builder = s3s::service::S3ServiceBuilder::new(fs);
-    builder.set_auth(s3s::auth::SimpleAuth::from_single("test-access", "test-secret-key"));
+    builder.set_auth(s3s::auth::SimpleAuth::from_single(
+        "test-access",
+        "test-secret-key",
+    ));
     let service = builder.build();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind s3");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind s3");
     let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
     let task = tokio::spawn(async move {
         loop {
-            let Ok((socket, _)) = listener.accept().await else { continue };
+            let Ok((socket, _)) = listener.accept().await else {
+                continue;
+            };
             let service = service.clone();
             tokio::spawn(async move {
                 let _ = Builder::new(TokioExecutor::new())
@@ -138,11 +155,17 @@ pub struct Client {
 
 impl Client {
     pub fn anonymous(base: &str) -> Client {
-        Client { http: reqwest::Client::new(), base: base.to_string(), token: None, api_key: None }
+        Client {
+            http: reqwest::Client::new(),
+            base: base.to_string(),
+            token: None,
+            api_key: None,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
-        if path.starts_with("/api/") || path.starts_with("/healthz") || path.starts_with("/readyz") {
+        if path.starts_with("/api/") || path.starts_with("/healthz") || path.starts_with("/readyz")
+        {
             format!("{}{path}", self.base)
         } else {
             format!("{}/api/v1{path}", self.base)
@@ -161,7 +184,11 @@ impl Client {
         let response = r.send().await.expect("request");
         let status = response.status();
         let text = response.text().await.expect("body");
-        let value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
         (status, value)
     }
 
@@ -170,7 +197,8 @@ impl Client {
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
-        self.send(self.request(reqwest::Method::POST, path).json(body)).await
+        self.send(self.request(reqwest::Method::POST, path).json(body))
+            .await
     }
 
     pub async fn delete(&self, path: &str) -> (StatusCode, Value) {
@@ -178,12 +206,19 @@ impl Client {
     }
 
     pub async fn create_collab(&self, name: &str, policy: &str) {
-        let (status, body) = self.post("/collaborations", &json!({"name": name, "policy": policy})).await;
+        let (status, body) = self
+            .post("/collaborations", &json!({"name": name, "policy": policy}))
+            .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
     }
 
     pub async fn add_member(&self, collab: &str, user: &str, role: &str) {
-        let (status, body) = self.post(&format!("/collaborations/{collab}/members"), &json!({"user": user, "role": role})).await;
+        let (status, body) = self
+            .post(
+                &format!("/collaborations/{collab}/members"),
+                &json!({"user": user, "role": role}),
+            )
+            .await;
         assert_eq!(status, StatusCode::OK, "{body}");
     }
 
@@ -203,7 +238,9 @@ impl Client {
     }
 
     pub async fn open_upload(&self) -> String {
-        let (status, body) = self.send(self.request(reqwest::Method::POST, "/blobs/uploads")).await;
+        let (status, body) = self
+            .send(self.request(reqwest::Method::POST, "/blobs/uploads"))
+            .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
         body["id"].as_str().expect("id").to_string()
     }
@@ -218,7 +255,11 @@ impl Client {
     }
 
     pub async fn finish(&self, id: &str, digest: &str) -> (StatusCode, Value) {
-        self.send(self.request(reqwest::Method::PUT, &format!("/blobs/uploads/{id}?digest={digest}"))).await
+        self.send(self.request(
+            reqwest::Method::PUT,
+            &format!("/blobs/uploads/{id}?digest={digest}"),
+        ))
+        .await
     }
 
     /// Uploads every file of `dir` and returns the manifest's file map.
@@ -226,19 +267,40 @@ impl Client {
         let mut files = BTreeMap::new();
         for path in walk(dir) {
             let bytes = std::fs::read(&path).expect("read");
-            let rel = path.strip_prefix(dir).expect("prefix").to_string_lossy().replace('\\', "/");
+            let rel = path
+                .strip_prefix(dir)
+                .expect("prefix")
+                .to_string_lossy()
+                .replace('\\', "/");
             let digest = self.upload(&bytes, 1 << 20).await;
-            files.insert(rel, FileEntry { digest, size: bytes.len() as u64 });
+            files.insert(
+                rel,
+                FileEntry {
+                    digest,
+                    size: bytes.len() as u64,
+                },
+            );
         }
         files
     }
 
     pub async fn commit(&self, collab: &str, req: &CommitArtifact) -> (StatusCode, Value) {
-        self.post(&format!("/collaborations/{collab}/artifacts"), &serde_json::to_value(req).expect("json")).await
+        self.post(
+            &format!("/collaborations/{collab}/artifacts"),
+            &serde_json::to_value(req).expect("json"),
+        )
+        .await
     }
 
     /// Uploads a directory and commits it; panics unless created.
-    pub async fn push(&self, collab: &str, name: &str, kind: clreg_types::ArtifactKind, base: Option<&str>, dir: &Path) -> Value {
+    pub async fn push(
+        &self,
+        collab: &str,
+        name: &str,
+        kind: clreg_types::ArtifactKind,
+        base: Option<&str>,
+        dir: &Path,
+    ) -> Value {
         let files = self.upload_dir(dir).await;
         let req = CommitArtifact {
             name: name.to_string(),
@@ -279,15 +341,27 @@ pub fn walk(dir: &Path) -> Vec<PathBuf> {
 pub fn tiny_model(root: &Path, name: &str, seed: u64, shard: Option<u64>) -> PathBuf {
     let dir = root.join(name);
     std::fs::create_dir_all(&dir).expect("mkdir");
-    clreg_engine::tiny::write_tiny_llama(&dir, &clreg_engine::tiny::TinyConfig::default(), seed, shard).expect("tiny model");
+    clreg_engine::tiny::write_tiny_llama(
+        &dir,
+        &clreg_engine::tiny::TinyConfig::default(),
+        seed,
+        shard,
+    )
+    .expect("tiny model");
     dir
 }
 
-pub fn tiny_adapter(root: &Path, name: &str, seed: u64, tiny: &clreg_engine::tiny::TinyConfig) -> PathBuf {
+pub fn tiny_adapter(
+    root: &Path,
+    name: &str,
+    seed: u64,
+    tiny: &clreg_engine::tiny::TinyConfig,
+) -> PathBuf {
     let dir = root.join(name);
     std::fs::create_dir_all(&dir).expect("mkdir");
     let cfg = clreg_engine::tiny::tiny_llama_config(tiny);
-    clreg_engine::tiny::write_tiny_adapter(&dir, &cfg, 4, 8.0, &["q_proj", "v_proj"], seed, false).expect("tiny adapter");
+    clreg_engine::tiny::write_tiny_adapter(&dir, &cfg, 4, 8.0, &["q_proj", "v_proj"], seed, false)
+        .expect("tiny adapter");
     dir
 }
 
@@ -302,7 +376,20 @@ pub fn safetensors_bytes(header: &str, data_len: usize) -> Vec<u8> {
 /// Asserts an error response with `code`.
 #[track_caller]
 pub fn assert_error(result: &(StatusCode, Value), status: u16, code: &str) {
-    assert_eq!(result.0.as_u16(), status, "unexpected status; body: {}", result.1);
-    assert_eq!(result.1["code"], code, "unexpected code; body: {}", result.1);
-    assert!(result.1["message"].as_str().is_some_and(|m| m.len() > 10), "message missing: {}", result.1);
+    assert_eq!(
+        result.0.as_u16(),
+        status,
+        "unexpected status; body: {}",
+        result.1
+    );
+    assert_eq!(
+        result.1["code"], code,
+        "unexpected code; body: {}",
+        result.1
+    );
+    assert!(
+        result.1["message"].as_str().is_some_and(|m| m.len() > 10),
+        "message missing: {}",
+        result.1
+    );
 }
