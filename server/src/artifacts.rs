@@ -377,8 +377,10 @@ pub async fn commit(
             p.datasets.clone(),
         ));
     }
-    if parents.is_empty() {
-        if let Some(b) = &base {
+    if parents.is_empty()
+        && let Some(b) = &base
+    {
+        {
             let relation = if req.kind == ArtifactKind::Adapter {
                 Relation::Adapter
             } else {
@@ -567,11 +569,11 @@ pub async fn lineage(
     let mut collab_names = HashMap::new();
     let mut wire_nodes = Vec::new();
     for n in nodes.into_values() {
-        if !collab_names.contains_key(&n.collab_id) {
+        if let std::collections::hash_map::Entry::Vacant(slot) = collab_names.entry(n.collab_id) {
             let c = collaboration::Entity::find_by_id(n.collab_id)
                 .one(&state.db)
                 .await?;
-            collab_names.insert(n.collab_id, c.map(|c| c.name).unwrap_or_default());
+            slot.insert(c.map(|c| c.name).unwrap_or_default());
         }
         wire_nodes.push(LineageNode {
             collab: collab_names.get(&n.collab_id).cloned().unwrap_or_default(),

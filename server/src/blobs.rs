@@ -262,10 +262,10 @@ pub async fn abort(state: &AppState, id: Uuid) -> Result<(), ApiError> {
     let session = lock_sessions(state).remove(&id);
     if let Some(session) = session {
         let mut s = session.lock().await;
-        if let Some(writer) = s.writer.take() {
-            if let Err(e) = writer.abort().await {
-                tracing::warn!(upload = %id, error = %e, "aborting multipart upload failed");
-            }
+        if let Some(writer) = s.writer.take()
+            && let Err(e) = writer.abort().await
+        {
+            tracing::warn!(upload = %id, error = %e, "aborting multipart upload failed");
         }
     }
     upload::Entity::delete_by_id(id).exec(&state.db).await?;

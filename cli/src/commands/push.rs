@@ -170,6 +170,17 @@ fn dataset_digest(s: &str) -> Result<Digest> {
     })
 }
 
+/// `adapter_config.json` → adapter; `config.json` → base, or checkpoint when a base is named.
+fn detect_kind(paths: &[String], has_base: bool) -> Option<ArtifactKind> {
+    use clreg_engine::inspect::Kind;
+    match clreg_engine::inspect::detect_kind(paths)? {
+        Kind::Adapter => Some(ArtifactKind::Adapter),
+        Kind::Base | Kind::Checkpoint if has_base => Some(ArtifactKind::Checkpoint),
+        Kind::Base | Kind::Checkpoint => Some(ArtifactKind::Base),
+        Kind::Other => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,16 +197,5 @@ mod tests {
         assert_eq!(dataset_digest(&format!("sha256:{hex}"))?, from_file);
         assert!(dataset_digest("nope.json").is_err());
         Ok(())
-    }
-}
-
-/// `adapter_config.json` → adapter; `config.json` → base, or checkpoint when a base is named.
-fn detect_kind(paths: &[String], has_base: bool) -> Option<ArtifactKind> {
-    use clreg_engine::inspect::Kind;
-    match clreg_engine::inspect::detect_kind(paths)? {
-        Kind::Adapter => Some(ArtifactKind::Adapter),
-        Kind::Base | Kind::Checkpoint if has_base => Some(ArtifactKind::Checkpoint),
-        Kind::Base | Kind::Checkpoint => Some(ArtifactKind::Base),
-        Kind::Other => None,
     }
 }

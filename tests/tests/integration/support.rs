@@ -35,18 +35,18 @@ impl TestServer {
             ..Config::default()
         };
         let mut s3 = None;
-        if let Ok(admin_url) = std::env::var("CLREG_TEST_PG_URL") {
-            if !admin_url.is_empty() {
-                config.database_url = Some(fresh_postgres_db(&admin_url).await);
-                let (endpoint, task) = start_s3(dir.path()).await;
-                config.store = Some("s3://clreg-test/prefix".to_string());
-                config.s3.endpoint = Some(endpoint);
-                config.s3.region = Some("us-east-1".to_string());
-                config.s3.access_key_id = Some("test-access".to_string());
-                config.s3.secret_access_key = Some("test-secret-key".to_string());
-                config.s3.allow_http = true;
-                s3 = Some(task);
-            }
+        if let Ok(admin_url) = std::env::var("CLREG_TEST_PG_URL")
+            && !admin_url.is_empty()
+        {
+            config.database_url = Some(fresh_postgres_db(&admin_url).await);
+            let (endpoint, task) = start_s3(dir.path()).await;
+            config.store = Some("s3://clreg-test/prefix".to_string());
+            config.s3.endpoint = Some(endpoint);
+            config.s3.region = Some("us-east-1".to_string());
+            config.s3.access_key_id = Some("test-access".to_string());
+            config.s3.secret_access_key = Some("test-secret-key".to_string());
+            config.s3.allow_http = true;
+            s3 = Some(task);
         }
         tweak(&mut config);
         let state = AppState::build(config).await.expect("state");
