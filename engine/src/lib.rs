@@ -6,7 +6,9 @@
 pub mod adapter;
 pub mod config;
 pub mod error;
+pub mod formats;
 pub mod inspect;
+pub mod merge;
 pub mod safetensors_header;
 pub mod tiny;
 pub mod trace;
