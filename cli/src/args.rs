@@ -501,6 +501,45 @@ Examples:
 
 The same seed and sizes always give the same bytes.")]
     Tiny(TinyArgs),
+
+    /// Merge models or adapters from a mergekit-style YAML recipe, streaming tensor by tensor.
+    #[command(after_help = "\
+Examples:
+  clreg local merge --config ties.yml -o ./merged
+  clreg local merge --config ties.yml -o ./merged --flavour peft --seed 7
+
+Recipe (mergekit's YAML subset; paths are relative to the current directory):
+  merge_method: ties            # linear, task_arithmetic, ties, dare_ties, dare_linear,
+                                # cat, svd, peft_ab (LoRA -> LoRA)
+  base_model: ./base
+  models:
+    - model: ./ft-a
+      parameters: {weight: 1.0, density: 0.2}
+    - model: ./lora-b           # a PEFT adapter counts as base + its delta
+      parameters: {weight: 1.0, density: 0.2}
+  parameters: {lambda: 1.0, normalize: true}
+  dtype: bfloat16
+  tokenizer_source: base
+
+The output holds the weights and clreg_merge.json (method, flavour, every parameter, seeds,
+input digests). Nothing is left behind on error or Ctrl-C.")]
+    Merge(MergeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct MergeArgs {
+    /// The recipe (mergekit YAML subset).
+    #[arg(long, short = 'c')]
+    pub config: std::path::PathBuf,
+    /// Output directory (must not exist or be empty).
+    #[arg(short, long)]
+    pub output: std::path::PathBuf,
+    /// Which tool's semantics for ties/dare: mergekit (default) or peft (overrides the recipe).
+    #[arg(long, value_parser = ["mergekit", "peft"])]
+    pub flavour: Option<String>,
+    /// Seed of every random step (DARE masks); overrides the recipe.
+    #[arg(long)]
+    pub seed: Option<u64>,
 }
 
 #[derive(Debug, clap::Args)]

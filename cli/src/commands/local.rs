@@ -3,7 +3,12 @@
 use anyhow::Result;
 use clreg_engine::tiny::{TinyConfig, write_tiny_llama};
 
-use crate::args::TinyArgs;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use clreg_engine::merge::{Flavour, Recipe, run_recipe};
+
+use crate::args::{MergeArgs, TinyArgs};
 use crate::commands::Ctx;
 use crate::error::{ExitStatus, LocalError};
 
@@ -34,6 +39,68 @@ pub fn tiny(ctx: &Ctx, a: TinyArgs) -> Result<ExitStatus> {
             "wrote a {parameters}-parameter Llama (seed {}) to {}",
             a.seed,
             a.output.display()
+        )
+    })?;
+    Ok(ExitStatus::Success)
+}
+
+pub async fn merge(ctx: &Ctx, a: MergeArgs) -> Result<ExitStatus> {
+    let text = std::fs::read_to_string(&a.config)
+        .map_err(|e| LocalError::usage(format!("cannot read {}: {e}", a.config.display())))?;
+    let mut recipe = Recipe::from_yaml(&text)
+        .map_err(|e| LocalError::usage(format!("{}: {e}", a.config.display())))?;
+    if let Some(flavour) = &a.flavour {
+        recipe.flavour = Some(if flavour == "peft" {
+            Flavour::Peft
+        } else {
+            Flavour::Mergekit
+        });
+    }
+    if a.seed.is_some() {
+        recipe.seed = a.seed;
+    }
+    let cancel = Arc::new(AtomicBool::new(false));
+    let on_ctrl_c = {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                cancel.store(true, Ordering::Relaxed);
+            }
+        })
+    };
+    let progress = crate::progress::Progress::new(ctx.out.progress());
+    let bar = progress.total(0, "merging");
+    let out = a.output.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let report = |p: clreg_engine::merge::Progress| {
+            if p.bytes_total > 0 {
+                bar.set_length(p.bytes_total);
+                bar.set_position(p.bytes_done);
+            }
+        };
+        let done = run_recipe(&recipe, &out, &report, &cancel);
+        bar.finish_and_clear();
+        done
+    })
+    .await?;
+    on_ctrl_c.abort();
+    let report = result.map_err(|e| LocalError::refused(e.code(), e.to_string()))?;
+    for warning in &report.warnings {
+        ctx.out.note(&format!("warning: {warning}"));
+    }
+    ctx.out.emit(&report, || {
+        format!(
+            "merged {} tensors ({} {}, {}) into {} [{}]",
+            report.tensors,
+            report.method.name(),
+            if report.flavour == Flavour::Peft {
+                "peft"
+            } else {
+                "mergekit"
+            },
+            report.output_dtype,
+            report.out_dir.display(),
+            report.output_kind
         )
     })?;
     Ok(ExitStatus::Success)

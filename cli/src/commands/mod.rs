@@ -84,6 +84,7 @@ pub async fn run(args: Args) -> Result<ExitStatus> {
             CollabCommand::Tighten { name, yes } => collab::tighten(&ctx, &name, yes).await,
         },
         Command::Local(LocalCommand::Tiny(a)) => local::tiny(&ctx, a),
+        Command::Local(LocalCommand::Merge(a)) => local::merge(&ctx, a).await,
         Command::Push(a) => push::push(&ctx, a).await,
         Command::Pull(a) => pull::pull(&ctx, a).await,
         Command::Ls(a) => artifacts::ls(&ctx, a).await,

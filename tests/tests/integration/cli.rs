@@ -344,3 +344,82 @@ async fn pull_detects_corruption_and_push_refuses_bad_local_input() {
         .await;
     same_tree(&base_dir, &out_dir);
 }
+
+#[tokio::test]
+async fn local_merge_from_a_mergekit_recipe() {
+    use clreg_engine::formats::Checkpoint;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let cli = Cli::new();
+    for (name, seed) in [("base", 1), ("a", 2), ("b", 3)] {
+        cli.ok(&[
+            "local",
+            "tiny",
+            "-o",
+            root.join(name).to_str().unwrap(),
+            "--seed",
+            &seed.to_string(),
+        ])
+        .await;
+    }
+    let recipe = root.join("linear.yml");
+    std::fs::write(
+        &recipe,
+        format!(
+            "merge_method: linear\nbase_model: {0}/base\nmodels:\n  - model: {0}/a\n    parameters: {{weight: 1.0}}\n  - model: {0}/b\n    parameters: {{weight: 3.0}}\ndtype: float32\n",
+            root.display()
+        ),
+    )
+    .unwrap();
+    let out = root.join("merged");
+    let report = cli
+        .ok(&[
+            "--json",
+            "local",
+            "merge",
+            "--config",
+            recipe.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ])
+        .await
+        .json();
+    assert_eq!(report["method"], "linear");
+    assert!(out.join("clreg_merge.json").exists());
+    // Independent check: (1·a + 3·b) / 4 for one tensor.
+    let (a, b, m) = (
+        Checkpoint::open(&root.join("a")).unwrap(),
+        Checkpoint::open(&root.join("b")).unwrap(),
+        Checkpoint::open(&out).unwrap(),
+    );
+    let name = "model.layers.1.mlp.down_proj.weight";
+    let (ta, tb, tm) = (
+        a.read_f32(name).unwrap(),
+        b.read_f32(name).unwrap(),
+        m.read_f32(name).unwrap(),
+    );
+    let worst = ta
+        .iter()
+        .zip(&tb)
+        .zip(&tm)
+        .map(|((x, y), z)| ((f64::from(*x) + 3.0 * f64::from(*y)) / 4.0 - f64::from(*z)).abs())
+        .fold(0.0, f64::max);
+    assert!(worst < 1e-6, "max abs diff {worst}");
+
+    // A refused recipe names the key and leaves no output.
+    std::fs::write(&recipe, "merge_method: ties\nmodels: []\nbogus: 1\n").unwrap();
+    let out2 = root.join("merged2");
+    let refused = cli
+        .run(&[
+            "local",
+            "merge",
+            "--config",
+            recipe.to_str().unwrap(),
+            "-o",
+            out2.to_str().unwrap(),
+        ])
+        .await;
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
+    assert!(refused.stderr.contains("bogus"), "{}", refused.stderr);
+    assert!(!out2.exists());
+}
