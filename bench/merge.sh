@@ -24,8 +24,14 @@ import sys, os, torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 src, out = sys.argv[1], sys.argv[2]
 gguf = "SmolLM2-135M-Instruct.Q4_1.gguf"
-model = AutoModelForCausalLM.from_pretrained(src, gguf_file=gguf, torch_dtype=torch.float32)
+loaded = AutoModelForCausalLM.from_pretrained(src, gguf_file=gguf, dtype=torch.float32)
 tok = AutoTokenizer.from_pretrained(src, gguf_file=gguf)
+# A GGUF-loaded model counts as quantized and refuses save_pretrained: copy into a plain one.
+config = loaded.config
+if hasattr(config, "quantization_config"):
+    del config.quantization_config
+model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+model.load_state_dict(loaded.state_dict())
 model.save_pretrained(f"{out}/base", safe_serialization=True); tok.save_pretrained(f"{out}/base")
 base = {k: v.clone() for k, v in model.state_dict().items()}
 for i in range(1, 5):
@@ -51,8 +57,14 @@ done
 inputs=$(du -cb "$W"/ft*/model.safetensors | tail -1 | cut -f1)
 [ -f "$W/base/model.safetensors" ] && inputs_ties=$((inputs + $(stat -c %s "$W/base/model.safetensors"))) || inputs_ties=$inputs
 cat "$W"/*/model.safetensors > /dev/null
-read_s=$( { /usr/bin/time -f %e dd if="$W/ft1/model.safetensors" of=/dev/null bs=4M 2>/dev/null; } 2>&1 | tail -1)
-bw=$(echo "$(stat -c %s "$W/ft1/model.safetensors") / $read_s" | bc)
+bw=$("$PY" - "$W/ft1/model.safetensors" <<'PY'
+import sys, time
+start = time.perf_counter(); n = 0
+with open(sys.argv[1], "rb", buffering=0) as f:
+    while chunk := f.read(8 << 20): n += len(chunk)
+print(int(n / (time.perf_counter() - start)))
+PY
+)
 run() { # name cmd... -> "wall rss_mib"
   local log=$W/$1.time; shift
   /usr/bin/time -v "$@" >/dev/null 2>"$log"
