@@ -40,7 +40,7 @@ async fn token(
         .await?
         .ok_or_else(invalid)?;
     let (token, expires_at) = state.keys.issue(&owner.name, owner.id)?;
-    tracing::info!(user = %owner.name, key = %key.prefix, "token issued");
+    tracing::info!(user = %owner.name, key_id = key.id, "token issued");
     Ok(ApiJson(TokenResponse {
         token,
         expires_at,
