@@ -317,3 +317,49 @@ pub fn write_tiny_adapter(
     )?;
     write_safetensors(&dir.join("adapter_model.safetensors"), &tensors)
 }
+
+/// The word of token `id` in the tiny tokenizer: `<unk>`, `<s>`, `</s>` for 0–2, else `w{id}`.
+pub fn tiny_word(id: usize) -> String {
+    match id {
+        0 => "<unk>".to_string(),
+        1 => "<s>".to_string(),
+        2 => "</s>".to_string(),
+        _ => format!("w{id}"),
+    }
+}
+
+/// Writes `tokenizer.json` for a tiny Llama: a word-level vocabulary of `t.vocab` words split on
+/// whitespace, id `i` being [`tiny_word`]`(i)`, with `<s>` (1, the model's bos) and `</s>`
+/// (2, its eos) as special tokens. Needs a vocabulary of at least 3.
+pub fn write_tiny_tokenizer(dir: &Path, t: &TinyConfig) -> Result<(), FormatError> {
+    let file = dir.join("tokenizer.json");
+    if t.vocab < 3 {
+        return Err(io(
+            &file,
+            "the tiny tokenizer needs a vocabulary of at least 3",
+        ));
+    }
+    let vocab: serde_json::Map<String, serde_json::Value> =
+        (0..t.vocab).map(|i| (tiny_word(i), json!(i))).collect();
+    let added: Vec<serde_json::Value> = (0..3)
+        .map(|i| {
+            json!({"id": i, "content": tiny_word(i), "single_word": false, "lstrip": false,
+                   "rstrip": false, "normalized": false, "special": true})
+        })
+        .collect();
+    std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    write_json(
+        &file,
+        &json!({
+            "version": "1.0",
+            "truncation": null,
+            "padding": null,
+            "added_tokens": added,
+            "normalizer": null,
+            "pre_tokenizer": {"type": "WhitespaceSplit"},
+            "post_processor": null,
+            "decoder": null,
+            "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "<unk>"},
+        }),
+    )
+}

@@ -1,0 +1,111 @@
+//! Loading a Hugging Face checkpoint directory (config.json + single or sharded safetensors).
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+
+use super::{Llama, ModelError};
+use crate::config::LlamaConfig;
+
+/// Reads `config.json` of a checkpoint directory.
+pub fn read_config(dir: &Path) -> Result<LlamaConfig, ModelError> {
+    let path = dir.join("config.json");
+    let bytes = std::fs::read(&path).map_err(|e| ModelError::io(path.display(), e))?;
+    Ok(crate::config::parse(&bytes, &path.display().to_string())?)
+}
+
+/// The safetensors files of a checkpoint: the shards named by `model.safetensors.index.json`
+/// when it exists, else `model.safetensors`.
+pub fn weight_files(dir: &Path) -> Result<Vec<std::path::PathBuf>, ModelError> {
+    let index = dir.join("model.safetensors.index.json");
+    if index.exists() {
+        let bytes = std::fs::read(&index).map_err(|e| ModelError::io(index.display(), e))?;
+        let value: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| ModelError::model(index.display(), format!("not JSON: {e}")))?;
+        let Some(map) = value.get("weight_map").and_then(|m| m.as_object()) else {
+            return Err(ModelError::model(
+                index.display(),
+                "no `weight_map` object; re-save the checkpoint with save_pretrained",
+            ));
+        };
+        let mut files = BTreeSet::new();
+        for (tensor, file) in map {
+            let Some(file) = file.as_str() else {
+                return Err(ModelError::model(
+                    index.display(),
+                    format!("weight_map entry for `{tensor}` is not a file name"),
+                ));
+            };
+            if file.contains('/') || file.contains('\\') || file.starts_with('.') {
+                return Err(ModelError::model(
+                    index.display(),
+                    format!(
+                        "weight_map entry for `{tensor}` names `{file}`, outside the checkpoint"
+                    ),
+                ));
+            }
+            files.insert(file.to_string());
+        }
+        return Ok(files.into_iter().map(|f| dir.join(f)).collect());
+    }
+    let single = dir.join("model.safetensors");
+    if single.exists() {
+        return Ok(vec![single]);
+    }
+    Err(ModelError::model(
+        dir.display(),
+        "no model.safetensors or model.safetensors.index.json; clreg loads safetensors checkpoints",
+    ))
+}
+
+/// Reads every tensor of the given safetensors files onto the CPU, as stored.
+pub fn read_tensors(files: &[std::path::PathBuf]) -> Result<HashMap<String, Tensor>, ModelError> {
+    let mut all = HashMap::new();
+    for file in files {
+        let tensors = candle_core::safetensors::load(file, &Device::Cpu)
+            .map_err(|e| ModelError::model(file.display(), format!("cannot read tensors: {e}")))?;
+        all.extend(tensors);
+    }
+    Ok(all)
+}
+
+/// Loads the model of a Hugging Face checkpoint directory onto `device`, its weights converted
+/// to `dtype` (f32, f16 or bf16 files alike).
+pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<(Llama, LlamaConfig), ModelError> {
+    let cfg = read_config(dir)?;
+    if cfg.hidden_act != "silu" {
+        return Err(ModelError::model(
+            dir.join("config.json").display(),
+            format!(
+                "hidden_act `{}` is not supported; clreg runs silu (SwiGLU) models",
+                cfg.hidden_act
+            ),
+        ));
+    }
+    if cfg.extra.get("rope_scaling").is_some_and(|v| !v.is_null()) {
+        return Err(ModelError::model(
+            dir.join("config.json").display(),
+            "rope_scaling is set; clreg runs plain RoPE only",
+        ));
+    }
+    for key in ["attention_bias", "mlp_bias"] {
+        if cfg.extra.get(key) == Some(&serde_json::Value::Bool(true)) {
+            return Err(ModelError::model(
+                dir.join("config.json").display(),
+                format!("{key} is true; clreg runs Llama models without linear biases"),
+            ));
+        }
+    }
+    let files = weight_files(dir)?;
+    let tensors = read_tensors(&files)?;
+    let vb = VarBuilder::from_tensors(tensors, dtype, device);
+    let model = Llama::new(&cfg, vb).map_err(|e| {
+        ModelError::model(
+            dir.display(),
+            format!("the weights do not fit config.json: {e}"),
+        )
+    })?;
+    Ok((model, cfg))
+}
