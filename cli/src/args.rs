@@ -524,6 +524,55 @@ Recipe (mergekit's YAML subset; paths are relative to the current directory):
 The output holds the weights and clreg_merge.json (method, flavour, every parameter, seeds,
 input digests). Nothing is left behind on error or Ctrl-C.")]
     Merge(MergeArgs),
+
+    /// Convert a Llama GGUF file (F32/F16/BF16, Q4_0/Q4_1/Q5_x/Q8_0, K-quants) into a Hugging Face
+    /// checkpoint: config.json, model.safetensors (dequantised) and tokenizer.json.
+    #[command(after_help = "\
+Example:
+  clreg local import-gguf SmolLM2-135M-Instruct.Q4_1.gguf -o ./smollm2
+  clreg local generate ./smollm2 --prompt 'The capital of France is'")]
+    ImportGguf(ImportGgufArgs),
+
+    /// Generate text from a local checkpoint (greedy unless --temperature > 0), optionally with
+    /// LoRA adapters stacked on top.
+    #[command(after_help = "\
+Examples:
+  clreg local generate ./smollm2 --prompt 'The capital of France is'
+  clreg local generate ./base --adapter ./lora-a --prompt 'Stance:' --max-tokens 16 --temperature 0.7 --seed 3")]
+    Generate(GenerateArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ImportGgufArgs {
+    /// The .gguf file.
+    pub file: std::path::PathBuf,
+    /// Output directory (must not exist or be empty).
+    #[arg(short, long)]
+    pub output: std::path::PathBuf,
+    /// Dtype of the written weights.
+    #[arg(long, default_value = "f32", value_parser = ["f32", "f16", "bf16"])]
+    pub dtype: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct GenerateArgs {
+    /// A checkpoint directory (config.json, safetensors, tokenizer.json).
+    pub model: std::path::PathBuf,
+    #[arg(long)]
+    pub prompt: String,
+    /// PEFT adapter directories to stack on the model (in order).
+    #[arg(long)]
+    pub adapter: Vec<std::path::PathBuf>,
+    #[arg(long, default_value_t = 32)]
+    pub max_tokens: usize,
+    /// 0 is greedy decoding.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f64,
+    /// Nucleus sampling threshold.
+    #[arg(long)]
+    pub top_p: Option<f64>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
 }
 
 #[derive(Debug, clap::Args)]

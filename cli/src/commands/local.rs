@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use clreg_engine::merge::{Flavour, Recipe, run_recipe};
 
-use crate::args::{MergeArgs, TinyArgs};
+use crate::args::{GenerateArgs, ImportGgufArgs, MergeArgs, TinyArgs};
 use crate::commands::Ctx;
 use crate::error::{ExitStatus, LocalError};
 
@@ -31,6 +31,7 @@ pub fn tiny(ctx: &Ctx, a: TinyArgs) -> Result<ExitStatus> {
         tie: a.tie,
     };
     write_tiny_llama(&a.output, &t, a.seed, a.shard_bytes)
+        .and_then(|()| clreg_engine::tiny::write_tiny_tokenizer(&a.output, &t))
         .map_err(|e| LocalError::usage(e.to_string()))?;
     let parameters = clreg_engine::tiny::tiny_llama_config(&t).parameters();
     let summary = serde_json::json!({"dir": a.output, "seed": a.seed, "parameters": parameters});
@@ -59,15 +60,7 @@ pub async fn merge(ctx: &Ctx, a: MergeArgs) -> Result<ExitStatus> {
     if a.seed.is_some() {
         recipe.seed = a.seed;
     }
-    let cancel = Arc::new(AtomicBool::new(false));
-    let on_ctrl_c = {
-        let cancel = cancel.clone();
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                cancel.store(true, Ordering::Relaxed);
-            }
-        })
-    };
+    let (cancel, on_ctrl_c) = cancel_on_ctrl_c();
     let progress = crate::progress::Progress::new(ctx.out.progress());
     let bar = progress.total(0, "merging");
     let out = a.output.clone();
@@ -103,5 +96,96 @@ pub async fn merge(ctx: &Ctx, a: MergeArgs) -> Result<ExitStatus> {
             report.output_kind
         )
     })?;
+    Ok(ExitStatus::Success)
+}
+
+fn cancel_on_ctrl_c() -> (Arc<AtomicBool>, tokio::task::JoinHandle<()>) {
+    let cancel = Arc::new(AtomicBool::new(false));
+    let flag = cancel.clone();
+    let task = tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            flag.store(true, Ordering::Relaxed);
+        }
+    });
+    (cancel, task)
+}
+
+pub async fn import_gguf(ctx: &Ctx, a: ImportGgufArgs) -> Result<ExitStatus> {
+    let dtype = match a.dtype.as_str() {
+        "f16" => candle_core::DType::F16,
+        "bf16" => candle_core::DType::BF16,
+        _ => candle_core::DType::F32,
+    };
+    let (cancel, on_ctrl_c) = cancel_on_ctrl_c();
+    let progress = crate::progress::Progress::new(ctx.out.progress());
+    let bar = progress.total(0, "importing");
+    let (file, out) = (a.file.clone(), a.output.clone());
+    let result = tokio::task::spawn_blocking(move || {
+        let report = |done: usize, total: usize| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        };
+        let done = clreg_engine::gguf::import(&file, &out, dtype, &report, &cancel);
+        bar.finish_and_clear();
+        done
+    })
+    .await?;
+    on_ctrl_c.abort();
+    let report = result.map_err(|e| LocalError::refused(e.code(), e.to_string()))?;
+    for warning in &report.warnings {
+        ctx.out.note(&format!("warning: {warning}"));
+    }
+    let summary = serde_json::json!({
+        "dir": report.out_dir, "tensors": report.tensors, "parameters": report.parameters,
+        "source_types": report.source_types, "skipped": report.skipped, "tokenizer": report.tokenizer,
+        "warnings": report.warnings,
+    });
+    ctx.out.emit(&summary, || {
+        format!(
+            "imported {} tensors ({} parameters, from {:?}) into {}",
+            report.tensors,
+            report.parameters,
+            report.source_types,
+            report.out_dir.display()
+        )
+    })?;
+    Ok(ExitStatus::Success)
+}
+
+pub async fn generate(ctx: &Ctx, a: GenerateArgs) -> Result<ExitStatus> {
+    use clreg_engine::model::{self, GenerateOptions};
+    let started = std::time::Instant::now();
+    let result =
+        tokio::task::spawn_blocking(move || -> Result<(String, usize), model::ModelError> {
+            let device = candle_core::Device::Cpu;
+            let (mut llama, _) = model::load(&a.model, &device, candle_core::DType::F32)?;
+            for dir in &a.adapter {
+                llama.add_adapter_dir(dir)?;
+            }
+            let tokenizer = model::load_tokenizer(&a.model.join("tokenizer.json"))?;
+            let options = GenerateOptions {
+                max_new_tokens: a.max_tokens,
+                temperature: a.temperature,
+                top_p: a.top_p,
+                seed: a.seed,
+                ..GenerateOptions::default()
+            };
+            let text = model::generate(&llama, &tokenizer, &a.prompt, options)?;
+            let tokens = tokenizer
+                .encode(text.as_str(), false)
+                .map(|e| e.len())
+                .unwrap_or(0);
+            Ok((text, tokens))
+        })
+        .await?;
+    let (text, tokens) = result.map_err(|e| LocalError::refused(e.code(), e.to_string()))?;
+    let seconds = started.elapsed().as_secs_f64();
+    ctx.out.note(&format!(
+        "{tokens} tokens in {seconds:.2} s (load included)"
+    ));
+    ctx.out.emit(
+        &serde_json::json!({"text": text, "tokens": tokens, "seconds": seconds}),
+        || text.clone(),
+    )?;
     Ok(ExitStatus::Success)
 }

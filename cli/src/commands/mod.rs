@@ -85,6 +85,8 @@ pub async fn run(args: Args) -> Result<ExitStatus> {
         },
         Command::Local(LocalCommand::Tiny(a)) => local::tiny(&ctx, a),
         Command::Local(LocalCommand::Merge(a)) => local::merge(&ctx, a).await,
+        Command::Local(LocalCommand::ImportGguf(a)) => local::import_gguf(&ctx, a).await,
+        Command::Local(LocalCommand::Generate(a)) => local::generate(&ctx, a).await,
         Command::Push(a) => push::push(&ctx, a).await,
         Command::Pull(a) => pull::pull(&ctx, a).await,
         Command::Ls(a) => artifacts::ls(&ctx, a).await,

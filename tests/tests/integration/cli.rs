@@ -423,3 +423,73 @@ async fn local_merge_from_a_mergekit_recipe() {
     assert!(refused.stderr.contains("bogus"), "{}", refused.stderr);
     assert!(!out2.exists());
 }
+
+#[tokio::test]
+async fn local_generate_and_import_refusals() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("tiny");
+    let cli = Cli::new();
+    cli.ok(&[
+        "local",
+        "tiny",
+        "-o",
+        model.to_str().unwrap(),
+        "--seed",
+        "4",
+    ])
+    .await;
+    assert!(model.join("tokenizer.json").exists());
+    let args = [
+        "--json",
+        "local",
+        "generate",
+        model.to_str().unwrap(),
+        "--prompt",
+        "w5 w6 w7",
+        "--max-tokens",
+        "6",
+    ];
+    let first = cli.ok(&args).await.json();
+    let second = cli.ok(&args).await.json();
+    assert_eq!(
+        first["text"], second["text"],
+        "greedy generation is deterministic"
+    );
+    assert!(first["tokens"].as_u64().unwrap() >= 1, "{first}");
+    // With an adapter stacked on top the model still runs (its effect is tested in the engine).
+    let lora = crate::support::tiny_adapter(
+        dir.path(),
+        "lora",
+        9,
+        &clreg_engine::tiny::TinyConfig::default(),
+    );
+    cli.ok(&[
+        "local",
+        "generate",
+        model.to_str().unwrap(),
+        "--adapter",
+        lora.to_str().unwrap(),
+        "--prompt",
+        "w5",
+        "--max-tokens",
+        "3",
+    ])
+    .await;
+
+    // Not a GGUF file: a clear refusal, and no output directory left behind.
+    let bogus = dir.path().join("bogus.gguf");
+    std::fs::write(&bogus, b"definitely not gguf").unwrap();
+    let out = dir.path().join("imported");
+    let refused = cli
+        .run(&[
+            "local",
+            "import-gguf",
+            bogus.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ])
+        .await;
+    assert_eq!(refused.code, 5, "{}", refused.stderr);
+    assert!(refused.stderr.contains("gguf"), "{}", refused.stderr);
+    assert!(!out.exists());
+}
