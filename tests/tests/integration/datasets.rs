@@ -101,15 +101,8 @@ async fn full_collaborations_keep_validated_content_for_owners_and_contributors(
         .get(&format!("/collaborations/shared/datasets/{digest}"))
         .await;
     assert_eq!(d["content_stored"], false);
-    let head = alice
-        .http
-        .head(alice.url(&format!("/blobs/{digest}")))
-        .bearer_auth(alice.token.clone().unwrap())
-        .send()
-        .await
-        .unwrap();
     assert_eq!(
-        head.status(),
+        alice.head(&format!("/blobs/{digest}")).await,
         404,
         "purged content must be gone from the store"
     );

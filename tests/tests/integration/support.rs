@@ -201,6 +201,15 @@ impl Client {
             .await
     }
 
+    /// The status of a `HEAD` request.
+    pub async fn head(&self, path: &str) -> StatusCode {
+        self.request(reqwest::Method::HEAD, path)
+            .send()
+            .await
+            .expect("request")
+            .status()
+    }
+
     pub async fn delete(&self, path: &str) -> (StatusCode, Value) {
         self.send(self.request(reqwest::Method::DELETE, path)).await
     }
