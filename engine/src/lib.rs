@@ -5,6 +5,7 @@
 
 pub mod adapter;
 pub mod config;
+pub mod data;
 pub mod error;
 pub mod formats;
 pub mod gguf;
