@@ -13,6 +13,7 @@ pub mod inspect;
 pub mod merge;
 pub mod model;
 pub mod safetensors_header;
+pub mod synth;
 pub mod tiny;
 pub mod trace;
 

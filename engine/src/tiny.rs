@@ -363,3 +363,65 @@ pub fn write_tiny_tokenizer(dir: &Path, t: &TinyConfig) -> Result<(), FormatErro
         }),
     )
 }
+
+/// The vocabulary of the byte tokenizer: `<unk>`, `<s>`, `</s>` and the 256 bytes.
+pub const BYTE_VOCAB: usize = 259;
+
+/// GPT-2's byte-to-symbol map (tokenizers: pre_tokenizers/byte_level.rs `bytes_char`): printable
+/// bytes stand for themselves, the others for U+0100 upwards in byte order.
+fn byte_symbols() -> Vec<char> {
+    let printable = |b: u8| matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
+    let mut next = 256u32;
+    (0..=255u8)
+        .map(|b| {
+            if printable(b) {
+                char::from(b)
+            } else {
+                let c = char::from_u32(next).unwrap_or(char::REPLACEMENT_CHARACTER);
+                next += 1;
+                c
+            }
+        })
+        .collect()
+}
+
+/// Writes `tokenizer.json` for a byte-level tiny model: BPE without merges over GPT-2's 256
+/// byte symbols (byte `b` is id `b + 3`), a ByteLevel pre-tokenizer (no prefix space) and
+/// decoder, and the specials of [`write_tiny_tokenizer`]: `<unk>` 0, `<s>` 1, `</s>` 2.
+/// Every UTF-8 text round-trips; a model over it needs a vocabulary of [`BYTE_VOCAB`].
+pub fn write_byte_tokenizer(dir: &Path) -> Result<(), FormatError> {
+    let file = dir.join("tokenizer.json");
+    let mut vocab = serde_json::Map::new();
+    for i in 0..3 {
+        vocab.insert(tiny_word(i), json!(i));
+    }
+    for (b, c) in byte_symbols().into_iter().enumerate() {
+        vocab.insert(c.to_string(), json!(b + 3));
+    }
+    let added: Vec<serde_json::Value> = (0..3)
+        .map(|i| {
+            json!({"id": i, "content": tiny_word(i), "single_word": false, "lstrip": false,
+                   "rstrip": false, "normalized": false, "special": true})
+        })
+        .collect();
+    let byte_level = json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false,
+               "use_regex": true});
+    std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    write_json(
+        &file,
+        &json!({
+            "version": "1.0",
+            "truncation": null,
+            "padding": null,
+            "added_tokens": added,
+            "normalizer": null,
+            "pre_tokenizer": byte_level,
+            "post_processor": null,
+            "decoder": byte_level,
+            "model": {"type": "BPE", "dropout": null, "unk_token": "<unk>",
+                      "continuing_subword_prefix": null, "end_of_word_suffix": null,
+                      "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
+                      "vocab": vocab, "merges": []},
+        }),
+    )
+}
