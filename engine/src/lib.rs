@@ -4,9 +4,11 @@
 //! configs); the server calls it from blocking threads, the CLI directly.
 
 pub mod adapter;
+pub mod bwt;
 pub mod config;
 pub mod data;
 pub mod error;
+pub mod eval;
 pub mod formats;
 pub mod gguf;
 pub mod inspect;

@@ -106,6 +106,7 @@ impl Attention {
         offset: usize,
         rope: (&Tensor, &Tensor),
         kv: Option<&mut Option<(Tensor, Tensor)>>,
+        mask: Option<&Tensor>,
         mode: OpsMode,
     ) -> Result<Tensor> {
         let (b, seq, _) = x.dims3()?;
@@ -138,7 +139,9 @@ impl Attention {
         let k = k.to_dtype(DType::F32)?;
         let v = v.to_dtype(DType::F32)?;
         let att = (q.matmul(&k.t()?)? / (self.head_dim as f64).sqrt())?;
-        let att = if seq > 1 {
+        let att = if let Some(mask) = mask {
+            att.broadcast_add(mask)?
+        } else if seq > 1 {
             let kv_len = k.dim(2)?;
             let mask = ops::causal_mask(seq, kv_len - seq, x.device())?;
             att.broadcast_add(&mask)?
@@ -204,10 +207,11 @@ impl Block {
         offset: usize,
         rope: (&Tensor, &Tensor),
         kv: Option<&mut Option<(Tensor, Tensor)>>,
+        mask: Option<&Tensor>,
         mode: OpsMode,
     ) -> Result<Tensor> {
         let h = self.input_layernorm.forward(x, mode)?;
-        let x = (self.self_attn.forward(&h, offset, rope, kv, mode)? + x)?;
+        let x = (self.self_attn.forward(&h, offset, rope, kv, mask, mode)? + x)?;
         let h = self.post_attention_layernorm.forward(&x, mode)?;
         self.mlp.forward(&h)? + x
     }
@@ -333,6 +337,58 @@ impl Llama {
         cache: Option<&mut Cache>,
         mode: OpsMode,
     ) -> std::result::Result<Tensor, super::ModelError> {
+        self.check_input(ids, offset, cache.as_deref())?;
+        Ok(self.run(ids, offset, cache, None, mode)?)
+    }
+
+    /// Like `forward_with`, for a batch whose row i starts with `left_pad[i]` padding tokens:
+    /// padded key positions are masked for every query. Positions are not shifted (RoPE depends
+    /// only on relative positions), so a row's logits equal those of the same row unpadded.
+    ///
+    /// `left_pad` counts padding from position 0, so it stays the same for every later call with
+    /// the same cache. The mask adds −1e9 rather than −∞, so a query that sees only padding (a
+    /// padded position itself) attends uniformly and stays finite instead of turning into NaN.
+    pub fn forward_padded(
+        &self,
+        ids: &Tensor,
+        offset: usize,
+        cache: Option<&mut Cache>,
+        left_pad: &[usize],
+        mode: OpsMode,
+    ) -> std::result::Result<Tensor, super::ModelError> {
+        self.check_input(ids, offset, cache.as_deref())?;
+        let (b, seq) = ids.dims2()?;
+        let kv_len = offset + seq;
+        if left_pad.len() != b {
+            return Err(super::ModelError::InvalidOption(format!(
+                "left_pad has {} entries for a batch of {b} rows",
+                left_pad.len()
+            )));
+        }
+        if let Some(p) = left_pad.iter().find(|p| **p > kv_len) {
+            return Err(super::ModelError::InvalidOption(format!(
+                "left padding of {p} is longer than the {kv_len} positions seen"
+            )));
+        }
+        let values: Vec<f32> = left_pad
+            .iter()
+            .flat_map(|&pad| {
+                (0..seq).flat_map(move |i| {
+                    (0..kv_len).map(move |j| if j < pad || j > offset + i { -1e9 } else { 0.0 })
+                })
+            })
+            .collect();
+        let mask = Tensor::from_vec(values, (b, 1, seq, kv_len), ids.device())?;
+        Ok(self.run(ids, offset, cache, Some(&mask), mode)?)
+    }
+
+    /// The checks shared by the forward passes: tokens present, positions in range, cache length.
+    fn check_input(
+        &self,
+        ids: &Tensor,
+        offset: usize,
+        cache: Option<&Cache>,
+    ) -> std::result::Result<(), super::ModelError> {
         let (_, seq) = ids.dims2()?;
         if seq == 0 {
             return Err(super::ModelError::InvalidOption(
@@ -346,7 +402,7 @@ impl Llama {
                 self.cfg.max_position_embeddings
             )));
         }
-        if let Some(c) = cache.as_ref()
+        if let Some(c) = cache
             && c.len() != offset
         {
             return Err(super::ModelError::InvalidOption(format!(
@@ -354,7 +410,7 @@ impl Llama {
                 c.len()
             )));
         }
-        Ok(self.run(ids, offset, cache, mode)?)
+        Ok(())
     }
 
     fn run(
@@ -362,6 +418,7 @@ impl Llama {
         ids: &Tensor,
         offset: usize,
         mut cache: Option<&mut Cache>,
+        mask: Option<&Tensor>,
         mode: OpsMode,
     ) -> Result<Tensor> {
         let mut x = self.embed_tokens.embedding(&ids.flatten_all()?)?;
@@ -369,7 +426,7 @@ impl Llama {
         x = x.reshape((b, seq, self.cfg.hidden_size))?;
         for (i, layer) in self.layers.iter().enumerate() {
             let kv = cache.as_deref_mut().and_then(|c| c.kvs.get_mut(i));
-            x = layer.forward(&x, offset, (&self.cos, &self.sin), kv, mode)?;
+            x = layer.forward(&x, offset, (&self.cos, &self.sin), kv, mask, mode)?;
         }
         let x = self.norm.forward(&x, mode)?;
         x.broadcast_matmul(&self.lm_head.t()?)?.to_dtype(DType::F32)
