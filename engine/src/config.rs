@@ -7,9 +7,10 @@ use serde::{Deserialize, Serialize};
 use crate::error::FormatError;
 
 /// The architectures clreg handles, as named in `architectures`.
-pub const SUPPORTED_ARCHITECTURES: &[&str] = &["LlamaForCausalLM", "MistralForCausalLM"];
+pub const SUPPORTED_ARCHITECTURES: &[&str] =
+    &["LlamaForCausalLM", "MistralForCausalLM", "MixtralForCausalLM"];
 /// The `model_type`s clreg handles.
-pub const SUPPORTED_MODEL_TYPES: &[&str] = &["llama", "mistral"];
+pub const SUPPORTED_MODEL_TYPES: &[&str] = &["llama", "mistral", "mixtral"];
 
 fn default_eps() -> f64 {
     1e-6
@@ -131,6 +132,15 @@ pub fn parse(bytes: &[u8], file: &str) -> Result<LlamaConfig, FormatError> {
             cfg.num_attention_heads, cfg.num_key_value_heads
         )));
     }
+    if let Some(n) = cfg.num_local_experts() {
+        let k = cfg.num_experts_per_tok();
+        if n == 0 || k == 0 || k > n {
+            return Err(bad(format!(
+                "num_local_experts {n} and num_experts_per_tok {k}: both must be positive and \
+                 top-k at most the number of experts"
+            )));
+        }
+    }
     if cfg.rms_norm_eps.is_nan() || cfg.rms_norm_eps <= 0.0 {
         return Err(bad(format!(
             "rms_norm_eps {} must be positive",
@@ -141,6 +151,23 @@ pub fn parse(bytes: &[u8], file: &str) -> Result<LlamaConfig, FormatError> {
 }
 
 impl LlamaConfig {
+    /// The number of experts per layer of a Mixtral-layout model (`num_local_experts`), `None`
+    /// for a dense model.
+    pub fn num_local_experts(&self) -> Option<usize> {
+        self.extra
+            .get("num_local_experts")
+            .and_then(serde_json::Value::as_u64)
+            .map(|n| n as usize)
+    }
+
+    /// The experts each token is routed to (`num_experts_per_tok`, Mixtral's default 2).
+    pub fn num_experts_per_tok(&self) -> usize {
+        self.extra
+            .get("num_experts_per_tok")
+            .and_then(serde_json::Value::as_u64)
+            .map_or(2, |n| n as usize)
+    }
+
     /// The size of one attention head: `head_dim` when given, else hidden size / heads.
     pub fn head_dim(&self) -> usize {
         self.head_dim
@@ -173,9 +200,26 @@ impl LlamaConfig {
                 (format!("{p}.self_attn.k_proj.weight"), vec![kv, h]),
                 (format!("{p}.self_attn.v_proj.weight"), vec![kv, h]),
                 (format!("{p}.self_attn.o_proj.weight"), vec![h, q]),
-                (format!("{p}.mlp.gate_proj.weight"), vec![inter, h]),
-                (format!("{p}.mlp.up_proj.weight"), vec![inter, h]),
-                (format!("{p}.mlp.down_proj.weight"), vec![h, inter]),
+            ]);
+            match self.num_local_experts() {
+                None => out.extend([
+                    (format!("{p}.mlp.gate_proj.weight"), vec![inter, h]),
+                    (format!("{p}.mlp.up_proj.weight"), vec![inter, h]),
+                    (format!("{p}.mlp.down_proj.weight"), vec![h, inter]),
+                ]),
+                Some(n) => {
+                    let moe = format!("{p}.block_sparse_moe");
+                    out.push((format!("{moe}.gate.weight"), vec![n as u64, h]));
+                    for e in 0..n {
+                        out.extend([
+                            (format!("{moe}.experts.{e}.w1.weight"), vec![inter, h]),
+                            (format!("{moe}.experts.{e}.w2.weight"), vec![h, inter]),
+                            (format!("{moe}.experts.{e}.w3.weight"), vec![inter, h]),
+                        ]);
+                    }
+                }
+            }
+            out.extend([
                 (format!("{p}.input_layernorm.weight"), vec![h]),
                 (format!("{p}.post_attention_layernorm.weight"), vec![h]),
             ]);

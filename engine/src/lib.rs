@@ -14,6 +14,7 @@ pub mod gguf;
 pub mod inspect;
 pub mod merge;
 pub mod model;
+pub mod moe;
 pub mod safetensors_header;
 pub mod synth;
 pub mod tiny;

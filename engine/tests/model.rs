@@ -326,6 +326,7 @@ fn lora_zero_b_is_identity_and_merged_equals_unmerged() {
         let single = LoraLinear {
             base: lin.base.clone(),
             adapters: vec![adapter.clone()],
+            moe: None,
         };
         sum = (sum + (single.forward(&x).unwrap() - &y_base).unwrap()).unwrap();
     }

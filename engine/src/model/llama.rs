@@ -5,6 +5,7 @@ use candle_core::{DType, Device, IndexOp, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::lora::LoraLinear;
+use super::moe::{FeedForward, SparseMoe};
 use super::ops::{self, OpsMode};
 use crate::config::LlamaConfig;
 
@@ -175,7 +176,7 @@ impl Mlp {
         })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let gate = self.gate_proj.forward(x)?.silu()?;
         self.down_proj.forward(&(gate * self.up_proj.forward(x)?)?)
     }
@@ -187,7 +188,8 @@ pub struct Block {
     input_layernorm: RmsNorm,
     pub self_attn: Attention,
     post_attention_layernorm: RmsNorm,
-    pub mlp: Mlp,
+    /// A dense MLP, or Mixtral's sparse MoE (`block_sparse_moe`) when the config has experts.
+    pub mlp: FeedForward,
 }
 
 impl Block {
@@ -197,7 +199,10 @@ impl Block {
             input_layernorm: RmsNorm::new(h, eps, vb.pp("input_layernorm"))?,
             self_attn: Attention::new(cfg, vb.pp("self_attn"))?,
             post_attention_layernorm: RmsNorm::new(h, eps, vb.pp("post_attention_layernorm"))?,
-            mlp: Mlp::new(cfg, vb.pp("mlp"))?,
+            mlp: match cfg.num_local_experts() {
+                None => FeedForward::Dense(Box::new(Mlp::new(cfg, vb.pp("mlp"))?)),
+                Some(_) => FeedForward::Moe(SparseMoe::new(cfg, vb.pp("block_sparse_moe"))?),
+            },
         })
     }
 
@@ -213,7 +218,7 @@ impl Block {
         let h = self.input_layernorm.forward(x, mode)?;
         let x = (self.self_attn.forward(&h, offset, rope, kv, mask, mode)? + x)?;
         let h = self.post_attention_layernorm.forward(&x, mode)?;
-        self.mlp.forward(&h)? + x
+        self.mlp.forward(&h, mode)? + x
     }
 
     /// The adaptable linear module called `name` (one of [`LINEAR_MODULES`]).
@@ -223,9 +228,16 @@ impl Block {
             "self_attn.k_proj" => &mut self.self_attn.k_proj,
             "self_attn.v_proj" => &mut self.self_attn.v_proj,
             "self_attn.o_proj" => &mut self.self_attn.o_proj,
-            "mlp.gate_proj" => &mut self.mlp.gate_proj,
-            "mlp.up_proj" => &mut self.mlp.up_proj,
-            "mlp.down_proj" => &mut self.mlp.down_proj,
+            "mlp.gate_proj" | "mlp.up_proj" | "mlp.down_proj" => {
+                let FeedForward::Dense(mlp) = &mut self.mlp else {
+                    return None;
+                };
+                match name {
+                    "mlp.gate_proj" => &mut mlp.gate_proj,
+                    "mlp.up_proj" => &mut mlp.up_proj,
+                    _ => &mut mlp.down_proj,
+                }
+            }
             _ => return None,
         })
     }
@@ -237,9 +249,16 @@ impl Block {
             "self_attn.k_proj" => &self.self_attn.k_proj,
             "self_attn.v_proj" => &self.self_attn.v_proj,
             "self_attn.o_proj" => &self.self_attn.o_proj,
-            "mlp.gate_proj" => &self.mlp.gate_proj,
-            "mlp.up_proj" => &self.mlp.up_proj,
-            "mlp.down_proj" => &self.mlp.down_proj,
+            "mlp.gate_proj" | "mlp.up_proj" | "mlp.down_proj" => {
+                let FeedForward::Dense(mlp) = &self.mlp else {
+                    return None;
+                };
+                match name {
+                    "mlp.gate_proj" => &mlp.gate_proj,
+                    "mlp.up_proj" => &mlp.up_proj,
+                    _ => &mlp.down_proj,
+                }
+            }
             _ => return None,
         })
     }
@@ -430,6 +449,20 @@ impl Llama {
         }
         let x = self.norm.forward(&x, mode)?;
         x.broadcast_matmul(&self.lm_head.t()?)?.to_dtype(DType::F32)
+    }
+
+    /// The hidden state entering each layer (`[batch, seq, hidden]`, f32) for `ids` from
+    /// position 0: transformers' `hidden_states[l]` for `l < num_hidden_layers`.
+    pub fn layer_inputs(&self, ids: &Tensor) -> Result<Vec<Tensor>> {
+        let (b, seq) = ids.dims2()?;
+        let mut x = self.embed_tokens.embedding(&ids.flatten_all()?)?;
+        x = x.reshape((b, seq, self.cfg.hidden_size))?;
+        let mut out = Vec::with_capacity(self.layers.len());
+        for layer in &self.layers {
+            out.push(x.to_dtype(DType::F32)?);
+            x = layer.forward(&x, 0, (&self.cos, &self.sin), None, None, self.mode)?;
+        }
+        Ok(out)
     }
 
     /// The logits of the last position only, `[batch, vocab]`.

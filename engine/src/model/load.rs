@@ -72,8 +72,19 @@ pub fn read_tensors(files: &[std::path::PathBuf]) -> Result<HashMap<String, Tens
 }
 
 /// Loads the model of a Hugging Face checkpoint directory onto `device`, its weights converted
-/// to `dtype` (f32, f16 or bf16 files alike).
+/// to `dtype` (f32, f16 or bf16 files alike). A Mixtral-layout config loads the sparse MoE
+/// feed-forward; a LoRA-MoE bundle directory (`clreg_moe.json`) loads its base with the routed
+/// experts.
 pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<(Llama, LlamaConfig), ModelError> {
+    if !dir.join("config.json").exists()
+        && dir.join(crate::moe::lora_moe::BUNDLE_JSON).is_file()
+    {
+        // A LoRA-MoE bundle: its base with the routed experts on top.
+        let (model, _) = crate::moe::lora_moe::load_bundle(dir, device, dtype, false)
+            .map_err(|e| ModelError::model(dir.display(), e.to_string()))?;
+        let cfg = model.config().clone();
+        return Ok((model, cfg));
+    }
     let cfg = read_config(dir)?;
     if cfg.hidden_act != "silu" {
         return Err(ModelError::model(

@@ -91,6 +91,8 @@ pub struct LoraLinear {
     /// The frozen base weight `[out, in]`.
     pub base: candle_nn::Linear,
     pub adapters: Vec<LoraAdapter>,
+    /// Routed LoRA experts (LoRA-MoE) added on top of the adapters.
+    pub moe: Option<super::moe::LoraMoe>,
 }
 
 impl LoraLinear {
@@ -98,6 +100,7 @@ impl LoraLinear {
         Self {
             base: candle_nn::Linear::new(weight, None),
             adapters: Vec::new(),
+            moe: None,
         }
     }
 
@@ -121,6 +124,9 @@ impl Module for LoraLinear {
         let mut y = self.base.forward(x)?;
         for adapter in &self.adapters {
             y = (y + adapter.forward(x)?)?;
+        }
+        if let Some(moe) = &self.moe {
+            y = (y + moe.forward(x)?)?;
         }
         Ok(y)
     }

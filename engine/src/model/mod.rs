@@ -10,6 +10,7 @@ mod generate;
 mod llama;
 mod load;
 mod lora;
+pub mod moe;
 pub mod ops;
 
 pub use error::ModelError;
@@ -17,4 +18,5 @@ pub use generate::{GenerateOptions, generate, generate_ids, load_tokenizer};
 pub use llama::{Attention, Block, Cache, LINEAR_MODULES, Llama, Mlp};
 pub use load::{load, read_config, read_tensors, weight_files};
 pub use lora::{LoraAdapter, LoraLinear};
+pub use moe::{FeedForward, GateNorm, LoraMoe, SparseMoe};
 pub use ops::OpsMode;
