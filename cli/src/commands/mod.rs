@@ -18,6 +18,7 @@ mod collab;
 mod dataset;
 mod ledger;
 mod local;
+mod mix;
 mod pull;
 mod push;
 
@@ -87,6 +88,7 @@ pub async fn run(args: Args) -> Result<ExitStatus> {
         Command::Local(LocalCommand::Merge(a)) => local::merge(&ctx, a).await,
         Command::Local(LocalCommand::ImportGguf(a)) => local::import_gguf(&ctx, a).await,
         Command::Local(LocalCommand::Generate(a)) => local::generate(&ctx, a).await,
+        Command::Local(LocalCommand::Mix(a)) => mix::mix(&ctx, a).await,
         Command::Push(a) => push::push(&ctx, a).await,
         Command::Pull(a) => pull::pull(&ctx, a).await,
         Command::Ls(a) => artifacts::ls(&ctx, a).await,

@@ -493,3 +493,104 @@ async fn local_generate_and_import_refusals() {
     assert!(refused.stderr.contains("gguf"), "{}", refused.stderr);
     assert!(!out.exists());
 }
+
+#[tokio::test]
+async fn local_mix_from_a_mergekit_moe_recipe() {
+    use clreg_engine::formats::Checkpoint;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let cli = Cli::new();
+    let base = root.join("base");
+    cli.ok(&["local", "tiny", "-o", base.to_str().unwrap(), "--seed", "5"])
+        .await;
+    // Two experts that are the base itself: the mixture must generate what the base does.
+    let recipe = root.join("moe.yml");
+    std::fs::write(
+        &recipe,
+        format!(
+            "base_model: {0}\ngate_mode: hidden\nexperts_per_token: 2\nexperts:\n  - source_model: {0}\n    positive_prompts: [\"w5 w6 w7\"]\n  - source_model: {0}\n    positive_prompts: [\"w40 w41\"]\n    negative_prompts: [\"w5\"]\n",
+            base.display()
+        ),
+    )
+    .unwrap();
+    let out = root.join("moe");
+    let report = cli
+        .ok(&[
+            "--json",
+            "local",
+            "mix",
+            "--config",
+            recipe.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ])
+        .await
+        .json();
+    assert_eq!(report["kind"], "mixtral");
+    let record: Value =
+        serde_json::from_slice(&std::fs::read(out.join("clreg_mix.json")).unwrap()).unwrap();
+    assert_eq!(record["router"]["init"], "hidden");
+    assert_eq!(record["experts"][1]["negative_prompts"], 1);
+    // Parameter counts against the written tensors.
+    let c = Checkpoint::open(&out).unwrap();
+    let total: u64 = c
+        .names()
+        .iter()
+        .map(|n| c.meta(n).unwrap().numel() as u64)
+        .sum();
+    assert_eq!(report["parameters"]["total"], total);
+    let cfg: Value =
+        serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["architectures"][0], "MixtralForCausalLM");
+    let generate = |model: &Path| {
+        [
+            "--json".to_string(),
+            "local".to_string(),
+            "generate".to_string(),
+            model.display().to_string(),
+            "--prompt".to_string(),
+            "w5 w6 w7".to_string(),
+            "--max-tokens".to_string(),
+            "6".to_string(),
+        ]
+    };
+    let g = generate(&out);
+    let mixed = cli
+        .ok(&g.iter().map(String::as_str).collect::<Vec<_>>())
+        .await
+        .json();
+    let g = generate(&base);
+    let plain = cli
+        .ok(&g.iter().map(String::as_str).collect::<Vec<_>>())
+        .await
+        .json();
+    assert_eq!(mixed["text"], plain["text"]);
+
+    // One expert is refused with the recipe's reason, and nothing is written.
+    std::fs::write(
+        &recipe,
+        format!(
+            "base_model: {0}\ngate_mode: random\nexperts:\n  - source_model: {0}\n",
+            base.display()
+        ),
+    )
+    .unwrap();
+    let out2 = root.join("moe2");
+    let refused = cli
+        .run(&[
+            "local",
+            "mix",
+            "--config",
+            recipe.to_str().unwrap(),
+            "-o",
+            out2.to_str().unwrap(),
+        ])
+        .await;
+    assert_ne!(refused.code, 0);
+    assert!(
+        refused.stderr.contains("at least two"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!out2.exists());
+}
