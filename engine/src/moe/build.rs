@@ -502,6 +502,22 @@ pub fn mix_mixtral(
         training_record = Some(outcome.record);
     }
 
+    // The inputs are hashed for the record on another thread while the output is written:
+    // hashing is CPU-bound, writing mostly waits on the disk.
+    let to_hash = (
+        checkpoint_files(&base),
+        experts
+            .iter()
+            .map(|c| {
+                (
+                    c.dir().to_path_buf(),
+                    "checkpoint".to_string(),
+                    checkpoint_files(c),
+                )
+            })
+            .collect::<Vec<_>>(),
+    );
+    let hasher = std::thread::spawn(move || hash_all(to_hash.0, to_hash.1));
     let staging = Staging::new(out_dir)?;
     let tensor_specs: Vec<TensorSpec> = specs.iter().map(|(s, _)| s.clone()).collect();
     let bytes_total: u64 = tensor_specs.iter().map(TensorSpec::bytes).sum();
@@ -543,19 +559,9 @@ pub fn mix_mixtral(
     write_json(&staging.path().join(CONFIG), &out_cfg_json)?;
     copy_side_files(base.dir(), staging.path())?;
 
-    let (base_files, expert_files) = hash_all(
-        checkpoint_files(&base),
-        experts
-            .iter()
-            .map(|c| {
-                (
-                    c.dir().to_path_buf(),
-                    "checkpoint".to_string(),
-                    checkpoint_files(c),
-                )
-            })
-            .collect(),
-    )?;
+    let (base_files, expert_files) = hasher
+        .join()
+        .map_err(|_| MoeError::Compute("the hashing thread panicked".to_string()))??;
     let parameters = mixtral_params(&cfg, n, k);
     let record = MixRecord {
         clreg_version: env!("CARGO_PKG_VERSION").to_string(),
