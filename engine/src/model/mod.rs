@@ -6,6 +6,7 @@
 
 mod adapters;
 mod error;
+pub mod fused;
 mod generate;
 mod llama;
 mod load;
