@@ -19,5 +19,6 @@ pub mod safetensors_header;
 pub mod synth;
 pub mod tiny;
 pub mod trace;
+pub mod train;
 
 pub use error::FormatError;

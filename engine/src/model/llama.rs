@@ -451,6 +451,24 @@ impl Llama {
         x.broadcast_matmul(&self.lm_head.t()?)?.to_dtype(DType::F32)
     }
 
+    /// The final normalised hidden states `[batch, seq, hidden]` of `ids` from position 0, before
+    /// the output layer: training applies [`Self::lm_head`] only to the positions its loss
+    /// counts, which saves most of the largest matmul of a step.
+    pub fn hidden_states(&self, ids: &Tensor, mode: OpsMode) -> Result<Tensor> {
+        let (b, seq) = ids.dims2()?;
+        let mut x = self.embed_tokens.embedding(&ids.flatten_all()?)?;
+        x = x.reshape((b, seq, self.cfg.hidden_size))?;
+        for layer in &self.layers {
+            x = layer.forward(&x, 0, (&self.cos, &self.sin), None, None, mode)?;
+        }
+        self.norm.forward(&x, mode)
+    }
+
+    /// The output layer's weight `[vocab, hidden]` (the embedding matrix when tied).
+    pub fn lm_head(&self) -> &Tensor {
+        &self.lm_head
+    }
+
     /// The hidden state entering each layer (`[batch, seq, hidden]`, f32) for `ids` from
     /// position 0: transformers' `hidden_states[l]` for `l < num_hidden_layers`.
     pub fn layer_inputs(&self, ids: &Tensor) -> Result<Vec<Tensor>> {
