@@ -569,6 +569,191 @@ Recipe (mergekit-moe's YAML subset; paths are relative to the current directory)
 The output holds the mixture and clreg_mix.json (router init, prompts' digests, seeds,
 parameter counts, input digests). Nothing is left behind on error or Ctrl-C.")]
     Mix(MixArgs),
+
+    /// Continue-train a model on TRACE data: a LoRA adapter (sequential, merged or stacked on
+    /// earlier rounds), O-LoRA, or full fine-tuning; plain, replay or joint data schedules.
+    #[command(after_help = "\
+Examples:
+  clreg local train --base ./base --data cstance/train.json -o ./round1
+  clreg local train --base ./base --adapter ./round1 --data fomc/train.json -o ./round2
+  clreg local train --base ./base --adapter ./round1 --data fomc/train.json --method olora --lambda 0.5 -o ./round2-olora
+  clreg local train --base ./base --data fomc/train.json --replay 0.1 --past cstance/train.json -o ./round2-replay
+  clreg local train --base ./base --data a.json --past b.json c.json --joint -o ./joint
+  clreg local train --base ./base --data a.json --method fft --lr 2e-5 -o ./round1-fft
+
+The loss counts answer tokens only (prompt + answer + eos). Outputs: a PEFT adapter (lora, olora)
+or a Hugging Face checkpoint (fft), plus clreg_train.json with settings, seeds, input digests,
+data counts, the loss of every step and tokens/s. Progress goes to stderr; Ctrl-C stops between
+steps (checkpoints written so far are kept; resume with --resume).")]
+    Train(Box<TrainArgs>),
+
+    /// Evaluate a model on TRACE tasks (generation metrics or multiple-choice log-likelihood) and
+    /// write a JSON report per task.
+    #[command(after_help = "\
+Examples:
+  clreg local eval ./base --adapter ./round1 --suite ./suite -o report.json
+  clreg local eval ./base --tasks cstance/test.json:exact fomc/test.json:exact -o report.json
+  clreg local eval ./base --tasks facts/test.json:mc --limit 20
+
+A task is FILE:METRIC (metrics: exact, first_char, rouge_l, edit_sim, sari, final_number, mc),
+or every test set of a suite written by `clreg local synth` (--suite DIR).")]
+    Eval(EvalArgs),
+
+    /// Backward/forward transfer and gain over the base from a score matrix (JSON).
+    #[command(after_help = "\
+Example:
+  clreg local bwt matrix.json
+
+matrix.json: {\"tasks\": [\"a\", \"b\"], \"rounds\": [[0.5, 0.1], [0.4, 0.7]], \"base\": [0.2, 0.1]}
+(rounds[t][j] = score on task j after round t+1; optional \"round_of_task\" when a task has
+several score columns).")]
+    Bwt(BwtArgs),
+
+    /// Write the synthetic mini-TRACE suite (seven tasks + an old-knowledge multiple-choice set),
+    /// deterministic from the seed.
+    #[command(after_help = "\
+Example:
+  clreg local synth -o ./suite --seed 1 --train 200 --eval 20 --test 50")]
+    Synth(SynthArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TrainArgs {
+    /// The base checkpoint (config.json, safetensors, tokenizer.json).
+    #[arg(long)]
+    pub base: std::path::PathBuf,
+    /// Earlier rounds' PEFT adapters, oldest first.
+    #[arg(long, num_args = 1..)]
+    pub adapter: Vec<std::path::PathBuf>,
+    /// The current task's TRACE files (JSON array or JSON Lines).
+    #[arg(long, num_args = 1.., required = true)]
+    pub data: Vec<std::path::PathBuf>,
+    /// Earlier tasks' TRACE files, one task each (for --replay or --joint).
+    #[arg(long, num_args = 1..)]
+    pub past: Vec<std::path::PathBuf>,
+    #[arg(long, default_value = "lora", value_parser = ["lora", "fft", "olora"])]
+    pub method: String,
+    /// merged: earlier adapters are merged into the weights (the study's); stacked: kept frozen.
+    #[arg(long, default_value = "merged", value_parser = ["merged", "stacked"])]
+    pub mode: String,
+    /// Replay: each earlier task contributes round(FRACTION x |current|) examples per epoch.
+    #[arg(long, conflicts_with = "joint")]
+    pub replay: Option<f64>,
+    /// Joint training: every --data and --past file is a task; smaller ones are upsampled.
+    #[arg(long)]
+    pub joint: bool,
+    /// O-LoRA weight of the orthogonality term.
+    #[arg(long, default_value_t = 0.5)]
+    pub lambda: f64,
+    /// O-LoRA penalty: l1 = sum |A_t A_i^T|, sq = sum of squares.
+    #[arg(long, default_value = "l1", value_parser = ["l1", "sq"])]
+    pub orth: String,
+    /// O-LoRA weight of the L2 norm of the new LoRA's parameters.
+    #[arg(long, default_value_t = 0.0)]
+    pub lambda2: f64,
+    #[arg(long, default_value_t = 8)]
+    pub r: usize,
+    #[arg(long, default_value_t = 16.0)]
+    pub alpha: f64,
+    /// Recorded in adapter_config.json; not applied while training.
+    #[arg(long, default_value_t = 0.0)]
+    pub dropout: f64,
+    #[arg(long)]
+    pub rslora: bool,
+    /// LoRA target modules.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
+    )]
+    pub targets: Vec<String>,
+    /// FFT: train only weights whose name contains one of these (default: all).
+    #[arg(long, value_delimiter = ',')]
+    pub fft_params: Vec<String>,
+    #[arg(long, default_value_t = 2e-5)]
+    pub lr: f64,
+    #[arg(long, default_value = "constant", value_parser = ["constant", "linear", "cosine"])]
+    pub lr_schedule: String,
+    #[arg(long, default_value_t = 0)]
+    pub warmup: usize,
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f64,
+    #[arg(long, default_value_t = 4)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 4)]
+    pub grad_accum: usize,
+    #[arg(long, default_value_t = 1)]
+    pub epochs: usize,
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    /// Tokens per example (longer ones are truncated: the answer keeps up to half, the prompt its end).
+    #[arg(long, default_value_t = 512)]
+    pub max_len: usize,
+    /// Concatenate examples into rows of --max-len tokens instead of padding.
+    #[arg(long)]
+    pub packing: bool,
+    /// Clip the global gradient norm (0 turns clipping off).
+    #[arg(long, default_value_t = 1.0)]
+    pub clip_grad: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Where checkpoints go (default: OUTPUT.ckpt when --checkpoint-every is set).
+    #[arg(long)]
+    pub checkpoint_dir: Option<std::path::PathBuf>,
+    #[arg(long)]
+    pub checkpoint_every: Option<usize>,
+    /// Continue from the newest checkpoint in the checkpoint directory.
+    #[arg(long)]
+    pub resume: bool,
+    /// Output directory (must not exist or be empty).
+    #[arg(short, long)]
+    pub output: std::path::PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct EvalArgs {
+    /// A checkpoint directory (config.json, safetensors, tokenizer.json).
+    pub model: std::path::PathBuf,
+    /// PEFT adapters stacked on the model, in order.
+    #[arg(long, num_args = 1..)]
+    pub adapter: Vec<std::path::PathBuf>,
+    /// Tasks as FILE:METRIC.
+    #[arg(long, num_args = 1..)]
+    pub tasks: Vec<String>,
+    /// A suite written by `clreg local synth`: its test sets and old-knowledge set.
+    #[arg(long)]
+    pub suite: Option<std::path::PathBuf>,
+    /// Evaluate the first N examples of each task.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 64)]
+    pub max_tokens: usize,
+    /// Write the reports (a JSON array) here as well as to stdout with --json.
+    #[arg(short, long)]
+    pub output: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BwtArgs {
+    /// The score matrix (JSON).
+    pub matrix: std::path::PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SynthArgs {
+    /// Output directory (created).
+    #[arg(short, long)]
+    pub output: std::path::PathBuf,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, default_value_t = 200)]
+    pub train: usize,
+    #[arg(long, default_value_t = 20)]
+    pub eval: usize,
+    #[arg(long, default_value_t = 50)]
+    pub test: usize,
 }
 
 #[derive(Debug, clap::Args)]
@@ -646,6 +831,10 @@ pub struct TinyArgs {
     /// Shard the weights into files of at most this many bytes.
     #[arg(long)]
     pub shard_bytes: Option<u64>,
+    /// words: a word-level vocabulary of --vocab made-up words; bytes: a byte-level BPE
+    /// tokenizer that encodes any text (the vocabulary becomes at least 259).
+    #[arg(long, default_value = "words", value_parser = ["words", "bytes"])]
+    pub tokenizer: String,
 }
 
 #[derive(Debug, clap::Args)]

@@ -53,6 +53,11 @@ impl Output {
         }
     }
 
+    /// Whether notes are suppressed (`--quiet`).
+    pub fn is_quiet(&self) -> bool {
+        self.quiet
+    }
+
     /// Whether progress bars are drawn: stderr is a terminal and not `--quiet`.
     pub fn progress(&self) -> bool {
         !self.quiet && std::io::stderr().is_terminal()

@@ -27,11 +27,21 @@ pub fn tiny(ctx: &Ctx, a: TinyArgs) -> Result<ExitStatus> {
         layers: a.layers,
         heads: a.heads,
         kv_heads: a.kv_heads,
-        vocab: a.vocab,
+        vocab: if a.tokenizer == "bytes" {
+            a.vocab.max(clreg_engine::tiny::BYTE_VOCAB)
+        } else {
+            a.vocab
+        },
         tie: a.tie,
     };
     write_tiny_llama(&a.output, &t, a.seed, a.shard_bytes)
-        .and_then(|()| clreg_engine::tiny::write_tiny_tokenizer(&a.output, &t))
+        .and_then(|()| {
+            if a.tokenizer == "bytes" {
+                clreg_engine::tiny::write_byte_tokenizer(&a.output)
+            } else {
+                clreg_engine::tiny::write_tiny_tokenizer(&a.output, &t)
+            }
+        })
         .map_err(|e| LocalError::usage(e.to_string()))?;
     let parameters = clreg_engine::tiny::tiny_llama_config(&t).parameters();
     let summary = serde_json::json!({"dir": a.output, "seed": a.seed, "parameters": parameters});
@@ -99,7 +109,7 @@ pub async fn merge(ctx: &Ctx, a: MergeArgs) -> Result<ExitStatus> {
     Ok(ExitStatus::Success)
 }
 
-fn cancel_on_ctrl_c() -> (Arc<AtomicBool>, tokio::task::JoinHandle<()>) {
+pub(crate) fn cancel_on_ctrl_c() -> (Arc<AtomicBool>, tokio::task::JoinHandle<()>) {
     let cancel = Arc::new(AtomicBool::new(false));
     let flag = cancel.clone();
     let task = tokio::spawn(async move {
@@ -156,7 +166,7 @@ pub async fn generate(ctx: &Ctx, a: GenerateArgs) -> Result<ExitStatus> {
     use clreg_engine::model::{self, GenerateOptions};
     let started = std::time::Instant::now();
     let result =
-        tokio::task::spawn_blocking(move || -> Result<(String, usize), model::ModelError> {
+        tokio::task::spawn_blocking(move || -> Result<(String, usize, f64), model::ModelError> {
             let device = candle_core::Device::Cpu;
             let (mut llama, _) = model::load(&a.model, &device, candle_core::DType::F32)?;
             for dir in &a.adapter {
@@ -170,21 +180,28 @@ pub async fn generate(ctx: &Ctx, a: GenerateArgs) -> Result<ExitStatus> {
                 seed: a.seed,
                 ..GenerateOptions::default()
             };
-            let text = model::generate(&llama, &tokenizer, &a.prompt, options)?;
-            let tokens = tokenizer
-                .encode(text.as_str(), false)
-                .map(|e| e.len())
-                .unwrap_or(0);
-            Ok((text, tokens))
+            let generating = std::time::Instant::now();
+            let encoding = tokenizer.encode(a.prompt.as_str(), true).map_err(|e| {
+                model::ModelError::InvalidOption(format!("cannot tokenize the prompt: {e}"))
+            })?;
+            let ids = model::generate_ids(&llama, encoding.get_ids(), &options)?;
+            let seconds = generating.elapsed().as_secs_f64();
+            let text = tokenizer
+                .decode(&ids, true)
+                .map_err(|e| model::ModelError::InvalidOption(format!("cannot decode: {e}")))?;
+            Ok((text, ids.len(), seconds))
         })
         .await?;
-    let (text, tokens) = result.map_err(|e| LocalError::refused(e.code(), e.to_string()))?;
+    let (text, tokens, generate_seconds) =
+        result.map_err(|e| LocalError::refused(e.code(), e.to_string()))?;
     let seconds = started.elapsed().as_secs_f64();
     ctx.out.note(&format!(
-        "{tokens} tokens in {seconds:.2} s (load included)"
+        "{tokens} tokens in {generate_seconds:.2} s ({:.1} tokens/s; {seconds:.2} s with loading)",
+        tokens as f64 / generate_seconds.max(1e-9)
     ));
     ctx.out.emit(
-        &serde_json::json!({"text": text, "tokens": tokens, "seconds": seconds}),
+        &serde_json::json!({"text": text, "tokens": tokens, "seconds": seconds,
+            "generate_seconds": generate_seconds}),
         || text.clone(),
     )?;
     Ok(ExitStatus::Success)

@@ -21,6 +21,7 @@ mod local;
 mod mix;
 mod pull;
 mod push;
+mod train;
 
 /// What every command gets: how to print, and how to reach the server.
 pub struct Ctx {
@@ -89,6 +90,10 @@ pub async fn run(args: Args) -> Result<ExitStatus> {
         Command::Local(LocalCommand::ImportGguf(a)) => local::import_gguf(&ctx, a).await,
         Command::Local(LocalCommand::Generate(a)) => local::generate(&ctx, a).await,
         Command::Local(LocalCommand::Mix(a)) => mix::mix(&ctx, a).await,
+        Command::Local(LocalCommand::Train(a)) => train::train(&ctx, *a).await,
+        Command::Local(LocalCommand::Eval(a)) => train::eval(&ctx, a).await,
+        Command::Local(LocalCommand::Bwt(a)) => train::bwt(&ctx, a),
+        Command::Local(LocalCommand::Synth(a)) => train::synth(&ctx, a),
         Command::Push(a) => push::push(&ctx, a).await,
         Command::Pull(a) => pull::pull(&ctx, a).await,
         Command::Ls(a) => artifacts::ls(&ctx, a).await,
