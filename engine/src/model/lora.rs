@@ -80,8 +80,9 @@ impl LoraAdapter {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = x.broadcast_matmul(&self.a.t()?)?;
-        h.broadcast_matmul(&self.b.t()?)? * self.scale
+        // `fused::linear` skips the gradient of a frozen A or B (earlier, stacked adapters).
+        let h = super::fused::linear(x, &self.a)?;
+        super::fused::linear(&h, &self.b)? * self.scale
     }
 }
 
@@ -121,7 +122,9 @@ impl LoraLinear {
 
 impl Module for LoraLinear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mut y = self.base.forward(x)?;
+        // The base weight is frozen unless full fine-tuning made it a variable: its gradient is
+        // never computed then, which candle's matmul backward would do.
+        let mut y = super::fused::linear(x, self.base.weight())?;
         for adapter in &self.adapters {
             y = (y + adapter.forward(x)?)?;
         }
