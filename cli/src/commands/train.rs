@@ -12,7 +12,7 @@ use clreg_engine::train::{
     TrainConfig, TrainEvent, TrainJob,
 };
 
-use crate::args::{BwtArgs, EvalArgs, SynthArgs, TrainArgs};
+use crate::args::{BwtArgs, EvalArgs, SplitArgs, SynthArgs, TrainArgs};
 use crate::commands::Ctx;
 use crate::commands::local::cancel_on_ctrl_c;
 use crate::error::{ExitStatus, LocalError};
@@ -401,6 +401,51 @@ pub fn synth(ctx: &Ctx, a: SynthArgs) -> Result<ExitStatus> {
             a.output.display()
         ));
         lines.join("\n")
+    })?;
+    Ok(ExitStatus::Success)
+}
+
+pub fn split(ctx: &Ctx, a: SplitArgs) -> Result<ExitStatus> {
+    let examples = clreg_engine::data::read_trace(&a.file)
+        .map_err(|e| LocalError::refused(e.code(), e.to_string()))?;
+    let parts = clreg_engine::data::split(examples, a.eval, a.test, a.seed)
+        .map_err(|e| LocalError::refused(e.code(), e.to_string()))?;
+    let files = [
+        ("train", &parts.train),
+        ("eval", &parts.eval),
+        ("test", &parts.test),
+    ];
+    for (name, _) in &files {
+        let path = a.output.join(format!("{name}.json"));
+        if path.exists() {
+            return Err(LocalError::usage(format!(
+                "{} exists; choose another output directory",
+                path.display()
+            ))
+            .into());
+        }
+    }
+    std::fs::create_dir_all(&a.output)
+        .map_err(|e| LocalError::usage(format!("cannot create {}: {e}", a.output.display())))?;
+    for (name, examples) in &files {
+        let path = a.output.join(format!("{name}.json"));
+        let text = serde_json::to_string_pretty(examples)? + "\n";
+        std::fs::write(&path, text)
+            .map_err(|e| LocalError::usage(format!("cannot write {}: {e}", path.display())))?;
+    }
+    let counts = serde_json::json!({
+        "train": parts.train.len(), "eval": parts.eval.len(), "test": parts.test.len(),
+        "seed": a.seed, "dir": a.output,
+    });
+    ctx.out.emit(&counts, || {
+        format!(
+            "train {} / eval {} / test {} examples (seed {}) in {}",
+            parts.train.len(),
+            parts.eval.len(),
+            parts.test.len(),
+            a.seed,
+            a.output.display()
+        )
     })?;
     Ok(ExitStatus::Success)
 }

@@ -7,6 +7,7 @@
 mod adapters;
 mod error;
 pub mod fused;
+pub mod fused;
 mod generate;
 mod llama;
 mod load;

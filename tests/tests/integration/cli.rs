@@ -594,3 +594,179 @@ async fn local_mix_from_a_mergekit_moe_recipe() {
     );
     assert!(!out2.exists());
 }
+
+#[tokio::test]
+async fn local_synth_split_train_eval_and_bwt() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let p = |name: &str| root.join(name).to_str().unwrap().to_string();
+    let cli = Cli::new();
+    let suite = cli
+        .ok(&[
+            "--json",
+            "local",
+            "synth",
+            "-o",
+            &p("suite"),
+            "--seed",
+            "3",
+            "--train",
+            "24",
+            "--eval",
+            "4",
+            "--test",
+            "6",
+        ])
+        .await
+        .json();
+    assert_eq!(suite["tasks"].as_array().unwrap().len(), 7);
+    // The same seed writes the same bytes.
+    cli.ok(&[
+        "local",
+        "synth",
+        "-o",
+        &p("suite2"),
+        "--seed",
+        "3",
+        "--train",
+        "24",
+        "--eval",
+        "4",
+        "--test",
+        "6",
+    ])
+    .await;
+    same_tree(&root.join("suite"), &root.join("suite2"));
+
+    let split = cli
+        .ok(&[
+            "--json",
+            "local",
+            "split",
+            &p("suite/cstance/train.json"),
+            "-o",
+            &p("cstance"),
+            "--eval",
+            "0.25",
+            "--test",
+            "0",
+        ])
+        .await
+        .json();
+    assert_eq!(
+        (split["train"].as_u64(), split["eval"].as_u64()),
+        (Some(18), Some(6))
+    );
+
+    cli.ok(&[
+        "local",
+        "tiny",
+        "-o",
+        &p("base"),
+        "--seed",
+        "1",
+        "--tokenizer",
+        "bytes",
+    ])
+    .await;
+    let trained = cli
+        .ok(&[
+            "--json",
+            "local",
+            "train",
+            "--base",
+            &p("base"),
+            "--data",
+            &p("cstance/train.json"),
+            "--batch-size",
+            "6",
+            "--grad-accum",
+            "1",
+            "--lr",
+            "1e-3",
+            "--max-len",
+            "96",
+            "--max-steps",
+            "2",
+            "-o",
+            &p("round1"),
+        ])
+        .await;
+    let summary = trained.json();
+    assert_eq!(summary["output_kind"], "adapter");
+    assert_eq!(summary["steps"], 2);
+    assert!(trained.stderr.contains("step 2/2"), "{}", trained.stderr);
+    let record: Value =
+        serde_json::from_slice(&std::fs::read(root.join("round1/clreg_train.json")).unwrap())
+            .unwrap();
+    assert_eq!(record["losses"].as_array().unwrap().len(), 2);
+    assert_eq!(record["counts"]["per_epoch"][0], 18);
+
+    // Replay without --past is refused with its code, and nothing is written.
+    let refused = cli
+        .run(&[
+            "local",
+            "train",
+            "--base",
+            &p("base"),
+            "--data",
+            &p("cstance/train.json"),
+            "--replay",
+            "0.1",
+            "-o",
+            &p("round2"),
+        ])
+        .await;
+    assert_ne!(refused.code, 0);
+    assert!(
+        refused.stderr.contains("no_past_data"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!root.join("round2").exists());
+
+    let reports = cli
+        .ok(&[
+            "--json",
+            "local",
+            "eval",
+            &p("base"),
+            "--adapter",
+            &p("round1"),
+            "--suite",
+            &p("suite"),
+            "--limit",
+            "2",
+            "--max-tokens",
+            "4",
+            "-o",
+            &p("report.json"),
+        ])
+        .await
+        .json();
+    let reports = reports.as_array().unwrap();
+    assert_eq!(reports.len(), 8, "seven tasks and the old-knowledge set");
+    for r in reports {
+        let score = r["score"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&score), "{r}");
+        assert_eq!(r["n"], 2);
+    }
+    assert_eq!(reports[7]["metric"], "mc");
+    assert!(reports[7]["acc"].is_number());
+    assert!(root.join("report.json").exists());
+
+    // BWT of a matrix with known values: R = [[0.5, 0.1], [0.4, 0.7]], base [0.2, 0.1].
+    std::fs::write(
+        root.join("m.json"),
+        r#"{"tasks": ["a", "b"], "rounds": [[0.5, 0.1], [0.4, 0.7]], "base": [0.2, 0.1]}"#,
+    )
+    .unwrap();
+    let bwt = cli
+        .ok(&["--json", "local", "bwt", &p("m.json")])
+        .await
+        .json();
+    assert!((bwt["bwt"].as_f64().unwrap() - -0.1).abs() < 1e-12, "{bwt}");
+    assert!((bwt["fwt"].as_f64().unwrap() - 0.0).abs() < 1e-12, "{bwt}");
+    assert!((bwt["relative_bwt"][0].as_f64().unwrap() - -0.2).abs() < 1e-12);
+    assert!((bwt["gain"][1].as_f64().unwrap() - 6.0).abs() < 1e-12);
+}

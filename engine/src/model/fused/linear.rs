@@ -75,7 +75,10 @@ impl CustomOp2 for FrozenLinear {
             bail!("linear_frozen: the input must be contiguous");
         };
         let &[n, k] = l2.dims() else {
-            bail!("linear_frozen: the weight must be [out, in], got {:?}", l2.dims());
+            bail!(
+                "linear_frozen: the weight must be [out, in], got {:?}",
+                l2.dims()
+            );
         };
         let m = l1.shape().elem_count() / k.max(1);
         let lhs = Layout::contiguous_with_offset((m, k), start);

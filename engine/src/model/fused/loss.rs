@@ -33,7 +33,9 @@ pub fn cross_entropy(logits: &Tensor, targets: &Tensor, weights: &Tensor) -> Res
     if !on_cpu(logits) {
         let logp = candle_nn::ops::log_softmax(logits, D::Minus1)?;
         let picked = logp.gather(&targets.unsqueeze(1)?, 1)?.squeeze(1)?;
-        return (picked * weights.to_dtype(logits.dtype())?)?.sum_all()?.neg();
+        return (picked * weights.to_dtype(logits.dtype())?)?
+            .sum_all()?
+            .neg();
     }
     // Weights are constants: detached, they never wait for a gradient in the backward pass.
     logits.apply_op3(targets, &weights.detach(), CrossEntropy::default())
@@ -73,7 +75,11 @@ impl<'a, T: Real> Inputs<'a, T> {
         if targets.len() != n || weights.len() != n {
             bail!("cross_entropy: targets and weights need one entry per row of the logits");
         }
-        if let Some((i, t)) = targets.iter().enumerate().find(|(_, t)| **t as usize >= vocab) {
+        if let Some((i, t)) = targets
+            .iter()
+            .enumerate()
+            .find(|(_, t)| **t as usize >= vocab)
+        {
             bail!("cross_entropy: target {t} of row {i} is outside the vocabulary of {vocab}");
         }
         Ok(Self {
@@ -145,7 +151,10 @@ impl CustomOp3 for CrossEntropy {
             if let Ok(mut slot) = self.lse.lock() {
                 *slot = Some(lse);
             }
-            Ok((T::to_cpu_storage_owned(vec![T::from_f64(total)]), Shape::from(())))
+            Ok((
+                T::to_cpu_storage_owned(vec![T::from_f64(total)]),
+                Shape::from(()),
+            ))
         })
     }
 
@@ -163,7 +172,11 @@ impl CustomOp3 for CrossEntropy {
             lse,
             scale: scale.first().copied().unwrap_or(0.0),
         };
-        Ok((Some(logits.apply_op3_no_bwd(targets, weights, &op)?), None, None))
+        Ok((
+            Some(logits.apply_op3_no_bwd(targets, weights, &op)?),
+            None,
+            None,
+        ))
     }
 }
 

@@ -1,7 +1,9 @@
 //! RMSNorm over the last dimension, `x / sqrt(mean(x²) + eps) · w`, with gradients for both `x`
 //! and `w` (full fine-tuning trains the norms).
 
-use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, WithDType, bail};
+use candle_core::{
+    CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, WithDType, bail,
+};
 use rayon::prelude::*;
 
 use super::{Real, Rows, contiguous, on_cpu, rows_per_task, same_dtype, with_float};

@@ -1,6 +1,8 @@
 //! Softmax over the last dimension; backward `y ⊙ (g − Σ g⊙y)`.
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, WithDType, bail};
+use candle_core::{
+    CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, WithDType, bail,
+};
 use rayon::prelude::*;
 
 use super::norm::dot;
@@ -19,7 +21,9 @@ struct Softmax;
 
 /// Writes the softmax of `x` into `o`.
 fn softmax_row<T: Real>(x: &[T], o: &mut [T]) {
-    let max = x.iter().fold(T::from_f64(f64::NEG_INFINITY), |m, &v| m.maximum(v));
+    let max = x
+        .iter()
+        .fold(T::from_f64(f64::NEG_INFINITY), |m, &v| m.maximum(v));
     let mut sum = T::ZERO;
     for (o, &x) in o.iter_mut().zip(x) {
         *o = (x - max).exp();
