@@ -7,7 +7,6 @@
 mod adapters;
 mod error;
 pub mod fused;
-pub mod fused;
 mod generate;
 mod llama;
 mod load;
