@@ -448,7 +448,8 @@ impl Llama {
             x = layer.forward(&x, offset, (&self.cos, &self.sin), kv, mask, mode)?;
         }
         let x = self.norm.forward(&x, mode)?;
-        x.broadcast_matmul(&self.lm_head.t()?)?.to_dtype(DType::F32)
+        // A frozen output layer gets no gradient of its own (~29 GFLOP saved per 4×128 batch).
+        super::fused::linear(&x, &self.lm_head)?.to_dtype(DType::F32)
     }
 
     /// The final normalised hidden states `[batch, seq, hidden]` of `ids` from position 0, before

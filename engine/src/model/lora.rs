@@ -81,8 +81,9 @@ impl LoraAdapter {
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         // `fused::linear` skips the gradient of a frozen A or B (earlier, stacked adapters).
-        let h = super::fused::linear(x, &self.a)?;
-        super::fused::linear(&h, &self.b)? * self.scale
+        // Scaling the rank-r activations costs a pass over `[.., r]`, not over `[.., out]`.
+        let h = (super::fused::linear(x, &self.a)? * self.scale)?;
+        super::fused::linear(&h, &self.b)
     }
 }
 
