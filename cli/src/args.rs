@@ -676,7 +676,7 @@ pub struct TrainArgs {
     pub r: usize,
     #[arg(long, default_value_t = 16.0)]
     pub alpha: f64,
-    /// Recorded in adapter_config.json; not applied while training.
+    /// LoRA dropout on the adapter input while training (seeded masks).
     #[arg(long, default_value_t = 0.0)]
     pub dropout: f64,
     #[arg(long)]

@@ -720,3 +720,85 @@ fn the_loss_is_the_mean_negative_log_likelihood_of_answer_tokens() {
         "{got} vs {expected}"
     );
 }
+
+#[test]
+fn lora_dropout_is_seeded_and_survives_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = tiny_base(dir.path(), 12);
+    let data = write_data(&dir.path().join("train.json"), &colour_task(30, 0));
+    let cfg = TrainConfig {
+        max_steps: Some(6),
+        lora: train::LoraOptions {
+            dropout: 0.3,
+            ..Default::default()
+        },
+        ..quick_config()
+    };
+    let resumed = interrupted(dir.path(), &base, &data, &cfg);
+    let again = dir.path().join("again");
+    let with = run(&job(&base, vec![data.clone()], again.clone(), cfg.clone())).unwrap();
+    assert_eq!(adapter_values(&again), resumed, "same seed, same masks");
+    let without = run(&job(
+        &base,
+        vec![data],
+        dir.path().join("none"),
+        TrainConfig {
+            lora: train::LoraOptions::default(),
+            ..cfg
+        },
+    ))
+    .unwrap();
+    // Step 1 starts from B = 0, where dropout cannot change the loss; later steps differ.
+    assert!((with.losses[0].loss - without.losses[0].loss).abs() < 1e-6);
+    assert!((with.losses[5].loss - without.losses[5].loss).abs() > 1e-4);
+}
+
+#[test]
+fn dropout_masks_drop_a_fraction_p_and_rescale_the_rest() {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicU64;
+    let key = Arc::new(AtomicU64::new(42));
+    let d = model::LoraDropout {
+        p: 0.25,
+        module: 3,
+        key: key.clone(),
+    };
+    let x = Tensor::ones((4, 100, 64), DType::F32, &Device::Cpu).unwrap();
+    let mut a = model::LoraAdapter::new(
+        Tensor::eye(64, DType::F32, &Device::Cpu).unwrap(),
+        Tensor::eye(64, DType::F32, &Device::Cpu).unwrap(),
+        1.0,
+    );
+    a.dropout = Some(Arc::new(d));
+    let mut lin =
+        model::LoraLinear::new(Tensor::zeros((64, 64), DType::F32, &Device::Cpu).unwrap());
+    lin.adapters.push(a);
+    use candle_core::Module;
+    let y: Vec<f32> = lin
+        .forward(&x)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let dropped = y.iter().filter(|v| **v == 0.0).count() as f64 / y.len() as f64;
+    assert!((dropped - 0.25).abs() < 0.02, "dropped {dropped}");
+    assert!(y.iter().all(|v| *v == 0.0 || (v - 1.0 / 0.75).abs() < 1e-6));
+    let again: Vec<f32> = lin
+        .forward(&x)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    assert_eq!(y, again, "same key, same mask");
+    key.store(43, Ordering::Relaxed);
+    let other: Vec<f32> = lin
+        .forward(&x)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    assert_ne!(y, other, "a new key draws a new mask");
+}

@@ -1,9 +1,52 @@
 //! A linear layer with a frozen base weight and any number of stacked LoRA adapters:
 //! y = W x + Σ sᵢ · Bᵢ(Aᵢ x). The base output is not scaled (unlike candle-lora).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use candle_core::{DType, Device, Module, Result, Tensor, Var};
+use rayon::prelude::*;
 
 use crate::tiny::SplitMix64;
+
+/// LoRA dropout for training, PEFT's `lora_dropout`: the adapter sees `x · mask / (1 − p)`.
+/// Masks are not drawn from a thread RNG: mask element j of a forward pass is kept iff
+/// `splitmix64(key ^ module·0x9e3779b97f4a7c15)` output j+1 (>> 11, / 2⁵³) ≥ p, where the trainer
+/// sets `key` for every micro-batch, so a run and its resumed copy draw the same masks.
+#[derive(Debug)]
+pub struct LoraDropout {
+    pub p: f64,
+    pub module: u64,
+    pub key: Arc<AtomicU64>,
+}
+
+impl LoraDropout {
+    fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        if self.p <= 0.0 {
+            return Ok(x.clone());
+        }
+        let n = x.elem_count();
+        let key =
+            self.key.load(Ordering::Relaxed) ^ self.module.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let keep = (1.0 / (1.0 - self.p)) as f32;
+        let p = self.p;
+        // Chunks of 4096 start from their own position in the stream, so threads agree.
+        let mut mask = vec![0f32; n];
+        mask.par_chunks_mut(4096)
+            .enumerate()
+            .for_each(|(c, chunk)| {
+                let mut rng = SplitMix64::new(
+                    key.wrapping_add((c as u64 * 4096).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+                );
+                for m in chunk.iter_mut() {
+                    let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+                    *m = if u >= p { keep } else { 0.0 };
+                }
+            });
+        let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
+        x * mask
+    }
+}
 
 /// One LoRA adapter on one linear module: `a` is `[r, in]`, `b` is `[out, r]`.
 #[derive(Debug, Clone)]
@@ -13,6 +56,8 @@ pub struct LoraAdapter {
     pub scale: f64,
     /// The variables behind `a` and `b` when the adapter is trainable.
     vars: Option<(Var, Var)>,
+    /// Dropout on the adapter's input while training.
+    pub dropout: Option<Arc<LoraDropout>>,
 }
 
 impl LoraAdapter {
@@ -23,6 +68,7 @@ impl LoraAdapter {
             b,
             scale,
             vars: None,
+            dropout: None,
         }
     }
 
@@ -33,6 +79,7 @@ impl LoraAdapter {
             b: b.as_tensor().clone(),
             scale,
             vars: Some((a, b)),
+            dropout: None,
         }
     }
 
@@ -82,7 +129,11 @@ impl LoraAdapter {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         // `fused::linear` skips the gradient of a frozen A or B (earlier, stacked adapters).
         // Scaling the rank-r activations costs a pass over `[.., r]`, not over `[.., out]`.
-        let h = (super::fused::linear(x, &self.a)? * self.scale)?;
+        let h = match &self.dropout {
+            Some(d) => super::fused::linear(&d.apply(x)?, &self.a)?,
+            None => super::fused::linear(x, &self.a)?,
+        };
+        let h = (h * self.scale)?;
         super::fused::linear(&h, &self.b)
     }
 }

@@ -2,7 +2,8 @@
 //! backward → accumulated gradients → clipping → AdamW, with checkpoints, progress and cancel.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
@@ -18,7 +19,8 @@ use crate::adapter::{AdapterConfig, TargetModules};
 use crate::data::{self, Batch, EncodeOptions, Encoded, Mixture, Schedule};
 use crate::formats::{CheckpointWriter, LoraPair, OutDtype, Staging, TensorSpec};
 use crate::merge::record::sha256_file;
-use crate::model::{self, OpsMode, fused};
+use crate::model::{self, LoraDropout, OpsMode, fused};
+use crate::tiny::SplitMix64;
 
 /// One training run.
 #[derive(Debug, Clone)]
@@ -222,7 +224,7 @@ pub fn train(
         .unwrap_or_else(|| (cfg.epochs * mixture.len()).div_ceil(per_step).max(1));
 
     let Setup {
-        model,
+        mut model,
         params,
         lora_modules,
         earlier_a,
@@ -241,12 +243,17 @@ pub fn train(
                 .to_string(),
         );
     }
+    let dropout_key = Arc::new(AtomicU64::new(0));
     if cfg.lora.dropout > 0.0 && cfg.method.trains_adapter() {
-        notes.push(format!(
-            "lora_dropout {} is recorded in adapter_config.json but not applied while training \
-             (clreg trains without LoRA dropout)",
-            cfg.lora.dropout
-        ));
+        for (i, (module, _, _)) in lora_modules.iter().enumerate() {
+            if let Some(adapter) = model.linear_mut(module).and_then(|l| l.adapters.last_mut()) {
+                adapter.dropout = Some(Arc::new(LoraDropout {
+                    p: cfg.lora.dropout,
+                    module: i as u64,
+                    key: dropout_key.clone(),
+                }));
+            }
+        }
     }
     for n in &notes {
         progress(TrainEvent::Note(n));
@@ -333,7 +340,10 @@ pub fn train(
         let mut loss_sum = 0.0;
         let mut orth_value = None;
         let mut step_tokens = 0;
-        for batch in &batches {
+        for (micro, batch) in batches.iter().enumerate() {
+            // Dropout masks follow from (seed, step, micro-batch) alone.
+            let mut key = SplitMix64::new(cfg.seed ^ ((step as u64) << 20 | micro as u64));
+            dropout_key.store(key.next_u64(), Ordering::Relaxed);
             step_tokens += batch.rows * batch.len;
             let dev = &job.device;
             let input = Tensor::from_slice(&batch.input, (batch.rows, batch.len), dev)?;
