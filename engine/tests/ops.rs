@@ -490,3 +490,38 @@ fn tiny_model_cross_entropy_matches_candle_nn_mean_loss() {
     let want = flat(&candle_nn::loss::cross_entropy(&logits, &targets).unwrap())[0];
     assert!(((got - want) / want).abs() < 1e-6, "{got} vs {want}");
 }
+
+// ---- SwiGLU ----
+
+#[test]
+fn swiglu_forward_matches_reference() {
+    for dtype in [DType::F32, DType::F64] {
+        let tol = if dtype == DType::F32 { 1e-6 } else { 1e-14 };
+        let g = (random(&[3, 40_000], 40, dtype) * 6.0).unwrap();
+        // A transposed `up` takes the gathered path.
+        let u = random(&[40_000, 3], 41, dtype).t().unwrap();
+        let got = fused::swiglu(&g, &u).unwrap();
+        let want: Vec<f64> = flat(&g)
+            .iter()
+            .zip(flat(&u.contiguous().unwrap()))
+            .map(|(g, u)| g / (1.0 + (-g).exp()) * u)
+            .collect();
+        assert!(rel_err(&flat(&got), &want) < tol, "{dtype:?}");
+    }
+}
+
+#[test]
+fn swiglu_gradients_match_finite_differences() {
+    let g = (random(&[4, 5], 42, DType::F64) * 3.0).unwrap();
+    let u = random(&[4, 5], 43, DType::F64);
+    assert_grad("swiglu dgate", &g, &|g| {
+        project(&fused::swiglu(g, &u).unwrap(), 44)
+    });
+    assert_grad("swiglu dup", &u, &|u| {
+        project(
+            &fused::swiglu(&g, &u.t().unwrap().t().unwrap()).unwrap(),
+            44,
+        )
+    });
+    assert!(fused::swiglu(&g, &u.t().unwrap()).is_err());
+}

@@ -1,4 +1,4 @@
-//! Fused, differentiable CPU kernels for training: RMSNorm, RoPE, softmax, a weighted
+//! Fused, differentiable CPU kernels for training: RMSNorm, RoPE, softmax, SwiGLU, a weighted
 //! cross-entropy and a matmul against a frozen weight, each a candle custom op with a
 //! hand-written backward pass.
 //!
@@ -16,6 +16,7 @@ mod loss;
 mod norm;
 mod rope;
 mod softmax;
+mod swiglu;
 
 use std::borrow::Cow;
 
@@ -26,6 +27,7 @@ pub use loss::cross_entropy;
 pub use norm::rms_norm;
 pub use rope::rope;
 pub use softmax::softmax_last_dim;
+pub use swiglu::swiglu;
 
 /// The float types the kernels are written for.
 trait Real: WithDType {
