@@ -16,6 +16,7 @@ mod hashing;
 mod output;
 mod progress;
 mod refs;
+mod tuning;
 mod upload;
 mod walk;
 
@@ -24,6 +25,9 @@ use crate::error::{ExitStatus, classify};
 fn main() -> ExitCode {
     // clap prints usage errors and exits 2; help and version exit 0.
     let args = args::Args::parse();
+    if let Some(code) = tuning::rerun_tuned(&args) {
+        return code;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
