@@ -7,8 +7,11 @@ use serde::{Deserialize, Serialize};
 use crate::error::FormatError;
 
 /// The architectures clreg handles, as named in `architectures`.
-pub const SUPPORTED_ARCHITECTURES: &[&str] =
-    &["LlamaForCausalLM", "MistralForCausalLM", "MixtralForCausalLM"];
+pub const SUPPORTED_ARCHITECTURES: &[&str] = &[
+    "LlamaForCausalLM",
+    "MistralForCausalLM",
+    "MixtralForCausalLM",
+];
 /// The `model_type`s clreg handles.
 pub const SUPPORTED_MODEL_TYPES: &[&str] = &["llama", "mistral", "mixtral"];
 

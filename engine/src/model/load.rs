@@ -76,9 +76,7 @@ pub fn read_tensors(files: &[std::path::PathBuf]) -> Result<HashMap<String, Tens
 /// feed-forward; a LoRA-MoE bundle directory (`clreg_moe.json`) loads its base with the routed
 /// experts.
 pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<(Llama, LlamaConfig), ModelError> {
-    if !dir.join("config.json").exists()
-        && dir.join(crate::moe::lora_moe::BUNDLE_JSON).is_file()
-    {
+    if !dir.join("config.json").exists() && dir.join(crate::moe::lora_moe::BUNDLE_JSON).is_file() {
         // A LoRA-MoE bundle: its base with the routed experts on top.
         let (model, _) = crate::moe::lora_moe::load_bundle(dir, device, dtype, false)
             .map_err(|e| ModelError::model(dir.display(), e.to_string()))?;
