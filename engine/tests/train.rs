@@ -640,6 +640,15 @@ fn bad_input_is_refused_with_its_code_and_nothing_is_written() {
     );
 }
 
+/// One optimizer step of the quick configuration.
+fn one_step(base: &Path, data: PathBuf, out: PathBuf) -> TrainRecord {
+    let cfg = TrainConfig {
+        max_steps: Some(1),
+        ..quick_config()
+    };
+    run(&job(base, vec![data], out, cfg)).unwrap()
+}
+
 #[test]
 fn a_prompt_longer_than_max_len_is_truncated_and_counted() {
     let dir = tempfile::tempdir().unwrap();
@@ -647,16 +656,7 @@ fn a_prompt_longer_than_max_len_is_truncated_and_counted() {
     let mut examples = colour_task(6, 0);
     examples[0].prompt = format!("{} {}", "word ".repeat(40), examples[0].prompt);
     let data = write_data(&dir.path().join("long.json"), &examples);
-    let record = run(&job(
-        &base,
-        vec![data],
-        dir.path().join("out"),
-        TrainConfig {
-            max_steps: Some(1),
-            ..quick_config()
-        },
-    ))
-    .unwrap();
+    let record = one_step(&base, data, dir.path().join("out"));
     assert_eq!(record.counts.truncated_prompt, 1);
     assert_eq!(record.counts.truncated_answer, 0);
 }
@@ -668,16 +668,7 @@ fn the_loss_is_the_mean_negative_log_likelihood_of_answer_tokens() {
     let mut examples = colour_task(6, 0);
     examples[2].answer = " C, certainly".to_string();
     let data = write_data(&dir.path().join("t.json"), &examples);
-    let record = run(&job(
-        &base,
-        vec![data],
-        dir.path().join("out"),
-        TrainConfig {
-            max_steps: Some(1),
-            ..quick_config()
-        },
-    ))
-    .unwrap();
+    let record = one_step(&base, data, dir.path().join("out"));
     // Independently: each example alone through the plain forward, log-softmax in f64 over the
     // targets prompt + answer + eos from the first answer token on.
     let (m, _) = model::load(&base, &Device::Cpu, DType::F32).unwrap();
