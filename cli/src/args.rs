@@ -596,7 +596,9 @@ Examples:
   clreg local eval ./base --tasks facts/test.json:mc --limit 20
 
 A task is FILE:METRIC (metrics: exact, first_char, rouge_l, edit_sim, sari, final_number, mc),
-or every test set of a suite written by `clreg local synth` (--suite DIR).")]
+or FILE alone when its metric is known: a file of a suite written by `clreg local synth` (its
+suite.json names the metric) or a multiple-choice file (every example has `choices`: mc).
+--suite DIR evaluates every test set of a suite and its old-knowledge set.")]
     Eval(EvalArgs),
 
     /// Backward/forward transfer and gain over the base from a score matrix (JSON).
@@ -738,7 +740,7 @@ pub struct EvalArgs {
     /// PEFT adapters stacked on the model, in order.
     #[arg(long, num_args = 1..)]
     pub adapter: Vec<std::path::PathBuf>,
-    /// Tasks as FILE:METRIC.
+    /// Tasks as FILE:METRIC, or FILE when its metric is known (see below).
     #[arg(long, num_args = 1..)]
     pub tasks: Vec<String>,
     /// A suite written by `clreg local synth`: its test sets and old-knowledge set.

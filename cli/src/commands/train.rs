@@ -183,54 +183,98 @@ pub async fn train(ctx: &Ctx, a: TrainArgs) -> Result<ExitStatus> {
     Ok(ExitStatus::Success)
 }
 
-/// The tasks of an eval: `FILE:METRIC` arguments and a suite's test sets.
+fn read_suite(dir: &Path) -> Result<clreg_engine::synth::Suite, LocalError> {
+    let manifest = dir.join("suite.json");
+    let bytes = std::fs::read(&manifest).map_err(|e| {
+        LocalError::usage(format!(
+            "cannot read {}: {e}; write a suite with `clreg local synth`",
+            manifest.display()
+        ))
+    })?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| LocalError::usage(format!("{}: {e}", manifest.display())))
+}
+
+fn parse_metric(name: &str, context: &str) -> Result<Metric, LocalError> {
+    name.parse()
+        .map_err(|e| LocalError::usage(format!("{context}: {e}")))
+}
+
+/// The metric of a task file given without one: from the `suite.json` of the suite it belongs
+/// to (`DIR/<task>/<split>.json`), else `mc` when every example has choices.
+fn infer_metric(path: &Path) -> Result<Metric, LocalError> {
+    let unknown = || {
+        LocalError::usage(format!(
+            "cannot tell the metric of {}: write it as FILE:METRIC (metrics: {})",
+            path.display(),
+            Metric::ALL
+                .iter()
+                .map(|m| m.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    };
+    if let Some(root) = path.parent().and_then(Path::parent)
+        && root.join("suite.json").exists()
+    {
+        let suite = read_suite(root)?;
+        let rel = path.strip_prefix(root).unwrap_or(path);
+        for t in &suite.tasks {
+            if [&t.train, &t.eval, &t.test]
+                .iter()
+                .any(|f| Path::new(f) == rel)
+            {
+                return parse_metric(&t.metric, "suite.json");
+            }
+        }
+        if Path::new(&suite.old_knowledge.test) == rel {
+            return parse_metric(&suite.old_knowledge.metric, "suite.json");
+        }
+    }
+    let examples = clreg_engine::data::read_trace(path)
+        .map_err(|e| LocalError::refused(e.code(), e.to_string()))?;
+    if examples.iter().all(|e| e.choices.is_some()) {
+        Ok(Metric::Mc)
+    } else {
+        Err(unknown())
+    }
+}
+
+/// The tasks of an eval: `FILE[:METRIC]` arguments and a suite's test sets.
 fn eval_tasks(a: &EvalArgs) -> Result<Vec<(String, PathBuf, Metric)>, LocalError> {
     let mut tasks = Vec::new();
     for spec in &a.tasks {
-        let Some((file, metric)) = spec.rsplit_once(':') else {
-            return Err(LocalError::usage(format!(
-                "task `{spec}` needs a metric: FILE:METRIC, e.g. test.json:exact"
-            )));
+        let (path, metric) = match spec.rsplit_once(':') {
+            Some((file, m)) if m.parse::<Metric>().is_ok() => {
+                (PathBuf::from(file), parse_metric(m, spec)?)
+            }
+            _ => {
+                let path = PathBuf::from(spec);
+                let metric = infer_metric(&path)?;
+                (path, metric)
+            }
         };
-        let metric: Metric = metric
-            .parse()
-            .map_err(|e| LocalError::usage(format!("task `{spec}`: {e}")))?;
-        let path = PathBuf::from(file);
         let name = path
             .parent()
             .and_then(Path::file_name)
             .or(path.file_stem())
             .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| file.to_string());
+            .unwrap_or_else(|| spec.to_string());
         tasks.push((name, path, metric));
     }
     if let Some(dir) = &a.suite {
-        let manifest = dir.join("suite.json");
-        let bytes = std::fs::read(&manifest).map_err(|e| {
-            LocalError::usage(format!(
-                "cannot read {}: {e}; write a suite with `clreg local synth`",
-                manifest.display()
-            ))
-        })?;
-        let suite: clreg_engine::synth::Suite = serde_json::from_slice(&bytes)
-            .map_err(|e| LocalError::usage(format!("{}: {e}", manifest.display())))?;
+        let suite = read_suite(dir)?;
         for t in &suite.tasks {
-            let metric: Metric = t
-                .metric
-                .parse()
-                .map_err(|e| LocalError::usage(format!("{}: {e}", manifest.display())))?;
+            let metric = parse_metric(&t.metric, "suite.json")?;
             tasks.push((t.name.clone(), dir.join(&t.test), metric));
         }
         let ok = &suite.old_knowledge;
-        let metric: Metric = ok
-            .metric
-            .parse()
-            .map_err(|e| LocalError::usage(format!("{}: {e}", manifest.display())))?;
+        let metric = parse_metric(&ok.metric, "suite.json")?;
         tasks.push((ok.name.clone(), dir.join(&ok.test), metric));
     }
     if tasks.is_empty() {
         return Err(LocalError::usage(
-            "no tasks: pass --tasks FILE:METRIC… or --suite DIR",
+            "no tasks: pass --tasks FILE[:METRIC]… or --suite DIR",
         ));
     }
     Ok(tasks)

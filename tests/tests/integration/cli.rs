@@ -755,6 +755,43 @@ async fn local_synth_split_train_eval_and_bwt() {
     assert!(reports[7]["acc"].is_number());
     assert!(root.join("report.json").exists());
 
+    // Bare files take their metric from the suite, or `mc` when every example has choices.
+    let bare = cli
+        .ok(&[
+            "--json",
+            "local",
+            "eval",
+            &p("base"),
+            "--tasks",
+            &p("suite/fomc/test.json"),
+            &p("suite/metamath/eval.json"),
+            &p("suite/facts/test.json"),
+            "--limit",
+            "1",
+            "--max-tokens",
+            "2",
+        ])
+        .await
+        .json();
+    let metrics: Vec<&str> = bare
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["metric"].as_str().unwrap())
+        .collect();
+    assert_eq!(metrics, ["exact", "final_number", "mc"]);
+    let unknown = cli
+        .run(&[
+            "local",
+            "eval",
+            &p("base"),
+            "--tasks",
+            &p("cstance/train.json"),
+        ])
+        .await;
+    assert_eq!(unknown.code, 2, "{}", unknown.stderr);
+    assert!(unknown.stderr.contains("FILE:METRIC"), "{}", unknown.stderr);
+
     // BWT of a matrix with known values: R = [[0.5, 0.1], [0.4, 0.7]], base [0.2, 0.1].
     std::fs::write(
         root.join("m.json"),
