@@ -345,60 +345,18 @@ pub fn train(
             let mut key = SplitMix64::new(cfg.seed ^ ((step as u64) << 20 | micro as u64));
             dropout_key.store(key.next_u64(), Ordering::Relaxed);
             step_tokens += batch.rows * batch.len;
-            let dev = &job.device;
-            let input = Tensor::from_slice(&batch.input, (batch.rows, batch.len), dev)?;
-            let targets = Tensor::from_slice(&batch.targets, batch.rows * batch.len, dev)?;
-            let weights: Vec<f32> = batch
-                .mask
-                .iter()
-                .map(|m| m / answer_tokens.max(1) as f32)
-                .collect();
-            let weights = Tensor::from_vec(weights, batch.rows * batch.len, dev)?;
-            // The output layer runs only on the positions whose target the loss counts.
-            let rows: Vec<u32> = (0..batch.mask.len() as u32)
-                .filter(|&i| batch.mask[i as usize] > 0.0)
-                .collect();
-            if rows.is_empty() {
+            let Some(ce) = answer_loss(&model, batch, answer_tokens, &job.device)? else {
                 continue;
-            }
-            let rows = Tensor::new(rows.as_slice(), dev)?;
-            let hidden = model.hidden_states(&input, OpsMode::Train)?;
-            let width = hidden.dim(2)?;
-            let hidden = hidden
-                .reshape((batch.rows * batch.len, width))?
-                .index_select(&rows, 0)?;
-            let logits = fused::linear(&hidden, model.lm_head())?;
-            let ce = fused::cross_entropy(
-                &logits,
-                &targets.index_select(&rows, 0)?,
-                &weights.index_select(&rows, 0)?,
-            )?;
+            };
             loss_sum += ce.to_scalar::<f32>()? as f64;
             let mut loss = ce;
+            // The O-LoRA term depends on the parameters only: once per optimizer step.
             if orth_value.is_none() && cfg.method == Method::Olora {
-                let mut orth = Tensor::zeros((), candle_core::DType::F32, dev)?;
-                for (module, ia, _) in &lora_modules {
-                    if let Some(old) = earlier_a.get(module) {
-                        let a = params[*ia].var.as_tensor();
-                        orth = (orth + olora::orth_loss(a, old, cfg.olora.variant)?)?;
-                    }
-                }
-                let mut term = (orth * cfg.olora.lambda)?;
-                if cfg.olora.lambda2 > 0.0 {
-                    let all: Vec<Tensor> =
-                        params.iter().map(|p| p.var.as_tensor().clone()).collect();
-                    term = (term + (olora::l2_loss(&all)? * cfg.olora.lambda2)?)?;
-                }
+                let term = olora_term(cfg, &params, &lora_modules, &earlier_a, &job.device)?;
                 orth_value = Some(term.to_scalar::<f32>()? as f64);
                 loss = (loss + term)?;
             }
-            let store = loss.backward()?;
-            for (p, g) in params.iter().zip(grads.iter_mut()) {
-                if let Some(grad) = store.get(p.var.as_tensor()) {
-                    let grad = to_vec(grad)?;
-                    g.iter_mut().zip(&grad).for_each(|(a, b)| *a += b);
-                }
-            }
+            accumulate(&loss.backward()?, &params, &mut grads)?;
         }
         let total = loss_sum + orth_value.unwrap_or(0.0);
         if !total.is_finite() {
@@ -532,6 +490,81 @@ pub fn train(
     })?;
     staging.commit()?;
     Ok(record)
+}
+
+/// Σ over the batch's answer positions of (−log p(target)) / `answer_tokens` (the whole step's
+/// count, so micro-batches add up to the step's mean); `None` when the batch has no answer
+/// token. The output layer runs only on those positions.
+fn answer_loss(
+    model: &crate::model::Llama,
+    batch: &Batch,
+    answer_tokens: usize,
+    dev: &Device,
+) -> Result<Option<Tensor>, TrainError> {
+    let rows: Vec<u32> = (0..batch.mask.len() as u32)
+        .filter(|&i| batch.mask[i as usize] > 0.0)
+        .collect();
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let scale = 1.0 / answer_tokens.max(1) as f32;
+    let targets: Vec<u32> = rows.iter().map(|&i| batch.targets[i as usize]).collect();
+    let weights: Vec<f32> = rows
+        .iter()
+        .map(|&i| batch.mask[i as usize] * scale)
+        .collect();
+    let rows = Tensor::new(rows.as_slice(), dev)?;
+    let input = Tensor::from_slice(&batch.input, (batch.rows, batch.len), dev)?;
+    let hidden = model.hidden_states(&input, OpsMode::Train)?;
+    let width = hidden.dim(2)?;
+    let hidden = hidden
+        .reshape((batch.rows * batch.len, width))?
+        .index_select(&rows, 0)?;
+    let logits = fused::linear(&hidden, model.lm_head())?;
+    let loss = fused::cross_entropy(
+        &logits,
+        &Tensor::new(targets.as_slice(), dev)?,
+        &Tensor::new(weights.as_slice(), dev)?,
+    )?;
+    Ok(Some(loss))
+}
+
+/// λ · Σ_modules Σ_i L_orth(A_i, A_t) (+ λ₂ · Σ‖p‖₂ over the new parameters).
+fn olora_term(
+    cfg: &TrainConfig,
+    params: &[model_setup::Param],
+    lora_modules: &[(String, usize, usize)],
+    earlier_a: &std::collections::BTreeMap<String, Vec<Tensor>>,
+    dev: &Device,
+) -> Result<Tensor, TrainError> {
+    let mut orth = Tensor::zeros((), candle_core::DType::F32, dev)?;
+    for (module, ia, _) in lora_modules {
+        if let Some(old) = earlier_a.get(module) {
+            let a = params[*ia].var.as_tensor();
+            orth = (orth + olora::orth_loss(a, old, cfg.olora.variant)?)?;
+        }
+    }
+    let mut term = (orth * cfg.olora.lambda)?;
+    if cfg.olora.lambda2 > 0.0 {
+        let all: Vec<Tensor> = params.iter().map(|p| p.var.as_tensor().clone()).collect();
+        term = (term + (olora::l2_loss(&all)? * cfg.olora.lambda2)?)?;
+    }
+    Ok(term)
+}
+
+/// Adds this backward pass's gradients to the step's sums.
+fn accumulate(
+    store: &candle_core::backprop::GradStore,
+    params: &[model_setup::Param],
+    grads: &mut [Vec<f32>],
+) -> Result<(), TrainError> {
+    for (p, g) in params.iter().zip(grads.iter_mut()) {
+        if let Some(grad) = store.get(p.var.as_tensor()) {
+            let grad = to_vec(grad)?;
+            g.iter_mut().zip(&grad).for_each(|(a, b)| *a += b);
+        }
+    }
+    Ok(())
 }
 
 /// The PEFT `adapter_config.json` of the new adapter.
