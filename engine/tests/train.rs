@@ -263,6 +263,19 @@ fn resuming_from_a_checkpoint_equals_an_uninterrupted_run() {
         ..quick_config()
     };
     let resumed = interrupted(dir.path(), &base, &data, &cfg);
+    // The checkpoint refuses a run with other settings.
+    let mut other = job(
+        &base,
+        vec![data.clone()],
+        dir.path().join("other"),
+        TrainConfig {
+            lr: 1e-3,
+            ..cfg.clone()
+        },
+    );
+    other.checkpoint_dir = Some(dir.path().join("ckpt"));
+    other.resume = true;
+    assert_refused(&other, "resume_mismatch", "other training settings");
     let straight = dir.path().join("straight");
     let record = run(&job(&base, vec![data], straight.clone(), cfg)).unwrap();
     assert_eq!(record.resumed_from, None);

@@ -280,50 +280,17 @@ pub fn train(
     let mut resumed_from = None;
     let mut last_checkpoint: Option<PathBuf> = None;
     if job.resume {
-        let Some(root) = &job.checkpoint_dir else {
-            return Err(TrainError::InvalidConfig(
-                "--resume needs the checkpoint directory (--checkpoint-dir)".into(),
-            ));
-        };
-        let Some(dir) = checkpoint::list(root).pop() else {
-            return Err(TrainError::Resume {
-                checkpoint: root.display().to_string(),
-                reason: "it holds no checkpoint (step-N directories)".into(),
-            });
-        };
-        let names: Vec<&str> = params.iter().map(|p| p.name.as_str()).collect();
-        let loaded = checkpoint::load(&dir, &names)?;
-        let bad = |reason: String| TrainError::Resume {
-            checkpoint: dir.display().to_string(),
-            reason,
-        };
-        if loaded.state.config != *cfg {
-            return Err(bad(
-                "it was written with other training settings; resume with the same options".into(),
-            ));
-        }
-        if loaded.state.base_files != base_files || loaded.state.data != data_inputs {
-            return Err(bad(
-                "it was written for another base model or other data files".into(),
-            ));
-        }
-        for ((p, v), shape) in params.iter().zip(&loaded.params).zip(&shapes) {
-            if v.len() != p.var.elem_count() {
-                return Err(bad(format!("parameter `{}` has another size", p.name)));
-            }
-            p.var
-                .set(&Tensor::from_vec(v.clone(), shape.as_slice(), &job.device)?)?;
-        }
-        values = loaded.params;
-        adam.moments = loaded.moments;
-        adam.steps = loaded.state.step as u64;
-        start_step = loaded.state.step;
-        losses = loaded.state.losses;
-        tokens_total = loaded.state.tokens;
-        wall_before = loaded.state.wall_seconds;
-        resumed_from = Some(start_step);
-        last_checkpoint = Some(dir.clone());
-        let note = format!("resuming from {} (step {start_step})", dir.display());
+        let r = resume(job, &params, &shapes, &base_files, &data_inputs)?;
+        values = r.values;
+        adam.moments = r.moments;
+        adam.steps = r.step as u64;
+        start_step = r.step;
+        losses = r.losses;
+        tokens_total = r.tokens;
+        wall_before = r.wall_seconds;
+        resumed_from = Some(r.step);
+        let note = format!("resuming from {} (step {})", r.dir.display(), r.step);
+        last_checkpoint = Some(r.dir);
         progress(TrainEvent::Note(&note));
         notes.push(note);
     }
@@ -434,23 +401,7 @@ pub fn train(
     // The output.
     let out = staging.path();
     let output_kind = if cfg.method.trains_adapter() {
-        let mut modules = Vec::new();
-        for (module, ia, ib) in &lora_modules {
-            let (r, inp) = (shapes[*ia][0], shapes[*ia][1]);
-            let out_f = shapes[*ib][0];
-            modules.push((
-                module.clone(),
-                LoraPair {
-                    a: values[*ia].clone(),
-                    b: values[*ib].clone(),
-                    r,
-                    inp,
-                    out: out_f,
-                },
-            ));
-        }
-        let adapter_cfg = adapter_config(cfg, &job.base);
-        crate::formats::lora::write_adapter_into(out, &adapter_cfg, &modules, OutDtype::Float32)?;
+        write_adapter(out, cfg, &job.base, &lora_modules, &values, &shapes)?;
         "adapter"
     } else {
         write_checkpoint(out, &job.base, &tensor_order, &weights)?;
@@ -490,6 +441,71 @@ pub fn train(
     })?;
     staging.commit()?;
     Ok(record)
+}
+
+/// What a run continues from.
+struct Resumed {
+    dir: PathBuf,
+    step: usize,
+    values: Vec<Vec<f32>>,
+    moments: Vec<optim::Moments>,
+    losses: Vec<StepRecord>,
+    tokens: usize,
+    wall_seconds: f64,
+}
+
+/// Loads the newest checkpoint of `job.checkpoint_dir` into the variables, refusing one written
+/// with other settings, another base or other data.
+fn resume(
+    job: &TrainJob,
+    params: &[model_setup::Param],
+    shapes: &[Vec<usize>],
+    base_files: &[crate::merge::record::FileHash],
+    data_inputs: &[DataInput],
+) -> Result<Resumed, TrainError> {
+    let Some(root) = &job.checkpoint_dir else {
+        return Err(TrainError::InvalidConfig(
+            "--resume needs the checkpoint directory (--checkpoint-dir)".into(),
+        ));
+    };
+    let Some(dir) = checkpoint::list(root).pop() else {
+        return Err(TrainError::Resume {
+            checkpoint: root.display().to_string(),
+            reason: "it holds no checkpoint (step-N directories)".into(),
+        });
+    };
+    let names: Vec<&str> = params.iter().map(|p| p.name.as_str()).collect();
+    let loaded = checkpoint::load(&dir, &names)?;
+    let bad = |reason: String| TrainError::Resume {
+        checkpoint: dir.display().to_string(),
+        reason,
+    };
+    if loaded.state.config != job.config {
+        return Err(bad(
+            "it was written with other training settings; resume with the same options".into(),
+        ));
+    }
+    if loaded.state.base_files != base_files || loaded.state.data != data_inputs {
+        return Err(bad(
+            "it was written for another base model or other data files".into(),
+        ));
+    }
+    for ((p, v), shape) in params.iter().zip(&loaded.params).zip(shapes) {
+        if v.len() != p.var.elem_count() {
+            return Err(bad(format!("parameter `{}` has another size", p.name)));
+        }
+        p.var
+            .set(&Tensor::from_vec(v.clone(), shape.as_slice(), &job.device)?)?;
+    }
+    Ok(Resumed {
+        step: loaded.state.step,
+        values: loaded.params,
+        moments: loaded.moments,
+        losses: loaded.state.losses,
+        tokens: loaded.state.tokens,
+        wall_seconds: loaded.state.wall_seconds,
+        dir,
+    })
 }
 
 /// Σ over the batch's answer positions of (−log p(target)) / `answer_tokens` (the whole step's
@@ -564,6 +580,33 @@ fn accumulate(
             g.iter_mut().zip(&grad).for_each(|(a, b)| *a += b);
         }
     }
+    Ok(())
+}
+
+/// Writes the new adapter (PEFT layout, f32) from the trained values.
+fn write_adapter(
+    out: &Path,
+    cfg: &TrainConfig,
+    base: &Path,
+    lora_modules: &[(String, usize, usize)],
+    values: &[Vec<f32>],
+    shapes: &[Vec<usize>],
+) -> Result<(), TrainError> {
+    let modules: Vec<(String, LoraPair)> = lora_modules
+        .iter()
+        .map(|(module, ia, ib)| {
+            let pair = LoraPair {
+                a: values[*ia].clone(),
+                b: values[*ib].clone(),
+                r: shapes[*ia][0],
+                inp: shapes[*ia][1],
+                out: shapes[*ib][0],
+            };
+            (module.clone(), pair)
+        })
+        .collect();
+    let adapter_cfg = adapter_config(cfg, base);
+    crate::formats::lora::write_adapter_into(out, &adapter_cfg, &modules, OutDtype::Float32)?;
     Ok(())
 }
 
