@@ -10,6 +10,7 @@ mod cache;
 mod client;
 mod commands;
 mod config;
+mod digests;
 mod download;
 mod error;
 mod hashing;

@@ -1522,3 +1522,63 @@ fn adapter_merges_refuse_mismatches() {
     let y = adapter_yaml(&root, "linear", &[("wrong", 1.0, 1.0)], "");
     assert_refused(run(&y, &out), &out, "adapter_mismatch", &["q_proj"]);
 }
+
+/// A digest source that answers for one file and hashes the rest, counting its calls.
+struct OneKnown {
+    file: PathBuf,
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+impl clreg_engine::merge::record::DigestSource for OneKnown {
+    fn sha256(&self, path: &Path) -> Result<String, clreg_engine::FormatError> {
+        self.calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if path == self.file {
+            Ok("ab".repeat(32))
+        } else {
+            clreg_engine::merge::record::sha256_file(path)
+        }
+    }
+}
+
+#[test]
+fn the_record_takes_known_digests_from_the_recipes_digest_source() {
+    let f = Fixture::new(2);
+    let out = f.root.join("known");
+    let y = f.yaml("linear", &[(1.0, 1.0), (1.0, 1.0)], "");
+    let mut recipe = Recipe::from_yaml(&y).unwrap();
+    let known = f.root.join("m0").join("model.safetensors");
+    assert!(known.is_file());
+    let source = std::sync::Arc::new(OneKnown {
+        file: known,
+        calls: Default::default(),
+    });
+    recipe.digests = clreg_engine::merge::record::Digests(source.clone());
+    run_recipe(&recipe, &out, &no_progress(), &AtomicBool::new(false)).unwrap();
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("clreg_merge.json")).unwrap()).unwrap();
+    let files: Vec<(String, String)> = record["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|i| i["files"].as_array().unwrap().clone())
+        .map(|f| {
+            (
+                f["file"].as_str().unwrap().into(),
+                f["sha256"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        source.calls.load(std::sync::atomic::Ordering::Relaxed),
+        files.len()
+    );
+    // The first input's weights carry the known digest, every other file its real one.
+    assert_eq!(
+        files.iter().filter(|(_, h)| *h == "ab".repeat(32)).count(),
+        1
+    );
+    let m1 = f.root.join("m1").join("model.safetensors");
+    let real = clreg_engine::merge::record::sha256_file(&m1).unwrap();
+    assert!(files.iter().any(|(_, h)| *h == real));
+}

@@ -60,6 +60,7 @@ pub async fn merge(ctx: &Ctx, a: MergeArgs) -> Result<ExitStatus> {
         .map_err(|e| LocalError::usage(format!("cannot read {}: {e}", a.config.display())))?;
     let mut recipe = Recipe::from_yaml(&text)
         .map_err(|e| LocalError::usage(format!("{}: {e}", a.config.display())))?;
+    recipe.digests = crate::digests::cached(ctx.cache()?);
     if let Some(flavour) = &a.flavour {
         recipe.flavour = Some(if flavour == "peft" {
             Flavour::Peft

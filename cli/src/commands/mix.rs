@@ -16,6 +16,7 @@ pub async fn mix(ctx: &Ctx, a: MixArgs) -> Result<ExitStatus> {
         .map_err(|e| LocalError::usage(format!("cannot read {}: {e}", a.config.display())))?;
     let mut recipe = MoeRecipe::from_yaml(&text)
         .map_err(|e| LocalError::usage(format!("{}: {e}", a.config.display())))?;
+    recipe.digests = crate::digests::cached(ctx.cache()?);
     if a.seed.is_some() {
         recipe.seed = a.seed;
     }

@@ -102,6 +102,9 @@ pub struct Recipe {
     pub seed: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shard_size: Option<u64>,
+    /// Where input digests come from (not in the YAML; hashing by default).
+    #[serde(skip)]
+    pub digests: crate::merge::record::Digests,
 }
 
 /// One input of a recipe.

@@ -157,6 +157,7 @@ pub fn merge_and_unload(
         flavour: None,
         seed: None,
         shard_size: None,
+        digests: Default::default(),
     };
     run_recipe(&recipe, out_dir, progress, cancel)
 }
@@ -325,7 +326,7 @@ fn finish_record(
         compute_dtype: "float32 storage, float64 per-element arithmetic".to_string(),
         plan,
         rng: record::rng_description(),
-        inputs: record::hash_inputs(hashed)?,
+        inputs: record::hash_inputs(hashed, &recipe.digests)?,
         recipe: recipe.clone(),
     };
     let path = dir.join(RECORD);

@@ -85,6 +85,7 @@ pub(crate) fn checkpoint_files(c: &Checkpoint) -> Vec<PathBuf> {
 pub(crate) fn hash_all(
     base: Vec<PathBuf>,
     experts: Vec<(PathBuf, String, Vec<PathBuf>)>,
+    digests: &record::Digests,
 ) -> Result<(Vec<FileHash>, Vec<Vec<FileHash>>), MoeError> {
     let mut inputs = vec![InputFiles {
         role: "base".to_string(),
@@ -102,7 +103,9 @@ pub(crate) fn hash_all(
             files,
         });
     }
-    let mut hashed = record::hash_inputs(inputs)?.into_iter().map(|r| r.files);
+    let mut hashed = record::hash_inputs(inputs, digests)?
+        .into_iter()
+        .map(|r| r.files);
     let base = hashed.next().unwrap_or_default();
     Ok((base, hashed.collect()))
 }
@@ -517,7 +520,8 @@ pub fn mix_mixtral(
             })
             .collect::<Vec<_>>(),
     );
-    let hasher = std::thread::spawn(move || hash_all(to_hash.0, to_hash.1));
+    let digests = recipe.digests.clone();
+    let hasher = std::thread::spawn(move || hash_all(to_hash.0, to_hash.1, &digests));
     let staging = Staging::new(out_dir)?;
     let tensor_specs: Vec<TensorSpec> = specs.iter().map(|(s, _)| s.clone()).collect();
     let bytes_total: u64 = tensor_specs.iter().map(TensorSpec::bytes).sum();

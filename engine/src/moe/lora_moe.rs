@@ -361,7 +361,7 @@ pub fn mix_lora(
         })
         .collect();
     let kinds: Vec<String> = expert_files.iter().map(|(_, k, _)| k.clone()).collect();
-    let (base_files, hashed) = hash_all(checkpoint_files(&base), expert_files)?;
+    let (base_files, hashed) = hash_all(checkpoint_files(&base), expert_files, &recipe.digests)?;
     let bundle_experts: Vec<BundleExpert> = (0..n)
         .map(|e| {
             let s = &scales[e];
@@ -578,7 +578,7 @@ pub fn load_bundle(
     let base_dir = bundle_base(dir, &bundle);
     if verify {
         let base = Checkpoint::open(&base_dir)?;
-        let (files, _) = hash_all(checkpoint_files(&base), Vec::new())?;
+        let (files, _) = hash_all(checkpoint_files(&base), Vec::new(), &Default::default())?;
         let digest = checkpoint_digest(&files);
         if digest != bundle.base.digest {
             return Err(MoeError::input(

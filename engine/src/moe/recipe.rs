@@ -84,6 +84,9 @@ pub struct MoeRecipe {
     pub lora_targets: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shard_size: Option<u64>,
+    /// Where input digests come from (not in the YAML; hashing by default).
+    #[serde(skip)]
+    pub digests: crate::merge::record::Digests,
 }
 
 /// One expert of a recipe.

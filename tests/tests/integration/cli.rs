@@ -386,6 +386,15 @@ async fn local_merge_from_a_mergekit_recipe() {
         .json();
     assert_eq!(report["method"], "linear");
     assert!(out.join("clreg_merge.json").exists());
+    // The inputs' digests went into the CLI's digest cache, so the next merge or mix of the
+    // same files does not hash them again; the record holds the real sha256.
+    let record: Value =
+        serde_json::from_slice(&std::fs::read(out.join("clreg_merge.json")).unwrap()).unwrap();
+    let a_weights =
+        clreg_engine::merge::record::sha256_file(&root.join("a/model.safetensors")).unwrap();
+    assert!(record.to_string().contains(&a_weights));
+    let cached = std::fs::read_to_string(cli.home.path().join("cache/digests.json")).unwrap();
+    assert!(cached.contains(&a_weights), "{cached}");
     // Independent check: (1·a + 3·b) / 4 for one tensor.
     let (a, b, m) = (
         Checkpoint::open(&root.join("a")).unwrap(),
