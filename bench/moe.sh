@@ -63,15 +63,23 @@ YML
 cat "$W"/*/model.safetensors > /dev/null
 run() { # name cmd... -> "wall rss_mib"
   local log=$W/$1.time; shift
+  sync; sleep 2 # the previous run's writeback must not slow this one
   /usr/bin/time -v "$@" >/dev/null 2>"$log" || { cat "$log" >&2; return 1; }
   echo "$(grep 'Elapsed (wall' "$log" | awk '{print $NF}') $(grep 'Maximum resident' "$log" | awk '{printf "%.0f", $NF/1024}')"
 }
 secs() { echo "$1" | awk -F: '{ if (NF == 3) print $1*3600 + $2*60 + $3; else print $1*60 + $2 }'; }
 rm -rf "$W/moe-clreg" "$W/moe-mk"
+# Cold: an empty digest cache, so clreg hashes every input for the record. Warm: the same mix
+# again, the inputs' digests known (as for models pulled from the registry or used before).
+export CLREG_CACHE_DIR=$W/digest-cache
+rm -rf "$CLREG_CACHE_DIR"
 c=$(run moe-clreg "$CLREG" -q local mix --config "$W/moe.yml" -o "$W/moe-clreg")
+rm -rf "$W/moe-clreg-warm"
+cw=$(run moe-clreg-warm "$CLREG" -q local mix --config "$W/moe.yml" -o "$W/moe-clreg-warm")
+rm -rf "$W/moe-clreg-warm"
 k=$(run moe-mk "$PEERS/venv/bin/mergekit-moe" "$W/moe.yml" "$W/moe-mk" --device cpu --no-cuda --copy-tokenizer --quiet)
-cs=$(secs "${c% *}"); ks=$(secs "${k% *}")
-echo "mix: clreg ${cs} s (peak ${c#* } MiB)  mergekit-moe ${ks} s (peak ${k#* } MiB)  speed-up $(echo "scale=1; $ks / $cs" | bc)x"
+cs=$(secs "${c% *}"); cws=$(secs "${cw% *}"); ks=$(secs "${k% *}")
+echo "mix: clreg cold ${cs} s (peak ${c#* } MiB), warm digests ${cws} s  mergekit-moe ${ks} s (peak ${k#* } MiB)  speed-up cold $(echo "scale=1; $ks / $cs" | bc)x, warm $(echo "scale=1; $ks / $cws" | bc)x"
 "$PY" - "$W/moe-clreg" "$W/moe-mk" <<'PY'
 import sys, glob, json
 from safetensors.torch import load_file
