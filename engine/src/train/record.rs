@@ -89,6 +89,8 @@ pub struct TrainRecord {
 pub fn seeds_description(seed: u64) -> String {
     format!(
         "seed {seed}: data order of epoch e = clreg_engine::data::Mixture(seed) epoch e; LoRA A of \
-         module i = Kaiming-uniform from splitmix64(seed ^ i*0x9e3779b97f4a7c15), B = 0"
+         module i = Kaiming-uniform from splitmix64(seed ^ i*0x9e3779b97f4a7c15), B = 0; LoRA \
+         dropout key of step s, micro-batch m = splitmix64(seed ^ (s << 20 | m)) first output \
+         (clreg_engine::model::LoraDropout)"
     )
 }
