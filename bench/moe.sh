@@ -22,28 +22,7 @@ W=${CLREG_BENCH_DIR:-/tmp/clreg-merge-bench}
 mkdir -p "$W"
 if [ ! -f "$W/ft4/model.safetensors" ]; then
   "$PEERS/venv/bin/pip" install -q gguf >/dev/null 2>&1 || true
-  "$PY" - "$PEERS/smollm2" "$W" <<'PY'
-import sys, torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
-src, out = sys.argv[1], sys.argv[2]
-gguf = "SmolLM2-135M-Instruct.Q4_1.gguf"
-loaded = AutoModelForCausalLM.from_pretrained(src, gguf_file=gguf, dtype=torch.float32)
-tok = AutoTokenizer.from_pretrained(src, gguf_file=gguf)
-# A GGUF-loaded model counts as quantized and refuses save_pretrained: copy into a plain one.
-config = loaded.config
-if hasattr(config, "quantization_config"):
-    del config.quantization_config
-model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-model.load_state_dict(loaded.state_dict())
-model.save_pretrained(f"{out}/base", safe_serialization=True); tok.save_pretrained(f"{out}/base")
-base = {k: v.clone() for k, v in model.state_dict().items()}
-for i in range(1, 5):
-    g = torch.Generator().manual_seed(i)
-    with torch.no_grad():
-        for k, p in model.state_dict().items():
-            p.copy_(base[k] + 0.002 * torch.randn(p.shape, generator=g))
-    model.save_pretrained(f"{out}/ft{i}", safe_serialization=True); tok.save_pretrained(f"{out}/ft{i}")
-PY
+  "$PY" bench/perturbed_copies.py "$PEERS/smollm2" "$W"
 fi
 cat > "$W/moe.yml" <<YML
 base_model: $W/base

@@ -171,6 +171,20 @@ impl LlamaConfig {
             .map_or(2, |n| n as usize)
     }
 
+    /// The end-of-sequence token ids (`eos_token_id`, a number or a list; none when absent).
+    pub fn eos_token_ids(&self) -> Vec<u32> {
+        match self.extra.get("eos_token_id") {
+            Some(serde_json::Value::Number(n)) => {
+                n.as_u64().map(|v| v as u32).into_iter().collect()
+            }
+            Some(serde_json::Value::Array(a)) => a
+                .iter()
+                .filter_map(|v| v.as_u64().map(|v| v as u32))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// The size of one attention head: `head_dim` when given, else hidden size / heads.
     pub fn head_dim(&self) -> usize {
         self.head_dim

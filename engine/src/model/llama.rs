@@ -531,16 +531,7 @@ impl Llama {
 
     /// The end-of-sequence token ids of the config (`eos_token_id`, a number or a list).
     pub fn eos_token_ids(&self) -> Vec<u32> {
-        match self.cfg.extra.get("eos_token_id") {
-            Some(serde_json::Value::Number(n)) => {
-                n.as_u64().map(|v| v as u32).into_iter().collect()
-            }
-            Some(serde_json::Value::Array(a)) => a
-                .iter()
-                .filter_map(|v| v.as_u64().map(|v| v as u32))
-                .collect(),
-            _ => Vec::new(),
-        }
+        self.cfg.eos_token_ids()
     }
 }
 

@@ -193,15 +193,7 @@ pub fn train(
     let tok_path = job.base.join("tokenizer.json");
     let tok = model::load_tokenizer(&tok_path)?;
     let config = model::read_config(&job.base)?;
-    let config_eos = match config.extra.get("eos_token_id") {
-        Some(serde_json::Value::Number(n)) => n.as_u64().map(|v| v as u32).into_iter().collect(),
-        Some(serde_json::Value::Array(a)) => a
-            .iter()
-            .filter_map(|v| v.as_u64().map(|v| v as u32))
-            .collect(),
-        _ => Vec::new(),
-    };
-    let eos = data::eos_id(&tok, &config_eos)?;
+    let eos = data::eos_id(&tok, &config.eos_token_ids())?;
     let (tasks, data_inputs, mut counts) = load_data(job, &tok, eos)?;
     let schedule = match cfg.schedule {
         DataSchedule::Plain => Schedule::Plain,
