@@ -1,1 +1,415 @@
-//! End-to-end tests live in `tests/integration/`; this library is empty.
+//! Test harness shared by the end-to-end tests (`tests/integration/`) and the CLI's own tests
+//! (`cli/tests/`): a real server on 127.0.0.1:0 over a fresh database and store per test.
+//!
+//! Backend by environment: default SQLite + local directory; with `CLREG_TEST_PG_URL` set
+//! (a PostgreSQL admin URL), each test gets its own new database on that server and an
+//! in-process S3 server (s3s-fs) as its object store.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use clreg_server::{AppState, Config};
+use clreg_types::{CommitArtifact, Digest, FileEntry};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+
+pub struct TestServer {
+    pub url: String,
+    pub state: AppState,
+    pub dir: TempDir,
+    shutdown: Option<oneshot::Sender<()>>,
+    s3: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> TestServer {
+        // The server's warnings and errors go to the test's output (shown when it fails);
+        // `RUST_LOG` says more.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            )
+            .with_test_writer()
+            .try_init();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = Config {
+            data_dir: dir.path().join("data"),
+            ..Config::default()
+        };
+        let mut s3 = None;
+        if let Ok(admin_url) = std::env::var("CLREG_TEST_PG_URL")
+            && !admin_url.is_empty()
+        {
+            config.database_url = Some(fresh_postgres_db(&admin_url).await);
+            let (endpoint, task) = start_s3(dir.path()).await;
+            config.store = Some("s3://clreg-test/prefix".to_string());
+            config.s3.endpoint = Some(endpoint);
+            config.s3.region = Some("us-east-1".to_string());
+            config.s3.access_key_id = Some("test-access".to_string());
+            config.s3.secret_access_key = Some("test-secret-key".to_string());
+            config.s3.allow_http = true;
+            s3 = Some(task);
+        }
+        tweak(&mut config);
+        let state = AppState::build(config).await.expect("state");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let (tx, rx) = oneshot::channel::<()>();
+        let serve_state = state.clone();
+        tokio::spawn(async move {
+            clreg_server::serve(serve_state, listener, async {
+                let _ = rx.await;
+            })
+            .await
+            .expect("serve");
+        });
+        TestServer {
+            url,
+            state,
+            dir,
+            shutdown: Some(tx),
+            s3,
+        }
+    }
+
+    /// Creates a user through the admin path and returns a logged-in client.
+    pub async fn user(&self, name: &str) -> Client {
+        let key = clreg_server::admin::create_user(&self.state.db, name, false)
+            .await
+            .expect("create user");
+        let mut client = Client::anonymous(&self.url);
+        let (status, body) = client.post("/auth/token", &json!({ "api_key": key })).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        client.token = body["token"].as_str().map(str::to_string);
+        client.api_key = Some(key);
+        client
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(s3) = self.s3.take() {
+            s3.abort();
+        }
+    }
+}
+
+async fn fresh_postgres_db(admin_url: &str) -> String {
+    use sea_orm::ConnectionTrait;
+    let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+    let admin = clreg_server::state::connect(admin_url)
+        .await
+        .expect("connect to postgres");
+    admin
+        .execute_unprepared(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create database");
+    let base = admin_url.rsplit_once('/').map_or(admin_url, |(b, _)| b);
+    format!("{base}/{name}")
+}
+
+/// Runs s3s-fs (a real S3 protocol implementation over a directory) on 127.0.0.1:0.
+async fn start_s3(root: &Path) -> (String, tokio::task::JoinHandle<()>) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::server::conn::auto::Builder;
+    let s3_root = root.join("s3");
+    std::fs::create_dir_all(s3_root.join("clreg-test")).expect("bucket dir");
+    let fs = s3s_fs::FileSystem::new(&s3_root).expect("s3s-fs");
+    let mut builder = s3s::service::S3ServiceBuilder::new(fs);
+    builder.set_auth(s3s::auth::SimpleAuth::from_single(
+        "test-access",
+        "test-secret-key",
+    ));
+    let service = builder.build();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind s3");
+    let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((socket, _)) = listener.accept().await else {
+                continue;
+            };
+            let service = service.clone();
+            tokio::spawn(async move {
+                let _ = Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(socket), service)
+                    .await;
+            });
+        }
+    });
+    (endpoint, task)
+}
+
+/// A thin HTTP client for the API under test.
+#[derive(Clone)]
+pub struct Client {
+    pub http: reqwest::Client,
+    pub base: String,
+    pub token: Option<String>,
+    pub api_key: Option<String>,
+}
+
+impl Client {
+    pub fn anonymous(base: &str) -> Client {
+        Client {
+            http: reqwest::Client::new(),
+            base: base.to_string(),
+            token: None,
+            api_key: None,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        if path.starts_with("/api/") || path.starts_with("/healthz") || path.starts_with("/readyz")
+        {
+            format!("{}{path}", self.base)
+        } else {
+            format!("{}/api/v1{path}", self.base)
+        }
+    }
+
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let mut r = self.http.request(method, self.url(path));
+        if let Some(t) = &self.token {
+            r = r.bearer_auth(t);
+        }
+        r
+    }
+
+    pub async fn send(&self, r: reqwest::RequestBuilder) -> (StatusCode, Value) {
+        let response = r.send().await.expect("request");
+        let status = response.status();
+        let text = response.text().await.expect("body");
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        (status, value)
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.send(self.request(reqwest::Method::GET, path)).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        self.send(self.request(reqwest::Method::POST, path).json(body))
+            .await
+    }
+
+    /// The status of a `HEAD` request.
+    pub async fn head(&self, path: &str) -> StatusCode {
+        self.request(reqwest::Method::HEAD, path)
+            .send()
+            .await
+            .expect("request")
+            .status()
+    }
+
+    pub async fn delete(&self, path: &str) -> (StatusCode, Value) {
+        self.send(self.request(reqwest::Method::DELETE, path)).await
+    }
+
+    pub async fn create_collab(&self, name: &str, policy: &str) {
+        let (status, body) = self
+            .post("/collaborations", &json!({"name": name, "policy": policy}))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+
+    pub async fn add_member(&self, collab: &str, user: &str, role: &str) {
+        let (status, body) = self
+            .post(
+                &format!("/collaborations/{collab}/members"),
+                &json!({"user": user, "role": role}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+
+    /// Uploads `bytes` in chunks of `chunk` bytes and finishes with their real digest.
+    pub async fn upload(&self, bytes: &[u8], chunk: usize) -> Digest {
+        let digest = digest_of(bytes);
+        let id = self.open_upload().await;
+        let mut offset = 0;
+        for piece in bytes.chunks(chunk.max(1)) {
+            let (status, body) = self.patch(&id, offset, piece.to_vec()).await;
+            assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+            offset += piece.len();
+        }
+        let (status, body) = self.finish(&id, &digest.to_string()).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        digest
+    }
+
+    pub async fn open_upload(&self) -> String {
+        let (status, body) = self
+            .send(self.request(reqwest::Method::POST, "/blobs/uploads"))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["id"].as_str().expect("id").to_string()
+    }
+
+    pub async fn patch(&self, id: &str, offset: usize, bytes: Vec<u8>) -> (StatusCode, Value) {
+        self.send(
+            self.request(reqwest::Method::PATCH, &format!("/blobs/uploads/{id}"))
+                .header(clreg_types::UPLOAD_OFFSET_HEADER, offset.to_string())
+                .body(bytes),
+        )
+        .await
+    }
+
+    pub async fn finish(&self, id: &str, digest: &str) -> (StatusCode, Value) {
+        self.send(self.request(
+            reqwest::Method::PUT,
+            &format!("/blobs/uploads/{id}?digest={digest}"),
+        ))
+        .await
+    }
+
+    /// Uploads every file of `dir` and returns the manifest's file map.
+    pub async fn upload_dir(&self, dir: &Path) -> BTreeMap<String, FileEntry> {
+        let mut files = BTreeMap::new();
+        for path in walk(dir) {
+            let bytes = std::fs::read(&path).expect("read");
+            let rel = path
+                .strip_prefix(dir)
+                .expect("prefix")
+                .to_string_lossy()
+                .replace('\\', "/");
+            let digest = self.upload(&bytes, 1 << 20).await;
+            files.insert(
+                rel,
+                FileEntry {
+                    digest,
+                    size: bytes.len() as u64,
+                },
+            );
+        }
+        files
+    }
+
+    pub async fn commit(&self, collab: &str, req: &CommitArtifact) -> (StatusCode, Value) {
+        self.post(
+            &format!("/collaborations/{collab}/artifacts"),
+            &serde_json::to_value(req).expect("json"),
+        )
+        .await
+    }
+
+    /// Uploads a directory and commits it; panics unless created.
+    pub async fn push(
+        &self,
+        collab: &str,
+        name: &str,
+        kind: clreg_types::ArtifactKind,
+        base: Option<&str>,
+        dir: &Path,
+    ) -> Value {
+        let files = self.upload_dir(dir).await;
+        let req = CommitArtifact {
+            name: name.to_string(),
+            kind,
+            base: base.map(str::to_string),
+            files,
+            parents: vec![],
+            description: String::new(),
+        };
+        let (status, body) = self.commit(collab, &req).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["artifact"].clone()
+    }
+}
+
+pub fn digest_of(bytes: &[u8]) -> Digest {
+    Digest::from_bytes(Sha256::digest(bytes).into())
+}
+
+pub fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).expect("read_dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A seeded tiny Llama written as real safetensors into a new directory under `root`.
+pub fn tiny_model(root: &Path, name: &str, seed: u64, shard: Option<u64>) -> PathBuf {
+    let dir = root.join(name);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    clreg_engine::tiny::write_tiny_llama(
+        &dir,
+        &clreg_engine::tiny::TinyConfig::default(),
+        seed,
+        shard,
+    )
+    .expect("tiny model");
+    dir
+}
+
+pub fn tiny_adapter(
+    root: &Path,
+    name: &str,
+    seed: u64,
+    tiny: &clreg_engine::tiny::TinyConfig,
+) -> PathBuf {
+    let dir = root.join(name);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let cfg = clreg_engine::tiny::tiny_llama_config(tiny);
+    clreg_engine::tiny::write_tiny_adapter(&dir, &cfg, 4, 8.0, &["q_proj", "v_proj"], seed, false)
+        .expect("tiny adapter");
+    dir
+}
+
+/// A safetensors file with the given JSON header and `data_len` bytes of data.
+pub fn safetensors_bytes(header: &str, data_len: usize) -> Vec<u8> {
+    let mut out = (header.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(header.as_bytes());
+    out.extend(std::iter::repeat_n(0u8, data_len));
+    out
+}
+
+/// Asserts an error response with `code`.
+#[track_caller]
+pub fn assert_error(result: &(StatusCode, Value), status: u16, code: &str) {
+    assert_eq!(
+        result.0.as_u16(),
+        status,
+        "unexpected status; body: {}",
+        result.1
+    );
+    assert_eq!(
+        result.1["code"], code,
+        "unexpected code; body: {}",
+        result.1
+    );
+    assert!(
+        result.1["message"].as_str().is_some_and(|m| m.len() > 10),
+        "message missing: {}",
+        result.1
+    );
+}

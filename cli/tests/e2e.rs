@@ -1,97 +1,14 @@
-//! The real `clreg` binary against a real server: login, push, resume, pull, lineage, datasets.
+//! The real `clreg` binary (built by cargo from this source) against a real server: login, push,
+//! resume, pull, lineage, datasets; and the `clreg local …` engine commands, which need no server.
+#![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
+mod common;
 
+use std::path::Path;
+
+use clreg_tests::{TestServer, tiny_adapter, tiny_model};
+use common::{Cli, same_tree};
 use serde_json::Value;
-
-use crate::support::{TestServer, tiny_adapter, tiny_model};
-
-/// The `clreg` binary of this build (nextest builds every workspace binary before the tests).
-fn clreg_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("test exe");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let bin = dir.join("clreg");
-    assert!(
-        bin.exists(),
-        "{} missing: build the workspace binaries first (cargo build --workspace)",
-        bin.display()
-    );
-    bin
-}
-
-struct Cli {
-    home: tempfile::TempDir,
-}
-
-struct Output {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Output {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
-            panic!(
-                "stdout is not JSON ({e}): {}\nstderr: {}",
-                self.stdout, self.stderr
-            )
-        })
-    }
-}
-
-impl Cli {
-    fn new() -> Cli {
-        Cli {
-            home: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    async fn run(&self, args: &[&str]) -> Output {
-        let out = tokio::process::Command::new(clreg_bin())
-            .args(args)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", self.home.path())
-            .env("CLREG_CONFIG_DIR", self.home.path().join("config"))
-            .env("CLREG_CACHE_DIR", self.home.path().join("cache"))
-            .env("NO_COLOR", "1")
-            .stdin(std::process::Stdio::null())
-            .output()
-            .await
-            .unwrap();
-        Output {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-
-    async fn ok(&self, args: &[&str]) -> Output {
-        let out = self.run(args).await;
-        assert_eq!(
-            out.code, 0,
-            "clreg {args:?} failed\nstdout: {}\nstderr: {}",
-            out.stdout, out.stderr
-        );
-        out
-    }
-}
-
-fn same_tree(a: &Path, b: &Path) {
-    let files_a = crate::support::walk(a);
-    let files_b = crate::support::walk(b);
-    assert_eq!(files_a.len(), files_b.len(), "{files_a:?} vs {files_b:?}");
-    for (x, y) in files_a.iter().zip(&files_b) {
-        assert_eq!(x.strip_prefix(a).unwrap(), y.strip_prefix(b).unwrap());
-        assert_eq!(
-            std::fs::read(x).unwrap(),
-            std::fs::read(y).unwrap(),
-            "{}",
-            x.display()
-        );
-    }
-}
 
 #[tokio::test]
 async fn login_push_pull_lineage_and_ledger() {
@@ -466,7 +383,7 @@ async fn local_generate_and_import_refusals() {
     );
     assert!(first["tokens"].as_u64().unwrap() >= 1, "{first}");
     // With an adapter stacked on top the model still runs (its effect is tested in the engine).
-    let lora = crate::support::tiny_adapter(
+    let lora = clreg_tests::tiny_adapter(
         dir.path(),
         "lora",
         9,
