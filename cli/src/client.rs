@@ -129,8 +129,30 @@ impl Client {
     }
 
     /// Sends with the bearer token; a refused token (`invalid_token`) is renewed and the request
-    /// sent again, once. The answer is returned whatever its status.
+    /// sent again, once; a busy server (503) is asked again with backoff, a few times. The answer
+    /// is returned whatever its status.
     pub async fn send_raw(&self, req: RequestBuilder) -> Result<Response> {
+        let mut attempt = 0u32;
+        let mut req = req;
+        loop {
+            let again = req.try_clone();
+            let resp = self.send_once(req).await?;
+            match again {
+                Some(next)
+                    if resp.status() == StatusCode::SERVICE_UNAVAILABLE
+                        && attempt < BUSY_RETRIES =>
+                {
+                    let wait = retry_after(&resp).unwrap_or(Duration::from_millis(200 << attempt));
+                    attempt += 1;
+                    tokio::time::sleep(wait.min(Duration::from_secs(10))).await;
+                    req = next;
+                }
+                _ => return Ok(resp),
+            }
+        }
+    }
+
+    async fn send_once(&self, req: RequestBuilder) -> Result<Response> {
         let again = req.try_clone();
         let token = self.bearer().await?;
         let resp = req.bearer_auth(&token).send().await.map_err(network)?;
@@ -256,6 +278,21 @@ pub async fn json_body<T: DeserializeOwned>(resp: Response) -> Result<T> {
         ))
         .into()
     })
+}
+
+/// Times a busy server (503) is asked again before its answer is returned.
+const BUSY_RETRIES: u32 = 5;
+
+/// The `Retry-After` of an answer, in seconds (the form the server sends).
+fn retry_after(resp: &Response) -> Option<Duration> {
+    resp.headers()
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+        .map(Duration::from_secs)
 }
 
 #[cfg(test)]

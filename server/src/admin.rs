@@ -4,7 +4,6 @@ use chrono::Utc;
 use clreg_types::ErrorCode;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, Set,
-    TransactionTrait,
 };
 use serde_json::json;
 
@@ -21,7 +20,8 @@ pub async fn create_user(
 ) -> Result<String, ApiError> {
     clreg_types::check_name(name).map_err(|m| ApiError::new(ErrorCode::InvalidName, m))?;
     let name = name.to_string();
-    db.transaction::<_, String, ApiError>(move |txn| {
+    crate::db::write(db, |txn| {
+        let name = name.clone();
         Box::pin(async move {
             if user::Entity::find()
                 .filter(user::Column::Name.eq(&name))
@@ -54,13 +54,13 @@ pub async fn create_user(
         })
     })
     .await
-    .map_err(Into::into)
 }
 
 /// Adds another API key to an existing user.
 pub async fn create_key(db: &DatabaseConnection, name: &str) -> Result<String, ApiError> {
     let name = name.to_string();
-    db.transaction::<_, String, ApiError>(move |txn| {
+    crate::db::write(db, |txn| {
+        let name = name.clone();
         Box::pin(async move {
             let u = user::Entity::find()
                 .filter(user::Column::Name.eq(&name))
@@ -73,13 +73,13 @@ pub async fn create_key(db: &DatabaseConnection, name: &str) -> Result<String, A
         })
     })
     .await
-    .map_err(Into::into)
 }
 
 /// Revokes every API key of a user (tokens already issued live until they expire).
 pub async fn revoke_keys(db: &DatabaseConnection, name: &str) -> Result<usize, ApiError> {
     let name = name.to_string();
-    db.transaction::<_, usize, ApiError>(move |txn| {
+    crate::db::write(db, |txn| {
+        let name = name.clone();
         Box::pin(async move {
             let u = user::Entity::find()
                 .filter(user::Column::Name.eq(&name))
@@ -109,7 +109,6 @@ pub async fn revoke_keys(db: &DatabaseConnection, name: &str) -> Result<usize, A
         })
     })
     .await
-    .map_err(Into::into)
 }
 
 pub async fn list_users(db: &DatabaseConnection) -> Result<Vec<user::Model>, ApiError> {

@@ -11,9 +11,7 @@ use clreg_types::{
     Lineage, LineageEdge, LineageNode, Relation,
 };
 use object_store::{GetOptions, GetRange, ObjectStore};
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set, TransactionTrait,
-};
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set};
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
 
@@ -413,78 +411,89 @@ pub async fn commit(
         return Ok((false, existing));
     }
 
-    let _write = state.write_lock.lock().await;
-    let collab = access.collab.clone();
-    let actor = caller.name.clone();
-    let user_id = caller.id;
     let metadata_json = serde_json::to_string(&metadata).map_err(ApiError::internal)?;
     let base_id = base.map(|b| b.id);
-    let model = state
-        .db
-        .transaction::<_, artifact::Model, ApiError>(move |txn| {
-            Box::pin(async move {
-                let latest = artifact::Entity::find()
-                    .filter(artifact::Column::CollabId.eq(collab.id))
-                    .filter(artifact::Column::Name.eq(&req.name))
-                    .order_by_desc(artifact::Column::Version)
-                    .one(txn)
-                    .await?;
-                let version = latest.map_or(1, |a| a.version + 1);
-                let model = artifact::ActiveModel {
-                    id: Set(id.clone()),
-                    collab_id: Set(collab.id),
-                    name: Set(req.name.clone()),
-                    version: Set(version),
-                    kind: Set(req.kind.as_str().to_string()),
-                    base_id: Set(base_id.clone()),
-                    description: Set(req.description.clone()),
-                    metadata: Set(metadata_json),
-                    created_by: Set(user_id),
-                    created_at: Set(Utc::now()),
+    crate::db::write(&state.db, |txn| {
+        // The transaction may run again after a conflict: each run works on its own copies.
+        let (collab, req, id, parents) = (
+            access.collab.clone(),
+            req.clone(),
+            id.clone(),
+            parents.clone(),
+        );
+        let (metadata_json, base_id, actor, user_id) = (
+            metadata_json.clone(),
+            base_id.clone(),
+            caller.name.clone(),
+            caller.id,
+        );
+        Box::pin(async move {
+            crate::db::lock_collab(txn, collab.id).await?;
+            // An identical commit may have won a race since the check above.
+            if let Some(existing) = artifact::Entity::find_by_id(&id).one(txn).await? {
+                return Ok((false, existing));
+            }
+            let latest = artifact::Entity::find()
+                .filter(artifact::Column::CollabId.eq(collab.id))
+                .filter(artifact::Column::Name.eq(&req.name))
+                .order_by_desc(artifact::Column::Version)
+                .one(txn)
+                .await?;
+            let version = latest.map_or(1, |a| a.version + 1);
+            let model = artifact::ActiveModel {
+                id: Set(id.clone()),
+                collab_id: Set(collab.id),
+                name: Set(req.name.clone()),
+                version: Set(version),
+                kind: Set(req.kind.as_str().to_string()),
+                base_id: Set(base_id.clone()),
+                description: Set(req.description.clone()),
+                metadata: Set(metadata_json),
+                created_by: Set(user_id),
+                created_at: Set(Utc::now()),
+            }
+            .insert(txn)
+            .await?;
+            for (path, entry) in &req.files {
+                artifact_file::ActiveModel {
+                    artifact_id: Set(id.clone()),
+                    path: Set(path.clone()),
+                    digest: Set(entry.digest.hex()),
+                    size: Set(i64::try_from(entry.size).unwrap_or(i64::MAX)),
+                    ..Default::default()
                 }
                 .insert(txn)
                 .await?;
-                for (path, entry) in &req.files {
-                    artifact_file::ActiveModel {
-                        artifact_id: Set(id.clone()),
-                        path: Set(path.clone()),
-                        digest: Set(entry.digest.hex()),
-                        size: Set(i64::try_from(entry.size).unwrap_or(i64::MAX)),
-                        ..Default::default()
-                    }
-                    .insert(txn)
-                    .await?;
+            }
+            for (parent, relation, method, params, datasets) in &parents {
+                lineage_edge::ActiveModel {
+                    parent_id: Set(parent.clone()),
+                    child_id: Set(id.clone()),
+                    relation: Set(relation.as_str().to_string()),
+                    method: Set(method.clone()),
+                    params: Set(serde_json::to_string(params).map_err(ApiError::internal)?),
+                    datasets: Set(serde_json::to_string(datasets).map_err(ApiError::internal)?),
+                    ..Default::default()
                 }
-                for (parent, relation, method, params, datasets) in &parents {
-                    lineage_edge::ActiveModel {
-                        parent_id: Set(parent.clone()),
-                        child_id: Set(id.clone()),
-                        relation: Set(relation.as_str().to_string()),
-                        method: Set(method.clone()),
-                        params: Set(serde_json::to_string(params).map_err(ApiError::internal)?),
-                        datasets: Set(serde_json::to_string(datasets).map_err(ApiError::internal)?),
-                        ..Default::default()
-                    }
-                    .insert(txn)
-                    .await?;
-                }
-                crate::ledger::append(
-                    txn,
-                    Some((collab.id, &collab.name)),
-                    "artifact.pushed",
-                    &actor,
-                    json!({
-                        "id": id, "name": req.name, "version": version, "kind": req.kind,
-                        "base": base_id, "files": req.files,
-                        "parents": parents.iter().map(|p| json!({"parent": p.0, "relation": p.1, "datasets": p.4})).collect::<Vec<_>>(),
-                    }),
-                )
+                .insert(txn)
                 .await?;
-                Ok(model)
-            })
+            }
+            crate::ledger::append(
+                txn,
+                Some((collab.id, &collab.name)),
+                "artifact.pushed",
+                &actor,
+                json!({
+                    "id": id, "name": req.name, "version": version, "kind": req.kind,
+                    "base": base_id, "files": req.files,
+                    "parents": parents.iter().map(|p| json!({"parent": p.0, "relation": p.1, "datasets": p.4})).collect::<Vec<_>>(),
+                }),
+            )
+            .await?;
+            Ok((true, model))
         })
-        .await?;
-    Ok((true, model))
+    })
+    .await
 }
 
 /// Like `find_for`, but only needs read access whatever the route's rule is (bases, parents).

@@ -62,12 +62,26 @@ impl IntoResponse for ApiError {
             code: self.code.as_str().to_string(),
             message: self.message,
         };
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if self.code == ErrorCode::Busy {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        response
     }
 }
 
 impl From<sea_orm::DbErr> for ApiError {
     fn from(e: sea_orm::DbErr) -> Self {
+        if crate::db::write::is_transient(&e) {
+            tracing::debug!(error = %e, "transient database conflict");
+            return ApiError::new(
+                ErrorCode::Busy,
+                "the registry is busy with concurrent changes; retry in a moment",
+            );
+        }
         ApiError::internal(format!("database: {e}"))
     }
 }

@@ -21,7 +21,9 @@ fn chain_of(collab_id: Option<i64>) -> String {
 
 /// Appends an event to the chain of `collab` (or the server-wide chain for `None`). Call it with
 /// the transaction that makes the change, so the event exists exactly when the change does.
-/// `(chain, seq)` is unique: two concurrent appends cannot both succeed with the same parent.
+/// `(chain, seq)` is unique: two concurrent appends cannot both succeed with the same parent (the
+/// loser's transaction is re-run by [`crate::db::write`]; collaboration chains are serialised
+/// earlier by [`crate::db::lock_collab`]).
 pub async fn append<C: ConnectionTrait>(
     db: &C,
     collab: Option<(i64, &str)>,
@@ -65,16 +67,7 @@ pub async fn append<C: ConnectionTrait>(
         ..Default::default()
     }
     .insert(db)
-    .await
-    .map_err(|e| {
-        if is_unique_violation(&e) {
-            ApiError::conflict(
-                "another change to this collaboration happened at the same time; retry",
-            )
-        } else {
-            e.into()
-        }
-    })?;
+    .await?;
     Ok(())
 }
 

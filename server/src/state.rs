@@ -25,10 +25,6 @@ pub struct AppState {
     pub uploads: UploadSessions,
     /// Bounds CPU-heavy validation running on blocking threads.
     pub cpu: Arc<tokio::sync::Semaphore>,
-    /// Serialises this process's write transactions: SQLite allows one writer, and on PostgreSQL
-    /// it keeps one replica's ledger appends from racing each other (across replicas the ledger's
-    /// unique (chain, seq) turns a race into a retryable conflict).
-    pub write_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl AppState {
@@ -48,7 +44,6 @@ impl AppState {
             config: Arc::new(config),
             uploads: Arc::new(Mutex::new(HashMap::new())),
             cpu: Arc::new(tokio::sync::Semaphore::new(2)),
-            write_lock: Arc::new(tokio::sync::Mutex::new(())),
         })
     }
 }

@@ -57,6 +57,7 @@ codes! {
     AdapterMismatch => ("adapter_mismatch", 422),
     InvalidDataset => ("invalid_dataset", 422),
     Internal => ("internal", 500),
+    Busy => ("busy", 503),
 }
 
 impl std::fmt::Display for ErrorCode {

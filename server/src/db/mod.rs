@@ -1,3 +1,6 @@
-//! Database access: the sea-orm entities (one per table).
+//! Database access: the sea-orm entities (one per table) and the write-transaction helper.
 
 pub mod entities;
+pub mod write;
+
+pub use write::{lock_collab, write};

@@ -11,7 +11,6 @@ use clreg_types::{
 };
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, ModelTrait, QueryFilter, Set,
-    TransactionTrait,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -89,61 +88,58 @@ async fn create(
     ApiJson(req): ApiJson<CreateCollaboration>,
 ) -> Result<(StatusCode, ApiJson<Collaboration>), ApiError> {
     clreg_types::check_name(&req.name).map_err(|m| ApiError::new(ErrorCode::InvalidName, m))?;
-    let _write = state.write_lock.lock().await;
-    let actor = caller.name.clone();
-    let created = state
-        .db
-        .transaction::<_, Collaboration, ApiError>(move |txn| {
-            Box::pin(async move {
-                let taken = collaboration::Entity::find()
-                    .filter(collaboration::Column::Name.eq(&req.name))
-                    .one(txn)
-                    .await?;
-                if taken.is_some() {
-                    return Err(ApiError::conflict(format!(
-                        "collaboration `{}` already exists; choose another name",
-                        req.name
-                    )));
-                }
-                let c = collaboration::ActiveModel {
-                    name: Set(req.name.clone()),
-                    policy: Set(req.policy.as_str().to_string()),
-                    description: Set(req.description.clone()),
-                    created_by: Set(caller.id),
-                    created_at: Set(Utc::now()),
-                    ..Default::default()
-                }
-                .insert(txn)
+    let created = crate::db::write(&state.db, |txn| {
+        let (req, actor, caller_id) = (req.clone(), caller.name.clone(), caller.id);
+        Box::pin(async move {
+            let taken = collaboration::Entity::find()
+                .filter(collaboration::Column::Name.eq(&req.name))
+                .one(txn)
                 .await?;
-                member::ActiveModel {
-                    collab_id: Set(c.id),
-                    user_id: Set(caller.id),
-                    role: Set(Role::Owner.as_str().to_string()),
-                    ..Default::default()
-                }
-                .insert(txn)
-                .await?;
-                let chain = Some((c.id, c.name.as_str()));
-                ledger::append(
-                    txn,
-                    chain,
-                    "collaboration.created",
-                    &actor,
-                    json!({"name": c.name, "policy": req.policy, "description": req.description}),
-                )
-                .await?;
-                ledger::append(
-                    txn,
-                    chain,
-                    "member.added",
-                    &actor,
-                    json!({"user": actor, "role": Role::Owner}),
-                )
-                .await?;
-                to_wire(txn, c, vec![Role::Owner]).await
-            })
+            if taken.is_some() {
+                return Err(ApiError::conflict(format!(
+                    "collaboration `{}` already exists; choose another name",
+                    req.name
+                )));
+            }
+            let c = collaboration::ActiveModel {
+                name: Set(req.name.clone()),
+                policy: Set(req.policy.as_str().to_string()),
+                description: Set(req.description.clone()),
+                created_by: Set(caller_id),
+                created_at: Set(Utc::now()),
+                ..Default::default()
+            }
+            .insert(txn)
+            .await?;
+            member::ActiveModel {
+                collab_id: Set(c.id),
+                user_id: Set(caller.id),
+                role: Set(Role::Owner.as_str().to_string()),
+                ..Default::default()
+            }
+            .insert(txn)
+            .await?;
+            let chain = Some((c.id, c.name.as_str()));
+            ledger::append(
+                txn,
+                chain,
+                "collaboration.created",
+                &actor,
+                json!({"name": c.name, "policy": req.policy, "description": req.description}),
+            )
+            .await?;
+            ledger::append(
+                txn,
+                chain,
+                "member.added",
+                &actor,
+                json!({"user": actor, "role": Role::Owner}),
+            )
+            .await?;
+            to_wire(txn, c, vec![Role::Owner]).await
         })
-        .await?;
+    })
+    .await?;
     Ok((StatusCode::CREATED, ApiJson(created)))
 }
 
@@ -216,44 +212,42 @@ async fn add_member(
 ) -> Result<ApiJson<Member>, ApiError> {
     let access = caller.access(&state, &c).await?;
     let target = find_user(&state, &req.user).await?;
-    let _write = state.write_lock.lock().await;
-    let collab = access.collab;
-    let actor = caller.name.clone();
-    let member = state
-        .db
-        .transaction::<_, Member, ApiError>(move |txn| {
-            Box::pin(async move {
-                let existing = member::Entity::find()
-                    .filter(member::Column::CollabId.eq(collab.id))
-                    .filter(member::Column::UserId.eq(target.id))
-                    .filter(member::Column::Role.eq(req.role.as_str()))
-                    .one(txn)
-                    .await?;
-                if existing.is_none() {
-                    member::ActiveModel {
-                        collab_id: Set(collab.id),
-                        user_id: Set(target.id),
-                        role: Set(req.role.as_str().to_string()),
-                        ..Default::default()
-                    }
-                    .insert(txn)
-                    .await?;
-                    ledger::append(
-                        txn,
-                        Some((collab.id, &collab.name)),
-                        "member.added",
-                        &actor,
-                        json!({"user": target.name, "role": req.role}),
-                    )
-                    .await?;
+    let member = crate::db::write(&state.db, |txn| {
+        let (collab, target, req) = (access.collab.clone(), target.clone(), req.clone());
+        let actor = caller.name.clone();
+        Box::pin(async move {
+            crate::db::lock_collab(txn, collab.id).await?;
+            let existing = member::Entity::find()
+                .filter(member::Column::CollabId.eq(collab.id))
+                .filter(member::Column::UserId.eq(target.id))
+                .filter(member::Column::Role.eq(req.role.as_str()))
+                .one(txn)
+                .await?;
+            if existing.is_none() {
+                member::ActiveModel {
+                    collab_id: Set(collab.id),
+                    user_id: Set(target.id),
+                    role: Set(req.role.as_str().to_string()),
+                    ..Default::default()
                 }
-                let all = member_list(txn, collab.id).await?;
-                all.into_iter()
-                    .find(|m| m.user == target.name)
-                    .ok_or_else(|| ApiError::internal("member vanished"))
-            })
+                .insert(txn)
+                .await?;
+                ledger::append(
+                    txn,
+                    Some((collab.id, &collab.name)),
+                    "member.added",
+                    &actor,
+                    json!({"user": target.name, "role": req.role}),
+                )
+                .await?;
+            }
+            let all = member_list(txn, collab.id).await?;
+            all.into_iter()
+                .find(|m| m.user == target.name)
+                .ok_or_else(|| ApiError::internal("member vanished"))
         })
-        .await?;
+    })
+    .await?;
     Ok(ApiJson(member))
 }
 
@@ -274,56 +268,54 @@ async fn remove_member(
 ) -> Result<StatusCode, ApiError> {
     let access = caller.access(&state, &c).await?;
     let target = find_user(&state, &name).await?;
-    let _write = state.write_lock.lock().await;
-    let collab = access.collab;
-    let actor = caller.name.clone();
-    state
-        .db
-        .transaction::<_, (), ApiError>(move |txn| {
-            Box::pin(async move {
-                let mut rows = member::Entity::find()
+    crate::db::write(&state.db, |txn| {
+        let (collab, target, name) = (access.collab.clone(), target.clone(), name.clone());
+        let (actor, role) = (caller.name.clone(), query.role);
+        Box::pin(async move {
+            crate::db::lock_collab(txn, collab.id).await?;
+            let mut rows = member::Entity::find()
+                .filter(member::Column::CollabId.eq(collab.id))
+                .filter(member::Column::UserId.eq(target.id));
+            if let Some(role) = role {
+                rows = rows.filter(member::Column::Role.eq(role.as_str()));
+            }
+            let rows = rows.all(txn).await?;
+            if rows.is_empty() {
+                return Err(ApiError::not_found(format!(
+                    "member `{name}` in `{}`",
+                    collab.name
+                )));
+            }
+            let removes_owner = rows.iter().any(|m| m.role == Role::Owner.as_str());
+            if removes_owner {
+                let owners = member::Entity::find()
                     .filter(member::Column::CollabId.eq(collab.id))
-                    .filter(member::Column::UserId.eq(target.id));
-                if let Some(role) = query.role {
-                    rows = rows.filter(member::Column::Role.eq(role.as_str()));
-                }
-                let rows = rows.all(txn).await?;
-                if rows.is_empty() {
-                    return Err(ApiError::not_found(format!(
-                        "member `{name}` in `{}`",
+                    .filter(member::Column::Role.eq(Role::Owner.as_str()))
+                    .all(txn)
+                    .await?;
+                if owners.len() <= 1 {
+                    return Err(ApiError::conflict(format!(
+                        "`{name}` is the last owner of `{}`; make someone else owner first",
                         collab.name
                     )));
                 }
-                let removes_owner = rows.iter().any(|m| m.role == Role::Owner.as_str());
-                if removes_owner {
-                    let owners = member::Entity::find()
-                        .filter(member::Column::CollabId.eq(collab.id))
-                        .filter(member::Column::Role.eq(Role::Owner.as_str()))
-                        .all(txn)
-                        .await?;
-                    if owners.len() <= 1 {
-                        return Err(ApiError::conflict(format!(
-                            "`{name}` is the last owner of `{}`; make someone else owner first",
-                            collab.name
-                        )));
-                    }
-                }
-                let roles: Vec<String> = rows.iter().map(|m| m.role.clone()).collect();
-                for row in rows {
-                    row.delete(txn).await?;
-                }
-                ledger::append(
-                    txn,
-                    Some((collab.id, &collab.name)),
-                    "member.removed",
-                    &actor,
-                    json!({"user": name, "roles": roles}),
-                )
-                .await?;
-                Ok(())
-            })
+            }
+            let roles: Vec<String> = rows.iter().map(|m| m.role.clone()).collect();
+            for row in rows {
+                row.delete(txn).await?;
+            }
+            ledger::append(
+                txn,
+                Some((collab.id, &collab.name)),
+                "member.removed",
+                &actor,
+                json!({"user": name, "roles": roles}),
+            )
+            .await?;
+            Ok(())
         })
-        .await?;
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -349,40 +341,37 @@ async fn change_policy(
             "a policy is never loosened from semi to full: members joined under its promise; create a new collaboration instead",
         ));
     }
-    let _write = state.write_lock.lock().await;
-    let collab = access.collab.clone();
-    let actor = caller.name.clone();
-    let (updated, purged) = state
-        .db
-        .transaction::<_, (collaboration::Model, Vec<String>), ApiError>(move |txn| {
-            Box::pin(async move {
-                let stored = dataset::Entity::find()
-                    .filter(dataset::Column::CollabId.eq(collab.id))
-                    .filter(dataset::Column::ContentStored.eq(true))
-                    .all(txn)
-                    .await?;
-                let mut purged = Vec::new();
-                for d in stored {
-                    purged.push(d.digest.clone());
-                    let mut active: dataset::ActiveModel = d.into();
-                    active.content_stored = Set(false);
-                    active.update(txn).await?;
-                }
-                let mut active: collaboration::ActiveModel = collab.clone().into();
-                active.policy = Set(Policy::Semi.as_str().to_string());
-                let updated = active.update(txn).await?;
-                ledger::append(
-                    txn,
-                    Some((collab.id, &collab.name)),
-                    "policy.tightened",
-                    &actor,
-                    json!({"from": "full", "to": "semi", "purged_datasets": purged}),
-                )
+    let (updated, purged) = crate::db::write(&state.db, |txn| {
+        let (collab, actor) = (access.collab.clone(), caller.name.clone());
+        Box::pin(async move {
+            crate::db::lock_collab(txn, collab.id).await?;
+            let stored = dataset::Entity::find()
+                .filter(dataset::Column::CollabId.eq(collab.id))
+                .filter(dataset::Column::ContentStored.eq(true))
+                .all(txn)
                 .await?;
-                Ok((updated, purged))
-            })
+            let mut purged = Vec::new();
+            for d in stored {
+                purged.push(d.digest.clone());
+                let mut active: dataset::ActiveModel = d.into();
+                active.content_stored = Set(false);
+                active.update(txn).await?;
+            }
+            let mut active: collaboration::ActiveModel = collab.clone().into();
+            active.policy = Set(Policy::Semi.as_str().to_string());
+            let updated = active.update(txn).await?;
+            ledger::append(
+                txn,
+                Some((collab.id, &collab.name)),
+                "policy.tightened",
+                &actor,
+                json!({"from": "full", "to": "semi", "purged_datasets": purged}),
+            )
+            .await?;
+            Ok((updated, purged))
         })
-        .await?;
+    })
+    .await?;
     // Delete content no one else references (another full collaboration or an artifact may hold
     // the same bytes). The rows above are already gone from every reader's view.
     for hex in purged {

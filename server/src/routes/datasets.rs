@@ -5,9 +5,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use chrono::Utc;
 use clreg_types::{Dataset, Digest, ErrorBody, ErrorCode, Policy, RegisterDataset};
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set, TransactionTrait,
-};
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set};
 use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -134,14 +132,11 @@ async fn store(
     access: &Access,
     req: RegisterDataset,
 ) -> Result<(StatusCode, ApiJson<Dataset>), ApiError> {
-    let _write = state.write_lock.lock().await;
-    let collab = access.collab.clone();
-    let actor = caller.name.clone();
-    let user_id = caller.id;
-    let row = state
-        .db
-        .transaction::<_, dataset::Model, ApiError>(move |txn| {
+    let row = crate::db::write(&state.db, |txn| {
+            let (collab, req) = (access.collab.clone(), req.clone());
+            let (actor, user_id) = (caller.name.clone(), caller.id);
             Box::pin(async move {
+                crate::db::lock_collab(txn, collab.id).await?;
                 let existing = dataset::Entity::find()
                     .filter(dataset::Column::CollabId.eq(collab.id))
                     .filter(dataset::Column::Digest.eq(req.digest.hex()))
@@ -178,7 +173,7 @@ async fn store(
                 Ok(row)
             })
         })
-        .await?;
+    .await?;
     Ok((StatusCode::CREATED, ApiJson(to_wire(state, row).await?)))
 }
 

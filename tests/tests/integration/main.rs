@@ -7,6 +7,7 @@ mod artifacts;
 mod auth;
 mod blobs;
 mod collaborations;
+mod concurrency;
 mod datasets;
 mod ledger;
 mod routes_table;
