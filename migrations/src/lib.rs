@@ -15,6 +15,7 @@ mod m20261128_000008_artifact_files;
 mod m20261128_000009_lineage_edges;
 mod m20261128_000010_datasets;
 mod m20261128_000011_ledger_events;
+mod m20261130_000012_blob_grants;
 
 pub struct Migrator;
 
@@ -33,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000009_lineage_edges::Migration),
             Box::new(m20261128_000010_datasets::Migration),
             Box::new(m20261128_000011_ledger_events::Migration),
+            Box::new(m20261130_000012_blob_grants::Migration),
         ]
     }
 }

@@ -267,18 +267,23 @@ pub async fn commit(
     let mut files = BTreeMap::new();
     for (path, entry) in &req.files {
         clreg_types::check_file_path(path).map_err(|m| ApiError::new(ErrorCode::InvalidPath, m))?;
+        // Possession first, so the answer says nothing of blobs the caller cannot name.
+        let unknown = || {
+            ApiError::new(
+                ErrorCode::BlobUnknown,
+                format!(
+                    "file `{path}`: you have not uploaded blob {}; upload it first",
+                    entry.digest
+                ),
+            )
+        };
+        if !crate::blobs::may_name(state, caller.id, &entry.digest).await? {
+            return Err(unknown());
+        }
         let stored = blob::Entity::find_by_id(entry.digest.hex())
             .one(&state.db)
             .await?
-            .ok_or_else(|| {
-                ApiError::new(
-                    ErrorCode::BlobUnknown,
-                    format!(
-                        "file `{path}`: blob {} was never uploaded; upload it first",
-                        entry.digest
-                    ),
-                )
-            })?;
+            .ok_or_else(unknown)?;
         if u64::try_from(stored.size).ok() != Some(entry.size) {
             return Err(ApiError::bad_request(format!(
                 "file `{path}`: declared size {} but blob {} has {} bytes",

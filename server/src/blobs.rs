@@ -7,6 +7,7 @@
 //! restarts mid-upload the session answers `upload_lost` and the client starts that blob again.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
@@ -19,11 +20,11 @@ use object_store::path::Path as StorePath;
 use object_store::{
     GetOptions, GetRange, GetResult, GetResultPayload, ObjectStore, WriteMultipart,
 };
-use sea_orm::{ActiveModelTrait, EntityTrait, IntoActiveModel, Set};
+use sea_orm::{ActiveModelTrait, ConnectionTrait, EntityTrait, IntoActiveModel, Set};
 use sha2::{Digest as _, Sha256};
 use uuid::Uuid;
 
-use crate::db::entities::{blob, upload};
+use crate::db::entities::{blob, blob_grant, upload};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -32,11 +33,21 @@ const PART_SIZE: usize = 8 << 20;
 /// Parts in flight per upload before a chunk waits.
 const PARTS_IN_FLIGHT: usize = 4;
 
-pub type UploadSessions = Arc<Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<Session>>>>>;
+pub type UploadSessions = Arc<Mutex<HashMap<Uuid, Arc<Session>>>>;
 
+/// One upload in progress in this process.
 pub struct Session {
-    pub user_id: i64,
-    pub offset: u64,
+    user_id: i64,
+    /// Bytes received, hashed and handed to the writer: the truth about where the upload stands,
+    /// readable while a chunk is arriving. It moves together with the hasher and the writer (no
+    /// await between the three), so a request dropped mid-chunk (the client died) leaves them
+    /// consistent, and the next client resumes from here. The database's `offset` column lags
+    /// behind it and is only a hint for other processes.
+    offset: AtomicU64,
+    writing: tokio::sync::Mutex<Writing>,
+}
+
+struct Writing {
     hasher: Sha256,
     writer: Option<WriteMultipart>,
 }
@@ -67,17 +78,17 @@ pub async fn open(state: &AppState, user_id: i64) -> Result<upload::Model, ApiEr
     .await?;
     let session = Session {
         user_id,
-        offset: 0,
-        hasher: Sha256::new(),
-        writer: Some(WriteMultipart::new_with_chunk_size(multipart, PART_SIZE)),
+        offset: AtomicU64::new(0),
+        writing: tokio::sync::Mutex::new(Writing {
+            hasher: Sha256::new(),
+            writer: Some(WriteMultipart::new_with_chunk_size(multipart, PART_SIZE)),
+        }),
     };
-    lock_sessions(state).insert(id, Arc::new(tokio::sync::Mutex::new(session)));
+    lock_sessions(state).insert(id, Arc::new(session));
     Ok(row)
 }
 
-fn lock_sessions(
-    state: &AppState,
-) -> std::sync::MutexGuard<'_, HashMap<Uuid, Arc<tokio::sync::Mutex<Session>>>> {
+fn lock_sessions(state: &AppState) -> std::sync::MutexGuard<'_, HashMap<Uuid, Arc<Session>>> {
     // A poisoned map only means a panic elsewhere mid-insert; the map itself is still valid.
     state.uploads.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -96,13 +107,40 @@ pub async fn row(state: &AppState, id: Uuid, user_id: i64) -> Result<upload::Mod
         })
 }
 
-fn session(state: &AppState, id: Uuid) -> Result<Arc<tokio::sync::Mutex<Session>>, ApiError> {
-    lock_sessions(state).get(&id).cloned().ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::UploadLost,
-            format!("upload {id} was interrupted by a server restart; start this blob again with a new upload"),
-        )
-    })
+/// The caller's session row with its live offset: what a client resumes from.
+pub async fn status(state: &AppState, id: Uuid, user_id: i64) -> Result<upload::Model, ApiError> {
+    let mut row = row(state, id, user_id).await?;
+    if let Some(live) = live_offset(state, id) {
+        row.offset = i64::try_from(live).unwrap_or(i64::MAX);
+    }
+    Ok(row)
+}
+
+/// Bytes this process holds of upload `id`, if the session lives here.
+pub fn live_offset(state: &AppState, id: Uuid) -> Option<u64> {
+    lock_sessions(state)
+        .get(&id)
+        .map(|s| s.offset.load(Ordering::Acquire))
+}
+
+fn session(state: &AppState, id: Uuid) -> Result<Arc<Session>, ApiError> {
+    lock_sessions(state)
+        .get(&id)
+        .cloned()
+        .ok_or_else(|| lost(id))
+}
+
+/// Reads and drops what is left of a refused chunk (at most `limit` bytes), so the client, still
+/// sending, reads the refusal instead of a broken connection.
+async fn drain(body: Body, limit: u64) {
+    let mut stream = body.into_data_stream();
+    let mut seen = 0u64;
+    while let Some(Ok(bytes)) = stream.next().await {
+        seen += bytes.len() as u64;
+        if seen > limit {
+            break;
+        }
+    }
 }
 
 /// Appends one chunk that must start at `start`. Returns the new offset.
@@ -116,27 +154,30 @@ pub async fn append(
 ) -> Result<u64, ApiError> {
     let row = row(state, id, user_id).await?;
     let session = session(state, id)?;
-    let mut s = session.try_lock().map_err(|_| {
-        ApiError::conflict(format!(
-            "another chunk of upload {id} is still being received; send chunks one at a time"
-        ))
-    })?;
-    if s.user_id != user_id {
+    if session.user_id != user_id {
         return Err(ApiError::new(
             ErrorCode::UploadUnknown,
             format!("upload {id} does not exist"),
         ));
     }
-    if start != s.offset {
+    let max_chunk = state.config.max_chunk_size;
+    let Ok(mut w) = session.writing.try_lock() else {
+        drain(body, max_chunk).await;
+        return Err(ApiError::conflict(format!(
+            "another chunk of upload {id} is still being received; ask where the upload stands (GET) and send from there"
+        )));
+    };
+    let held = session.offset.load(Ordering::Acquire);
+    if start != held {
+        drop(w);
+        drain(body, max_chunk).await;
         return Err(ApiError::new(
             ErrorCode::UploadOutOfOrder,
             format!(
-                "chunk starts at byte {start} but upload {id} has {} bytes; send the chunk that starts at {}",
-                s.offset, s.offset
+                "chunk starts at byte {start} but upload {id} has {held} bytes; send the chunk that starts at {held}"
             ),
         ));
     }
-    let max_chunk = state.config.max_chunk_size;
     if content_length.is_some_and(|n| n > max_chunk) {
         return Err(ApiError::new(
             ErrorCode::TooLarge,
@@ -159,8 +200,9 @@ pub async fn append(
             }
         };
         let len = bytes.len() as u64;
-        if s.offset + len > max_blob || received + len > max_chunk {
-            failure = Some(if s.offset + len > max_blob {
+        let offset = session.offset.load(Ordering::Acquire);
+        if offset + len > max_blob || received + len > max_chunk {
+            failure = Some(if offset + len > max_blob {
                 format!(
                     "blob is larger than the server's limit of {max_blob} bytes; the upload was aborted"
                 )
@@ -171,28 +213,25 @@ pub async fn append(
             });
             break;
         }
-        let Session {
-            writer,
-            hasher,
-            offset,
-            ..
-        } = &mut *s;
+        let Writing { writer, hasher } = &mut *w;
         let Some(writer) = writer.as_mut() else {
-            return Err(ApiError::internal("upload session without writer"));
+            return Err(lost(id));
         };
         writer.wait_for_capacity(PARTS_IN_FLIGHT).await?;
+        // No await from here to the offset's update: the three move together.
         hasher.update(&bytes);
         // `put` keeps the received buffer as is: no copy, one write per frame.
         writer.put(bytes);
-        *offset += len;
+        session.offset.store(offset + len, Ordering::Release);
         received += len;
     }
     if let Some(message) = failure {
-        drop(s);
+        drop(w);
         abort(state, id).await?;
         return Err(ApiError::new(ErrorCode::TooLarge, message));
     }
-    let offset = s.offset;
+    let offset = session.offset.load(Ordering::Acquire);
+    drop(w);
     let mut active = row.into_active_model();
     active.offset = Set(i64::try_from(offset).unwrap_or(i64::MAX));
     active.update(&state.db).await?;
@@ -208,13 +247,13 @@ pub async fn finish(
 ) -> Result<(Digest, u64), ApiError> {
     row(state, id, user_id).await?;
     let session = session(state, id)?;
-    let mut s = session.try_lock().map_err(|_| {
+    let mut w = session.writing.try_lock().map_err(|_| {
         ApiError::conflict(format!("a chunk of upload {id} is still being received"))
     })?;
-    let actual = Digest::from_bytes(s.hasher.clone().finalize().into());
-    let size = s.offset;
+    let actual = Digest::from_bytes(w.hasher.clone().finalize().into());
+    let size = session.offset.load(Ordering::Acquire);
     if &actual != expected {
-        drop(s);
+        drop(w);
         abort(state, id).await?;
         return Err(ApiError::new(
             ErrorCode::DigestMismatch,
@@ -223,53 +262,154 @@ pub async fn finish(
             ),
         ));
     }
-    let writer = s
-        .writer
-        .take()
-        .ok_or_else(|| ApiError::internal("upload session without writer"))?;
-    writer.finish().await?;
-    drop(s);
+    let writer = w.writer.take().ok_or_else(|| lost(id))?;
+    // From here the upload is finishing: out of the map at once, and the rest runs as a task of
+    // its own, so a client that goes away mid-request cannot leave it half done.
     lock_sessions(state).remove(&id);
-    let staging = staging_key(id);
-    if blob::Entity::find_by_id(actual.hex())
-        .one(&state.db)
-        .await?
-        .is_some()
-    {
-        state.store.delete(&staging).await?;
-    } else {
-        state.store.rename(&staging, &blob_key(&actual)).await?;
-        let inserted = blob::ActiveModel {
-            digest: Set(actual.hex()),
-            size: Set(i64::try_from(size).unwrap_or(i64::MAX)),
-            created_at: Set(Utc::now()),
-        }
-        .insert(&state.db)
-        .await;
-        if let Err(e) = inserted {
-            // Two uploads of the same content may race; both wrote the same bytes.
-            if !crate::ledger::is_unique_violation(&e) {
-                return Err(e.into());
+    drop(w);
+    let state = state.clone();
+    tokio::spawn(async move {
+        writer.finish().await?;
+        let staging = staging_key(id);
+        if blob::Entity::find_by_id(actual.hex())
+            .one(&state.db)
+            .await?
+            .is_some()
+        {
+            state.store.delete(&staging).await?;
+        } else {
+            state.store.rename(&staging, &blob_key(&actual)).await?;
+            let inserted = blob::ActiveModel {
+                digest: Set(actual.hex()),
+                size: Set(i64::try_from(size).unwrap_or(i64::MAX)),
+                created_at: Set(Utc::now()),
+            }
+            .insert(&state.db)
+            .await;
+            if let Err(e) = inserted {
+                // Two uploads of the same content may race; both wrote the same bytes.
+                if !crate::ledger::is_unique_violation(&e) {
+                    return Err(e.into());
+                }
             }
         }
-    }
-    upload::Entity::delete_by_id(id).exec(&state.db).await?;
-    Ok((actual, size))
+        // Whether the bytes were new or already stored, this user has shown they hold them.
+        grant(&state.db, user_id, &actual).await?;
+        upload::Entity::delete_by_id(id).exec(&state.db).await?;
+        Ok((actual, size))
+    })
+    .await
+    .map_err(ApiError::internal)?
+}
+
+fn lost(id: Uuid) -> ApiError {
+    ApiError::new(
+        ErrorCode::UploadLost,
+        format!(
+            "upload {id} cannot go on (a server restart or an interrupted finish); start this blob again with a new upload"
+        ),
+    )
 }
 
 /// Drops a session and everything it wrote.
 pub async fn abort(state: &AppState, id: Uuid) -> Result<(), ApiError> {
     let session = lock_sessions(state).remove(&id);
-    if let Some(session) = session {
-        let mut s = session.lock().await;
-        if let Some(writer) = s.writer.take()
-            && let Err(e) = writer.abort().await
-        {
-            tracing::warn!(upload = %id, error = %e, "aborting multipart upload failed");
+    let writer = match session {
+        Some(session) => session.writing.lock().await.writer.take(),
+        None => None,
+    };
+    match writer {
+        Some(writer) => {
+            if let Err(e) = writer.abort().await {
+                tracing::warn!(upload = %id, error = %e, "aborting multipart upload failed");
+            }
         }
+        // Not (or no longer) written by this process: remove whatever reached the staging key.
+        None => match state.store.delete(&staging_key(id)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => tracing::warn!(upload = %id, error = %e, "removing a staged upload failed"),
+        },
     }
     upload::Entity::delete_by_id(id).exec(&state.db).await?;
     Ok(())
+}
+
+/// Records that `user_id` holds the bytes of `digest` (they uploaded them), so a manifest or
+/// dataset registration of theirs may name it. Idempotent.
+pub async fn grant<C: ConnectionTrait>(
+    db: &C,
+    user_id: i64,
+    digest: &Digest,
+) -> Result<(), ApiError> {
+    use sea_orm::sea_query::OnConflict;
+    blob_grant::Entity::insert(blob_grant::ActiveModel {
+        user_id: Set(user_id),
+        digest: Set(digest.hex()),
+    })
+    .on_conflict(
+        OnConflict::columns([blob_grant::Column::UserId, blob_grant::Column::Digest])
+            .do_nothing()
+            .to_owned(),
+    )
+    .exec_without_returning(db)
+    .await?;
+    Ok(())
+}
+
+/// Whether `user_id` may name `digest` in a manifest or a dataset registration: proof of
+/// possession (they uploaded the bytes) or the right to read them already. Knowing a digest is
+/// not enough: digests are shown to auditors and consumers. The one place that decides it.
+pub async fn may_name(state: &AppState, user_id: i64, digest: &Digest) -> Result<bool, ApiError> {
+    let granted = blob_grant::Entity::find_by_id((user_id, digest.hex()))
+        .one(&state.db)
+        .await?
+        .is_some();
+    Ok(granted || may_read(state, user_id, digest).await?)
+}
+
+/// A blob is readable by members who may download an artifact containing it, or who may read the
+/// stored content of a dataset with that digest in a `full` collaboration.
+pub async fn may_read(state: &AppState, user_id: i64, digest: &Digest) -> Result<bool, ApiError> {
+    use crate::artifacts::member_collabs;
+    use crate::authz::Action;
+    use crate::db::entities::{artifact, artifact_file, collaboration, dataset};
+    use sea_orm::{ColumnTrait, QueryFilter};
+
+    let downloadable = member_collabs(state, user_id, Action::Download).await?;
+    let artifact_ids: Vec<String> = artifact_file::Entity::find()
+        .filter(artifact_file::Column::Digest.eq(digest.hex()))
+        .all(&state.db)
+        .await?
+        .into_iter()
+        .map(|f| f.artifact_id)
+        .collect();
+    if !artifact_ids.is_empty() {
+        let in_reach = artifact::Entity::find()
+            .filter(artifact::Column::Id.is_in(artifact_ids))
+            .filter(artifact::Column::CollabId.is_in(downloadable))
+            .one(&state.db)
+            .await?;
+        if in_reach.is_some() {
+            return Ok(true);
+        }
+    }
+    let dataset_readers = member_collabs(state, user_id, Action::Datasets).await?;
+    let stored = dataset::Entity::find()
+        .filter(dataset::Column::Digest.eq(digest.hex()))
+        .filter(dataset::Column::ContentStored.eq(true))
+        .filter(dataset::Column::CollabId.is_in(dataset_readers))
+        .all(&state.db)
+        .await?;
+    for d in stored {
+        let full = collaboration::Entity::find_by_id(d.collab_id)
+            .one(&state.db)
+            .await?
+            .is_some_and(|c| c.policy == clreg_types::Policy::Full.as_str());
+        if full {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Removes expired sessions; run periodically.

@@ -5,17 +5,15 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use clreg_types::{BlobInfo, Digest, ErrorBody, ErrorCode, UploadStatus};
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use sea_orm::EntityTrait;
 use serde::Deserialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::artifacts::member_collabs;
 use crate::auth::Caller;
-use crate::authz::Action;
 use crate::blobs;
-use crate::db::entities::{artifact, artifact_file, blob, collaboration, dataset, upload};
+use crate::db::entities::{blob, upload};
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 use crate::state::AppState;
 
@@ -37,15 +35,21 @@ fn parse_digest(s: &str) -> Result<Digest, ApiError> {
     })
 }
 
-/// Whether the server has a blob (so a client can skip uploading it).
+/// Whether the caller may name a blob it has (so a client can skip uploading it): 200 with its
+/// size for a blob the caller uploaded or may read, 404 otherwise, whether or not it exists.
 #[utoipa::path(head, path = "/api/v1/blobs/{digest}", params(("digest" = String, Path)),
     responses((status = 200, description = "present; Content-Length is its size"), (status = 404)))]
 async fn head_blob(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     ApiPath(digest): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let digest = parse_digest(&digest)?;
+    // Only to those who hold the bytes or may read them: to anyone else a blob's existence and
+    // size are not to be learnt from its digest.
+    if !blobs::may_name(&state, caller.id, &digest).await? {
+        return Ok(StatusCode::NOT_FOUND.into_response());
+    }
     let Some(found) = blob::Entity::find_by_id(digest.hex())
         .one(&state.db)
         .await?
@@ -70,7 +74,7 @@ async fn get_blob(
 ) -> Result<Response, ApiError> {
     let digest = parse_digest(&digest)?;
     let not_found = || ApiError::new(ErrorCode::BlobUnknown, format!("blob {digest} not found"));
-    if !may_read_blob(&state, &caller, &digest).await? {
+    if !blobs::may_read(&state, caller.id, &digest).await? {
         return Err(not_found());
     }
     let found = blob::Entity::find_by_id(digest.hex())
@@ -84,50 +88,6 @@ async fn get_blob(
         &headers,
     )
     .await
-}
-
-/// A blob is readable by members who may download an artifact containing it, or who may read the
-/// stored content of a dataset with that digest in a `full` collaboration.
-async fn may_read_blob(
-    state: &AppState,
-    caller: &Caller,
-    digest: &Digest,
-) -> Result<bool, ApiError> {
-    let downloadable = member_collabs(state, caller.id, Action::Download).await?;
-    let artifact_ids: Vec<String> = artifact_file::Entity::find()
-        .filter(artifact_file::Column::Digest.eq(digest.hex()))
-        .all(&state.db)
-        .await?
-        .into_iter()
-        .map(|f| f.artifact_id)
-        .collect();
-    if !artifact_ids.is_empty() {
-        let in_reach = artifact::Entity::find()
-            .filter(artifact::Column::Id.is_in(artifact_ids))
-            .filter(artifact::Column::CollabId.is_in(downloadable))
-            .one(&state.db)
-            .await?;
-        if in_reach.is_some() {
-            return Ok(true);
-        }
-    }
-    let dataset_readers = member_collabs(state, caller.id, Action::Datasets).await?;
-    let stored = dataset::Entity::find()
-        .filter(dataset::Column::Digest.eq(digest.hex()))
-        .filter(dataset::Column::ContentStored.eq(true))
-        .filter(dataset::Column::CollabId.is_in(dataset_readers))
-        .all(&state.db)
-        .await?;
-    for d in stored {
-        let full = collaboration::Entity::find_by_id(d.collab_id)
-            .one(&state.db)
-            .await?
-            .is_some_and(|c| c.policy == clreg_types::Policy::Full.as_str());
-        if full {
-            return Ok(true);
-        }
-    }
-    Ok(false)
 }
 
 fn status_of(state: &AppState, row: &upload::Model) -> UploadStatus {
@@ -157,11 +117,12 @@ async fn upload_status(
     caller: Caller,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<ApiJson<UploadStatus>, ApiError> {
-    let row = blobs::row(&state, id, caller.id).await?;
+    let row = blobs::status(&state, id, caller.id).await?;
     Ok(ApiJson(status_of(&state, &row)))
 }
 
-/// Append a chunk; `Upload-Offset` must equal the bytes received so far (else 416).
+/// Append a chunk; `Upload-Offset` must equal the bytes received so far (else 416, whose
+/// `Upload-Offset` header says where the upload stands).
 #[utoipa::path(patch, path = "/api/v1/blobs/uploads/{id}", params(("id" = Uuid, Path), ("upload-offset" = u64, Header)),
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
     responses((status = 202, body = UploadStatus), (status = 413, body = ErrorBody), (status = 416, body = ErrorBody)))]
@@ -171,7 +132,7 @@ async fn upload_chunk(
     ApiPath(id): ApiPath<Uuid>,
     headers: HeaderMap,
     body: Body,
-) -> Result<(StatusCode, ApiJson<UploadStatus>), ApiError> {
+) -> Result<Response, ApiError> {
     let offset = headers
         .get(clreg_types::UPLOAD_OFFSET_HEADER)
         .and_then(|v| v.to_str().ok())
@@ -181,9 +142,23 @@ async fn upload_chunk(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok());
-    blobs::append(&state, id, caller.id, offset, length, body).await?;
-    let row = blobs::row(&state, id, caller.id).await?;
-    Ok((StatusCode::ACCEPTED, ApiJson(status_of(&state, &row))))
+    match blobs::append(&state, id, caller.id, offset, length, body).await {
+        Ok(_) => {
+            let row = blobs::status(&state, id, caller.id).await?;
+            Ok((StatusCode::ACCEPTED, ApiJson(status_of(&state, &row))).into_response())
+        }
+        // A refused chunk says where the upload stands, so the client can go on from there.
+        Err(e) if matches!(e.code, ErrorCode::UploadOutOfOrder | ErrorCode::Conflict) => {
+            let mut response = e.into_response();
+            if let Some(held) = blobs::live_offset(&state, id) {
+                response
+                    .headers_mut()
+                    .insert(clreg_types::UPLOAD_OFFSET_HEADER, HeaderValue::from(held));
+            }
+            Ok(response)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -94,18 +94,22 @@ async fn register(
                 ),
             ));
         }
+        let unknown = || {
+            ApiError::new(
+                ErrorCode::BlobUnknown,
+                format!(
+                    "you have not uploaded dataset content {}; upload it first",
+                    req.digest
+                ),
+            )
+        };
+        if !blobs::may_name(&state, caller.id, &req.digest).await? {
+            return Err(unknown());
+        }
         let stored = blob::Entity::find_by_id(req.digest.hex())
             .one(&state.db)
             .await?
-            .ok_or_else(|| {
-                ApiError::new(
-                    ErrorCode::BlobUnknown,
-                    format!(
-                        "dataset content {} was never uploaded; upload it first",
-                        req.digest
-                    ),
-                )
-            })?;
+            .ok_or_else(unknown)?;
         if stored.size > MAX_STORED_DATASET {
             return Err(ApiError::new(
                 ErrorCode::TooLarge,

@@ -10,6 +10,7 @@ mod collaborations;
 mod concurrency;
 mod datasets;
 mod ledger;
+mod possession;
 mod routes_table;
 /// The harness lives in the crate's library so the CLI's tests share it.
 mod support {

@@ -4,6 +4,7 @@ pub mod api_key;
 pub mod artifact;
 pub mod artifact_file;
 pub mod blob;
+pub mod blob_grant;
 pub mod collaboration;
 pub mod dataset;
 pub mod ledger_event;
