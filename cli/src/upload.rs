@@ -92,9 +92,21 @@ impl Uploader {
             });
         }
         match self.upload(path, &stamp, bar, true).await {
-            Err(e) if is_code(&e, ErrorCode::DigestMismatch) => {
-                // The resumed prefix no longer matches what the server holds: start over once.
+            // The resumed prefix no longer matches what the server holds, or the session cannot
+            // go on (expired, lost in a server restart, finished by another process): once more,
+            // from what the server has now.
+            Err(e) if is_code(&e, ErrorCode::DigestMismatch) || session_gone(&e) => {
                 bar.set(0);
+                if let Some(digest) = self.cache.digest(&stamp)
+                    && self.head(&digest).await? == Some(stamp.size)
+                {
+                    bar.set(stamp.size);
+                    return Ok(Pushed {
+                        digest,
+                        size: stamp.size,
+                        sent: 0,
+                    });
+                }
                 self.upload(path, &stamp, bar, false).await
             }
             other => other,
@@ -121,7 +133,15 @@ impl Uploader {
             },
             None => self.open(stamp).await?,
         };
-        let result = self.send_file(path, stamp, id, offset, bar).await;
+        let mut result = self.send_file(path, stamp, id, offset, bar).await;
+        // The server holds fewer bytes than this run had sent (the session was replaced under
+        // it): go on from the server's offset, re-reading the file up to there. Bounded.
+        for _ in 0..RETRIES {
+            let Some(held) = result.as_ref().err().and_then(resync_offset) else {
+                break;
+            };
+            result = self.send_file(path, stamp, id, held, bar).await;
+        }
         if let Err(e) = &result
             && (session_gone(e) || is_code(e, ErrorCode::DigestMismatch))
         {
@@ -189,10 +209,20 @@ impl Uploader {
                 .context("starting a reader thread")?
         };
         let result: Result<Pushed> = async {
+            // Where the next chunk from the reader starts; `offset` is where the server stands,
+            // which another process pushing the same file may move ahead of it.
+            let mut read = offset;
             loop {
                 let piece = rx.recv().await.context("the reader thread stopped")??;
                 match piece {
-                    Piece::Chunk(chunk) => self.send_chunk(id, &mut offset, chunk, bar).await?,
+                    Piece::Chunk(chunk) => {
+                        let chunk_start = read;
+                        read += chunk.len() as u64;
+                        if offset < read {
+                            self.send_chunk(id, &mut offset, chunk_start, chunk, bar)
+                                .await?;
+                        }
+                    }
                     Piece::Done(digest, size) => {
                         if offset != size {
                             return Err(LocalError::protocol(format!(
@@ -200,7 +230,19 @@ impl Uploader {
                             ))
                             .into());
                         }
-                        let info = self.finish(id, &digest).await?;
+                        let info = match self.finish(id, &digest).await {
+                            Ok(info) => info,
+                            // Finished by another process pushing the same file?
+                            Err(e)
+                                if session_gone(&e) && self.head(&digest).await? == Some(size) =>
+                            {
+                                BlobInfo {
+                                    digest: digest.clone(),
+                                    size,
+                                }
+                            }
+                            Err(e) => return Err(e),
+                        };
                         if info.digest != digest || info.size != size {
                             return Err(LocalError::protocol(format!(
                                 "the server stored {} ({} bytes) for {digest} ({size} bytes)",
@@ -223,23 +265,37 @@ impl Uploader {
         result.with_context(|| format!("uploading {}", path.display()))
     }
 
+    /// Finishes the upload; waits out a chunk still being received (another process's).
     async fn finish(&self, id: Uuid, digest: &Digest) -> Result<BlobInfo> {
-        let req = self
-            .client
-            .request(Method::PUT, &format!("/blobs/uploads/{id}"))
-            .query(&[("digest", digest.to_string())]);
-        json_body(self.client.send(req).await?).await
+        let mut tries = 0;
+        loop {
+            let req = self
+                .client
+                .request(Method::PUT, &format!("/blobs/uploads/{id}"))
+                .query(&[("digest", digest.to_string())]);
+            match self.client.send(req).await {
+                Err(e) if is_code(&e, ErrorCode::Conflict) && tries < RETRIES => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(250 << tries)).await;
+                }
+                other => return json_body(other?).await,
+            }
+        }
     }
 
-    /// Sends one chunk that starts at `*offset`, in `PATCH`es the server accepts.
+    /// Sends what the server lacks of one chunk (file bytes `chunk_start..` of `chunk`; the
+    /// server holds `*offset` bytes, somewhere in the chunk), in `PATCH`es the server accepts.
+    /// After any refusal or network error it asks the server where the upload stands and goes
+    /// on from there: the server keeps whatever part of a chunk arrived, and another process
+    /// may be pushing the same file.
     async fn send_chunk(
         &self,
         id: Uuid,
         offset: &mut u64,
+        chunk_start: u64,
         chunk: Bytes,
         bar: &Tracker,
     ) -> Result<()> {
-        let chunk_start = *offset;
         let chunk_end = chunk_start + chunk.len() as u64;
         let mut tries = 0;
         while *offset < chunk_end {
@@ -257,17 +313,18 @@ impl Uploader {
             let failure: anyhow::Error = match self.client.send_raw(req).await {
                 Ok(resp) if resp.status().is_success() => {
                     let status: UploadStatus = json_body(resp).await?;
-                    let new = status.offset;
-                    if new <= *offset || new > chunk_end {
+                    if status.offset <= *offset {
                         return Err(LocalError::protocol(format!(
-                            "upload {id}: sent bytes {}..{} but the server holds {new}",
+                            "upload {id}: sent bytes {}..{} but the server holds {}",
                             *offset,
-                            *offset + n as u64
+                            *offset + n as u64,
+                            status.offset
                         ))
                         .into());
                     }
-                    bar.inc(new - *offset);
-                    *offset = new;
+                    // Past the chunk when another process sent the next bytes meanwhile.
+                    bar.inc(status.offset - *offset);
+                    *offset = status.offset;
                     tries = 0;
                     continue;
                 }
@@ -289,24 +346,38 @@ impl Uploader {
             tries += 1;
             if tries > RETRIES {
                 return Err(failure.context(format!(
-                    "upload {id} failed at byte {}; run the command again to resume",
+                    "upload {id} made no progress at byte {} after {RETRIES} retries; run the command again to resume",
                     *offset
                 )));
             }
             tokio::time::sleep(Duration::from_millis(250 << tries)).await;
-            // Where does the server stand? It keeps whatever part of a chunk arrived.
-            let server_offset = self.status(id).await?.offset;
-            if server_offset < chunk_start || server_offset > chunk_end {
-                return Err(failure.context(format!(
-                    "upload {id} is at byte {server_offset}, outside the chunk in flight; \
-                     run the command again to resume"
-                )));
+            let held = self.status(id).await?.offset;
+            if held < chunk_start {
+                // Behind bytes this run counted as sent: only a fresh pass can fill the gap.
+                return Err(Resync(held).into());
             }
-            bar.set(server_offset);
-            *offset = server_offset;
+            bar.set(held);
+            *offset = held;
         }
         Ok(())
     }
+}
+
+/// The server holds fewer bytes than this run assumed; go on from `.0`.
+#[derive(Debug)]
+struct Resync(u64);
+
+impl std::fmt::Display for Resync {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the upload holds {} bytes, fewer than were sent", self.0)
+    }
+}
+
+impl std::error::Error for Resync {}
+
+fn resync_offset(e: &anyhow::Error) -> Option<u64> {
+    e.chain()
+        .find_map(|c| c.downcast_ref::<Resync>().map(|r| r.0))
 }
 
 fn is_code(e: &anyhow::Error, code: ErrorCode) -> bool {
