@@ -26,13 +26,14 @@ Environment:
 
 Exit codes:
   0  success
-  1  other error
-  2  usage error (bad arguments)
+  1  other error (local engine work: an I/O or computation failure)
+  2  usage error (bad arguments, impossible engine settings or recipe)
   3  authentication: not logged in, or the key or token was refused (401)
   4  not found (404)
   5  refused by the server: forbidden, conflict, invalid input (other 4xx)
   6  server or network error (5xx, cannot connect)
-  7  local verification failed: digest mismatch on pull, invalid local files";
+  7  local verification failed: digest mismatch on pull, invalid local files
+  130  cancelled (Ctrl-C)";
 
 /// clreg: push, pull and trace models in a collaborative model registry.
 #[derive(Debug, Parser)]
@@ -812,6 +813,14 @@ pub struct GenerateArgs {
     pub seed: u64,
 }
 
+fn parse_flavour(s: &str) -> Result<clreg_engine::merge::Flavour, String> {
+    match s {
+        "mergekit" => Ok(clreg_engine::merge::Flavour::Mergekit),
+        "peft" => Ok(clreg_engine::merge::Flavour::Peft),
+        _ => Err("use mergekit or peft".to_string()),
+    }
+}
+
 #[derive(Debug, clap::Args)]
 pub struct MergeArgs {
     /// The recipe (mergekit YAML subset).
@@ -821,8 +830,8 @@ pub struct MergeArgs {
     #[arg(short, long)]
     pub output: std::path::PathBuf,
     /// Which tool's semantics for ties/dare: mergekit (default) or peft (overrides the recipe).
-    #[arg(long, value_parser = ["mergekit", "peft"])]
-    pub flavour: Option<String>,
+    #[arg(long, value_parser = parse_flavour)]
+    pub flavour: Option<clreg_engine::merge::Flavour>,
     /// Seed of every random step (DARE masks); overrides the recipe.
     #[arg(long)]
     pub seed: Option<u64>,

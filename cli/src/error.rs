@@ -13,6 +13,8 @@ pub enum ExitStatus {
     Refused = 5,
     Server = 6,
     Verify = 7,
+    /// Stopped by Ctrl-C (128 + SIGINT, as shells report it).
+    Cancelled = 130,
 }
 
 impl From<ExitStatus> for std::process::ExitCode {
@@ -93,6 +95,22 @@ impl LocalError {
         Self {
             status: ExitStatus::Refused,
             code,
+            message: message.into(),
+        }
+    }
+
+    /// A failure of local engine work, with the exit status its kind calls for: invalid input
+    /// files 7, impossible settings 2, cancelled 130, I/O or computation 1.
+    pub fn engine(code: clreg_engine::Code, message: impl Into<String>) -> Self {
+        use clreg_engine::Kind;
+        Self {
+            status: match code.kind() {
+                Kind::Input => ExitStatus::Verify,
+                Kind::Settings => ExitStatus::Usage,
+                Kind::Cancelled => ExitStatus::Cancelled,
+                Kind::Io | Kind::Compute => ExitStatus::Failure,
+            },
+            code: code.as_str(),
             message: message.into(),
         }
     }

@@ -280,14 +280,11 @@ async fn local_merge_from_a_mergekit_recipe() {
         .await;
     }
     let recipe = root.join("linear.yml");
-    std::fs::write(
-        &recipe,
-        format!(
-            "merge_method: linear\nbase_model: {0}/base\nmodels:\n  - model: {0}/a\n    parameters: {{weight: 1.0}}\n  - model: {0}/b\n    parameters: {{weight: 3.0}}\ndtype: float32\n",
-            root.display()
-        ),
-    )
-    .unwrap();
+    let yaml = format!(
+        "merge_method: linear\nbase_model: {0}/base\nmodels:\n  - model: {0}/a\n    parameters: {{weight: 1.0}}\n  - model: {0}/b\n    parameters: {{weight: 3.0}}\ndtype: float32\n",
+        root.display()
+    );
+    std::fs::write(&recipe, &yaml).unwrap();
     let out = root.join("merged");
     let report = cli
         .ok(&[
@@ -348,6 +345,28 @@ async fn local_merge_from_a_mergekit_recipe() {
     assert_eq!(refused.code, 2, "{}", refused.stderr);
     assert!(refused.stderr.contains("bogus"), "{}", refused.stderr);
     assert!(!out2.exists());
+
+    // An output that would overwrite the first merge: its own code, a usage error (2), and the
+    // first merge untouched.
+    let before = std::fs::read(out.join("clreg_merge.json")).unwrap();
+    std::fs::write(&recipe, &yaml).unwrap();
+    let occupied = cli
+        .run(&[
+            "local",
+            "merge",
+            "--config",
+            recipe.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ])
+        .await;
+    assert_eq!(occupied.code, 2, "{}", occupied.stderr);
+    assert!(
+        occupied.stderr.contains("error[output_exists]"),
+        "{}",
+        occupied.stderr
+    );
+    assert_eq!(std::fs::read(out.join("clreg_merge.json")).unwrap(), before);
 }
 
 #[tokio::test]
@@ -415,7 +434,8 @@ async fn local_generate_and_import_refusals() {
             out.to_str().unwrap(),
         ])
         .await;
-    assert_eq!(refused.code, 5, "{}", refused.stderr);
+    // An invalid input file: local verification failed (7), not "refused by the server".
+    assert_eq!(refused.code, 7, "{}", refused.stderr);
     assert!(refused.stderr.contains("gguf"), "{}", refused.stderr);
     assert!(!out.exists());
 }

@@ -70,15 +70,15 @@ pub enum BwtError {
 
 impl BwtError {
     /// The stable code of this error on the wire.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> crate::code::Code {
         match self {
-            Self::TooFewRounds { .. } => "too_few_rounds",
-            Self::NoTasks => "no_tasks",
-            Self::Ragged { .. } => "ragged_matrix",
-            Self::BaseLength { .. } => "base_length",
-            Self::NotFinite { .. } => "not_finite",
-            Self::RoundOfTask { .. } => "invalid_round_of_task",
-            Self::NoEarlierTask => "no_earlier_task",
+            Self::TooFewRounds { .. } => crate::code::Code::TooFewRounds,
+            Self::NoTasks => crate::code::Code::NoTasks,
+            Self::Ragged { .. } => crate::code::Code::RaggedMatrix,
+            Self::BaseLength { .. } => crate::code::Code::BaseLength,
+            Self::NotFinite { .. } => crate::code::Code::NotFinite,
+            Self::RoundOfTask { .. } => crate::code::Code::InvalidRoundOfTask,
+            Self::NoEarlierTask => crate::code::Code::NoEarlierTask,
         }
     }
 }

@@ -22,18 +22,22 @@ pub enum FormatError {
     /// A file that could not be read.
     #[error("cannot read `{file}`: {reason}")]
     Io { file: String, reason: String },
+    /// An output that would overwrite something.
+    #[error("`{file}`: {reason}")]
+    OutputExists { file: String, reason: String },
 }
 
 impl FormatError {
     /// The stable code of this error on the wire.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> crate::code::Code {
         match self {
-            Self::InvalidSafetensors { .. } => "invalid_safetensors",
-            Self::InvalidModel { .. } => "invalid_model",
-            Self::InvalidAdapter { .. } => "invalid_adapter",
-            Self::AdapterMismatch { .. } => "adapter_mismatch",
-            Self::InvalidDataset { .. } => "invalid_dataset",
-            Self::Io { .. } => "io_error",
+            Self::InvalidSafetensors { .. } => crate::code::Code::InvalidSafetensors,
+            Self::InvalidModel { .. } => crate::code::Code::InvalidModel,
+            Self::InvalidAdapter { .. } => crate::code::Code::InvalidAdapter,
+            Self::AdapterMismatch { .. } => crate::code::Code::AdapterMismatch,
+            Self::InvalidDataset { .. } => crate::code::Code::InvalidDataset,
+            Self::Io { .. } => crate::code::Code::IoError,
+            Self::OutputExists { .. } => crate::code::Code::OutputExists,
         }
     }
 
@@ -45,7 +49,8 @@ impl FormatError {
             | Self::InvalidAdapter { file, .. }
             | Self::AdapterMismatch { file, .. }
             | Self::InvalidDataset { file, .. }
-            | Self::Io { file, .. } => file,
+            | Self::Io { file, .. }
+            | Self::OutputExists { file, .. } => file,
         }
     }
 
@@ -57,7 +62,8 @@ impl FormatError {
             | Self::InvalidAdapter { reason, .. }
             | Self::AdapterMismatch { reason, .. }
             | Self::InvalidDataset { reason, .. }
-            | Self::Io { reason, .. } => reason,
+            | Self::Io { reason, .. }
+            | Self::OutputExists { reason, .. } => reason,
         }
     }
 

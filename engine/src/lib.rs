@@ -5,6 +5,7 @@
 
 pub mod adapter;
 pub mod bwt;
+pub mod code;
 pub mod config;
 pub mod data;
 pub mod error;
@@ -12,6 +13,7 @@ pub mod eval;
 pub mod formats;
 pub mod gguf;
 pub mod inspect;
+pub mod job;
 pub mod merge;
 pub mod model;
 pub mod moe;
@@ -21,4 +23,5 @@ pub mod tiny;
 pub mod trace;
 pub mod train;
 
+pub use code::{Code, Kind};
 pub use error::FormatError;

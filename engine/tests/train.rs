@@ -646,7 +646,7 @@ fn bad_input_is_refused_with_its_code_and_nothing_is_written() {
     std::fs::create_dir_all(&out).unwrap();
     std::fs::write(out.join("keep.txt"), "mine").unwrap();
     let err = run(&job(&base, vec![good], out.clone(), short)).unwrap_err();
-    assert_eq!(err.code(), "io_error");
+    assert_eq!(err.code(), "output_exists");
     assert_eq!(
         std::fs::read_to_string(out.join("keep.txt")).unwrap(),
         "mine"

@@ -4,6 +4,7 @@ use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use clreg_engine::Code;
 use clreg_engine::error::FormatError;
 use clreg_types::{ErrorBody, ErrorCode};
 
@@ -103,15 +104,50 @@ impl From<object_store::Error> for ApiError {
 
 impl From<FormatError> for ApiError {
     fn from(e: FormatError) -> Self {
-        let code = match e.code() {
-            "invalid_safetensors" => ErrorCode::InvalidSafetensors,
-            "invalid_model" => ErrorCode::InvalidModel,
-            "invalid_adapter" => ErrorCode::InvalidAdapter,
-            "adapter_mismatch" => ErrorCode::AdapterMismatch,
-            "invalid_dataset" => ErrorCode::InvalidDataset,
-            _ => return ApiError::internal(e),
-        };
-        ApiError::new(code, e.to_string())
+        match wire_code(e.code()) {
+            ErrorCode::Internal => ApiError::internal(e),
+            code => ApiError::new(code, e.to_string()),
+        }
+    }
+}
+
+/// The wire code of an engine failure: every engine code listed, so a new one cannot slip
+/// through as a 500 unnoticed.
+pub fn wire_code(code: Code) -> ErrorCode {
+    match code {
+        Code::InvalidSafetensors => ErrorCode::InvalidSafetensors,
+        Code::InvalidModel
+        | Code::InvalidTokenizer
+        | Code::InvalidGguf
+        | Code::UnsupportedGgufType
+        | Code::IncompatibleModel
+        | Code::ShapeMismatch
+        | Code::MissingTensor
+        | Code::UnsupportedDtype
+        | Code::IncompatibleExpert
+        | Code::BaseMismatch => ErrorCode::InvalidModel,
+        Code::InvalidAdapter => ErrorCode::InvalidAdapter,
+        Code::AdapterMismatch => ErrorCode::AdapterMismatch,
+        Code::InvalidDataset | Code::EmptyTask | Code::InvalidResults => ErrorCode::InvalidDataset,
+        Code::InvalidOption
+        | Code::InvalidRecipe
+        | Code::InvalidInput
+        | Code::UnknownMetric
+        | Code::ResumeMismatch
+        | Code::NoPastData
+        | Code::BadReplayFraction
+        | Code::BadSplitFraction
+        | Code::SplitTooSmall
+        | Code::NoTasks
+        | Code::TooFewRounds
+        | Code::RaggedMatrix
+        | Code::BaseLength
+        | Code::NotFinite
+        | Code::InvalidRoundOfTask
+        | Code::NoEarlierTask => ErrorCode::BadRequest,
+        Code::OutputExists => ErrorCode::Conflict,
+        Code::Cancelled => ErrorCode::Conflict,
+        Code::IoError | Code::ComputeError | Code::NonFiniteLoss => ErrorCode::Internal,
     }
 }
 

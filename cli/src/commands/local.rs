@@ -3,13 +3,13 @@
 use anyhow::Result;
 use clreg_engine::tiny::{TinyConfig, write_tiny_llama};
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-
-use clreg_engine::merge::{Flavour, Recipe, run_recipe};
+use clreg_engine::formats::dtype::OutDtype;
+use clreg_engine::job::{Device, JobEvent, JobOutput, JobSpec, MergeSpec};
+use clreg_engine::merge::{Flavour, Recipe};
 
 use crate::args::{GenerateArgs, ImportGgufArgs, MergeArgs, TinyArgs};
 use crate::commands::Ctx;
+use crate::commands::job::{cancel_on_ctrl_c, run_local};
 use crate::error::{ExitStatus, LocalError};
 
 pub fn tiny(ctx: &Ctx, a: TinyArgs) -> Result<ExitStatus> {
@@ -60,35 +60,36 @@ pub async fn merge(ctx: &Ctx, a: MergeArgs) -> Result<ExitStatus> {
         .map_err(|e| LocalError::usage(format!("cannot read {}: {e}", a.config.display())))?;
     let mut recipe = Recipe::from_yaml(&text)
         .map_err(|e| LocalError::usage(format!("{}: {e}", a.config.display())))?;
-    recipe.digests = crate::digests::cached(ctx.cache()?);
-    if let Some(flavour) = &a.flavour {
-        recipe.flavour = Some(if flavour == "peft" {
-            Flavour::Peft
-        } else {
-            Flavour::Mergekit
-        });
+    if let Some(flavour) = a.flavour {
+        recipe.flavour = Some(flavour);
     }
     if a.seed.is_some() {
         recipe.seed = a.seed;
     }
-    let (cancel, on_ctrl_c) = cancel_on_ctrl_c();
+    let spec = JobSpec::Merge(MergeSpec {
+        recipe,
+        output: a.output.clone(),
+    });
     let progress = crate::progress::Progress::new(ctx.out.progress());
     let bar = progress.total(0, "merging");
-    let out = a.output.clone();
-    let result = tokio::task::spawn_blocking(move || {
-        let report = |p: clreg_engine::merge::Progress| {
-            if p.bytes_total > 0 {
-                bar.set_length(p.bytes_total);
-                bar.set_position(p.bytes_done);
-            }
-        };
-        let done = run_recipe(&recipe, &out, &report, &cancel);
-        bar.finish_and_clear();
-        done
+    let shown = bar.clone();
+    let output = run_local(spec, crate::digests::cached(ctx.cache()?), move |e| {
+        if let JobEvent::Write {
+            bytes_done,
+            bytes_total,
+            ..
+        } = e
+            && bytes_total > 0
+        {
+            shown.set_length(bytes_total);
+            shown.set_position(bytes_done);
+        }
     })
-    .await?;
-    on_ctrl_c.abort();
-    let report = result.map_err(|e| LocalError::refused(e.code(), e.to_string()))?;
+    .await;
+    bar.finish_and_clear();
+    let JobOutput::Merge(report) = output? else {
+        return Err(LocalError::protocol("a merge job returned another kind of output").into());
+    };
     for warning in &report.warnings {
         ctx.out.note(&format!("warning: {warning}"));
     }
@@ -110,23 +111,10 @@ pub async fn merge(ctx: &Ctx, a: MergeArgs) -> Result<ExitStatus> {
     Ok(ExitStatus::Success)
 }
 
-pub(crate) fn cancel_on_ctrl_c() -> (Arc<AtomicBool>, tokio::task::JoinHandle<()>) {
-    let cancel = Arc::new(AtomicBool::new(false));
-    let flag = cancel.clone();
-    let task = tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            flag.store(true, Ordering::Relaxed);
-        }
-    });
-    (cancel, task)
-}
-
 pub async fn import_gguf(ctx: &Ctx, a: ImportGgufArgs) -> Result<ExitStatus> {
-    let dtype = match a.dtype.as_str() {
-        "f16" => candle_core::DType::F16,
-        "bf16" => candle_core::DType::BF16,
-        _ => candle_core::DType::F32,
-    };
+    let dtype = OutDtype::parse(&a.dtype)
+        .unwrap_or(OutDtype::Float32)
+        .candle();
     let (cancel, on_ctrl_c) = cancel_on_ctrl_c();
     let progress = crate::progress::Progress::new(ctx.out.progress());
     let bar = progress.total(0, "importing");
@@ -142,7 +130,7 @@ pub async fn import_gguf(ctx: &Ctx, a: ImportGgufArgs) -> Result<ExitStatus> {
     })
     .await?;
     on_ctrl_c.abort();
-    let report = result.map_err(|e| LocalError::refused(e.code(), e.to_string()))?;
+    let report = result.map_err(|e| LocalError::engine(e.code(), e.to_string()))?;
     for warning in &report.warnings {
         ctx.out.note(&format!("warning: {warning}"));
     }
@@ -168,8 +156,10 @@ pub async fn generate(ctx: &Ctx, a: GenerateArgs) -> Result<ExitStatus> {
     let started = std::time::Instant::now();
     let result =
         tokio::task::spawn_blocking(move || -> Result<(String, usize, f64), model::ModelError> {
-            let device = candle_core::Device::Cpu;
-            let (mut llama, _) = model::load(&a.model, &device, candle_core::DType::F32)?;
+            let device = Device::Cpu
+                .candle()
+                .map_err(|e| model::ModelError::InvalidOption(e.message))?;
+            let (mut llama, _) = model::load(&a.model, &device, OutDtype::Float32.candle())?;
             for dir in &a.adapter {
                 llama.add_adapter_dir(dir)?;
             }
@@ -194,7 +184,7 @@ pub async fn generate(ctx: &Ctx, a: GenerateArgs) -> Result<ExitStatus> {
         })
         .await?;
     let (text, tokens, generate_seconds) =
-        result.map_err(|e| LocalError::refused(e.code(), e.to_string()))?;
+        result.map_err(|e| LocalError::engine(e.code(), e.to_string()))?;
     let seconds = started.elapsed().as_secs_f64();
     ctx.out.note(&format!(
         "{tokens} tokens in {generate_seconds:.2} s ({:.1} tokens/s; {seconds:.2} s with loading)",

@@ -1,14 +1,13 @@
 //! `clreg local mix`: a mixture of experts from a mergekit-moe YAML recipe — fine-tunes into a
 //! Mixtral checkpoint, or adapters into a LoRA-MoE bundle — with optional router training.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use anyhow::Result;
-use clreg_engine::moe::{self, MoeRecipe, RouterTraining};
+use clreg_engine::job::{JobEvent, JobOutput, JobSpec, MixLayout, MixSpec};
+use clreg_engine::moe::{MoeRecipe, RouterTraining};
 
 use crate::args::MixArgs;
 use crate::commands::Ctx;
+use crate::commands::job::run_local;
 use crate::error::{ExitStatus, LocalError};
 
 pub async fn mix(ctx: &Ctx, a: MixArgs) -> Result<ExitStatus> {
@@ -16,7 +15,7 @@ pub async fn mix(ctx: &Ctx, a: MixArgs) -> Result<ExitStatus> {
         .map_err(|e| LocalError::usage(format!("cannot read {}: {e}", a.config.display())))?;
     let mut recipe = MoeRecipe::from_yaml(&text)
         .map_err(|e| LocalError::usage(format!("{}: {e}", a.config.display())))?;
-    recipe.digests = crate::digests::cached(ctx.cache()?);
+    let digests = crate::digests::cached(ctx.cache()?);
     if a.seed.is_some() {
         recipe.seed = a.seed;
     }
@@ -26,56 +25,51 @@ pub async fn mix(ctx: &Ctx, a: MixArgs) -> Result<ExitStatus> {
         )
         .into());
     }
-    let training = a.train_router.as_ref().map(|data| RouterTraining {
+    let router_training = a.train_router.as_ref().map(|data| RouterTraining {
         steps: a.steps,
         learning_rate: a.lr,
         aux_loss_coef: a.aux_coef,
         seed: recipe.seed.unwrap_or(0),
         ..RouterTraining::new(data)
     });
-
-    let cancel = Arc::new(AtomicBool::new(false));
-    let flag = cancel.clone();
-    let on_ctrl_c = tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            flag.store(true, Ordering::Relaxed);
-        }
+    let spec = JobSpec::Mix(MixSpec {
+        recipe,
+        output: a.output.clone(),
+        layout: if a.lora {
+            MixLayout::LoraMoe
+        } else {
+            MixLayout::Mixtral
+        },
+        router_training,
     });
     let progress = crate::progress::Progress::new(ctx.out.progress());
     let bar = progress.total(0, "mixing");
-    let out = a.output.clone();
-    let (lora, quiet) = (a.lora, !ctx.out.progress());
-    let result = tokio::task::spawn_blocking(move || {
-        let report = |p: clreg_engine::merge::Progress| {
-            bar.set_length(p.tensors_total as u64);
-            bar.set_position(p.tensors_done as u64);
-        };
-        let train_report = |p: moe::TrainProgress| {
-            if !quiet && (p.step == 1 || p.step == p.steps || p.step.is_multiple_of(10)) {
-                eprintln!(
-                    "router training step {}/{}: loss {:.4} (aux {:.4}), {:.0} tokens/s",
-                    p.step, p.steps, p.loss, p.aux_loss, p.tokens_per_s
-                );
-            }
-        };
-        let done = if lora {
-            moe::mix_lora(&recipe, &out, &report, &cancel)
-        } else {
-            moe::mix_mixtral(
-                &recipe,
-                &out,
-                training.as_ref(),
-                &report,
-                &train_report,
-                &cancel,
-            )
-        };
-        bar.finish_and_clear();
-        done
+    let shown = bar.clone();
+    let quiet = !ctx.out.progress();
+    let output = run_local(spec, digests, move |e| match e {
+        JobEvent::Write {
+            tensors_done,
+            tensors_total,
+            ..
+        } => {
+            shown.set_length(tensors_total as u64);
+            shown.set_position(tensors_done as u64);
+        }
+        JobEvent::RouterStep(p)
+            if !quiet && (p.step == 1 || p.step == p.steps || p.step.is_multiple_of(10)) =>
+        {
+            eprintln!(
+                "router training step {}/{}: loss {:.4} (aux {:.4}), {:.0} tokens/s",
+                p.step, p.steps, p.loss, p.aux_loss, p.tokens_per_s
+            );
+        }
+        _ => {}
     })
-    .await?;
-    on_ctrl_c.abort();
-    let report = result.map_err(|e| LocalError::refused(e.code(), e.to_string()))?;
+    .await;
+    bar.finish_and_clear();
+    let JobOutput::Mix(report) = output? else {
+        return Err(LocalError::protocol("a mix job returned another kind of output").into());
+    };
     for warning in &report.warnings {
         ctx.out.note(&format!("warning: {warning}"));
     }

@@ -16,6 +16,7 @@ mod artifacts;
 mod auth;
 mod collab;
 mod dataset;
+mod job;
 mod ledger;
 mod local;
 mod mix;

@@ -2,19 +2,22 @@
 //! synthetic task suite on local files.
 
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Instant;
 
 use anyhow::Result;
 use clreg_engine::bwt::{ScoreMatrix, transfer};
-use clreg_engine::eval::{EvalOptions, Metric, TaskReport, evaluate_task};
+use clreg_engine::eval::{EvalOptions, Metric};
+use clreg_engine::job::{EvalSpec, EvalTask, JobEvent, JobOutput, JobSpec, TrainSpec};
+use clreg_engine::merge::record::Digests;
 use clreg_engine::train::{
     DataSchedule, LoraOptions, LrSchedule, Method, OloraOptions, OrthVariant, SequentialMode,
-    TrainConfig, TrainEvent, TrainJob,
+    TrainConfig,
 };
 
 use crate::args::{BwtArgs, EvalArgs, SplitArgs, SynthArgs, TrainArgs};
 use crate::commands::Ctx;
-use crate::commands::local::cancel_on_ctrl_c;
+use crate::commands::job::run_local;
 use crate::error::{ExitStatus, LocalError};
 
 fn config_of(a: &TrainArgs) -> TrainConfig {
@@ -84,7 +87,7 @@ pub async fn train(ctx: &Ctx, a: TrainArgs) -> Result<ExitStatus> {
             PathBuf::from(name)
         })
     });
-    let job = TrainJob {
+    let spec = JobSpec::Train(TrainSpec {
         base: a.base.clone(),
         adapters: a.adapter.clone(),
         data: a.data.clone(),
@@ -94,72 +97,69 @@ pub async fn train(ctx: &Ctx, a: TrainArgs) -> Result<ExitStatus> {
         checkpoint_every: a.checkpoint_every,
         resume: a.resume,
         config: config_of(&a),
-        device: candle_core::Device::Cpu,
-    };
+    });
     let quiet = ctx.out.is_quiet();
-    let (cancel, on_ctrl_c) = cancel_on_ctrl_c();
-    let result = tokio::task::spawn_blocking(move || {
-        let mut last_print: Option<Instant> = None;
-        let mut report = |e: TrainEvent<'_>| {
-            if quiet {
-                return;
-            }
-            match e {
-                TrainEvent::Plan {
-                    data,
-                    counts,
-                    steps,
-                    trainable_parameters,
-                } => {
-                    for d in data {
-                        eprintln!(
-                            "data: task {} ({}) {} — {} examples",
-                            d.task,
-                            d.role,
-                            d.path.display(),
-                            d.examples
-                        );
-                    }
+    let last_print: Mutex<Option<Instant>> = Mutex::new(None);
+    let report = move |e: JobEvent| {
+        if quiet {
+            return;
+        }
+        match e {
+            JobEvent::Plan {
+                data,
+                counts,
+                steps,
+                trainable_parameters,
+            } => {
+                for d in data {
                     eprintln!(
-                        "per epoch: {:?} examples by task; truncated: {} prompts, {} answers; \
-                         {} answer tokens of {}",
-                        counts.per_epoch,
-                        counts.truncated_prompt,
-                        counts.truncated_answer,
-                        counts.answer_tokens,
-                        counts.tokens
+                        "data: task {} ({}) {} — {} examples",
+                        d.task,
+                        d.role,
+                        d.path.display(),
+                        d.examples
                     );
-                    eprintln!("training {trainable_parameters} parameters for {steps} steps");
                 }
-                TrainEvent::Note(n) => eprintln!("note: {n}"),
-                TrainEvent::Step {
-                    step,
-                    steps,
-                    loss,
-                    lr,
-                    tokens_per_second,
-                    eta_seconds,
-                } => {
-                    let due = last_print.is_none_or(|t| t.elapsed().as_secs_f64() >= 1.0);
-                    if due || step == steps {
-                        eprintln!(
-                            "step {step}/{steps}  loss {loss:.4}  lr {lr:.2e}  \
-                             {tokens_per_second:.0} tok/s  ETA {}",
-                            hms(eta_seconds)
-                        );
-                        last_print = Some(Instant::now());
-                    }
-                }
-                TrainEvent::Checkpoint { step, path } => {
-                    eprintln!("checkpoint at step {step}: {}", path.display());
+                eprintln!(
+                    "per epoch: {:?} examples by task; truncated: {} prompts, {} answers; \
+                     {} answer tokens of {}",
+                    counts.per_epoch,
+                    counts.truncated_prompt,
+                    counts.truncated_answer,
+                    counts.answer_tokens,
+                    counts.tokens
+                );
+                eprintln!("training {trainable_parameters} parameters for {steps} steps");
+            }
+            JobEvent::Note { message } => eprintln!("note: {message}"),
+            JobEvent::Step {
+                step,
+                steps,
+                loss,
+                lr,
+                tokens_per_second,
+                eta_seconds,
+            } => {
+                let mut last = last_print.lock().unwrap_or_else(|p| p.into_inner());
+                let due = last.is_none_or(|t| t.elapsed().as_secs_f64() >= 1.0);
+                if due || step == steps {
+                    eprintln!(
+                        "step {step}/{steps}  loss {loss:.4}  lr {lr:.2e}  \
+                         {tokens_per_second:.0} tok/s  ETA {}",
+                        hms(eta_seconds)
+                    );
+                    *last = Some(Instant::now());
                 }
             }
-        };
-        clreg_engine::train::train(&job, &mut report, &cancel)
-    })
-    .await?;
-    on_ctrl_c.abort();
-    let record = result.map_err(|e| LocalError::refused(e.code(), e.to_string()))?;
+            JobEvent::Checkpoint { step, path } => {
+                eprintln!("checkpoint at step {step}: {}", path.display());
+            }
+            _ => {}
+        }
+    };
+    let JobOutput::Train(record) = run_local(spec, Digests::default(), report).await? else {
+        return Err(LocalError::protocol("a train job returned another kind of output").into());
+    };
     let summary = serde_json::json!({
         "output": a.output,
         "output_kind": record.output_kind,
@@ -232,7 +232,7 @@ fn infer_metric(path: &Path) -> Result<Metric, LocalError> {
         }
     }
     let examples = clreg_engine::data::read_trace(path)
-        .map_err(|e| LocalError::refused(e.code(), e.to_string()))?;
+        .map_err(|e| LocalError::engine(e.code(), e.to_string()))?;
     if examples.iter().all(|e| e.choices.is_some()) {
         Ok(Metric::Mc)
     } else {
@@ -282,74 +282,48 @@ fn eval_tasks(a: &EvalArgs) -> Result<Vec<(String, PathBuf, Metric)>, LocalError
 
 pub async fn eval(ctx: &Ctx, a: EvalArgs) -> Result<ExitStatus> {
     let tasks = eval_tasks(&a)?;
+    let spec = JobSpec::Eval(EvalSpec {
+        model: a.model.clone(),
+        adapters: a.adapter.clone(),
+        tasks: tasks
+            .into_iter()
+            .map(|(name, path, metric)| EvalTask { name, path, metric })
+            .collect(),
+        options: EvalOptions {
+            batch_size: a.batch_size,
+            max_new_tokens: a.max_tokens,
+            limit: a.limit,
+            ..EvalOptions::default()
+        },
+        output: a.output.clone(),
+    });
     let quiet = ctx.out.is_quiet();
-    let (cancel, on_ctrl_c) = cancel_on_ctrl_c();
-    let (model_dir, adapters) = (a.model.clone(), a.adapter.clone());
-    let opts = EvalOptions {
-        batch_size: a.batch_size,
-        max_new_tokens: a.max_tokens,
-        limit: a.limit,
-        ..EvalOptions::default()
+    let report = move |e: JobEvent| {
+        if quiet {
+            return;
+        }
+        match e {
+            JobEvent::Evaluating { task, done, total }
+                if done == total || done.is_multiple_of(32) =>
+            {
+                eprintln!("{task}: {done}/{total}");
+            }
+            JobEvent::Scored {
+                task,
+                metric,
+                score,
+                n,
+                seconds,
+            } => eprintln!(
+                "{task}: {} = {score:.4} over {n} examples ({seconds:.1} s)",
+                metric_name(metric)
+            ),
+            _ => {}
+        }
     };
-    let result =
-        tokio::task::spawn_blocking(move || -> Result<Vec<TaskReport>, (&'static str, String)> {
-            let err = |code: &'static str, e: String| (code, e);
-            let (mut model, _) = clreg_engine::model::load(
-                &model_dir,
-                &candle_core::Device::Cpu,
-                candle_core::DType::F32,
-            )
-            .map_err(|e| err(e.code(), e.to_string()))?;
-            for dir in &adapters {
-                model
-                    .add_adapter_dir(dir)
-                    .map_err(|e| err(e.code(), e.to_string()))?;
-            }
-            let tok = clreg_engine::model::load_tokenizer(&model_dir.join("tokenizer.json"))
-                .map_err(|e| err(e.code(), e.to_string()))?;
-            let eos = model.eos_token_ids();
-            let mut reports = Vec::new();
-            for (name, path, metric) in &tasks {
-                let examples = clreg_engine::data::read_trace(path)
-                    .map_err(|e| err(e.code(), e.to_string()))?;
-                let mut progress = |done: usize, total: usize| {
-                    if !quiet && (done == total || done.is_multiple_of(32)) {
-                        eprintln!("{name}: {done}/{total}");
-                    }
-                };
-                let report = evaluate_task(
-                    &model,
-                    &tok,
-                    name,
-                    &examples,
-                    *metric,
-                    &eos,
-                    &opts,
-                    &mut progress,
-                    &cancel,
-                )
-                .map_err(|e| err(e.code(), e.to_string()))?;
-                if !quiet {
-                    eprintln!(
-                        "{name}: {} = {:.4} over {} examples ({:.1} s)",
-                        metric_name(*metric),
-                        report.score,
-                        report.n,
-                        report.seconds
-                    );
-                }
-                reports.push(report);
-            }
-            Ok(reports)
-        })
-        .await?;
-    on_ctrl_c.abort();
-    let reports = result.map_err(|(code, message)| LocalError::refused(code, message))?;
-    if let Some(out) = &a.output {
-        let text = serde_json::to_string_pretty(&reports)? + "\n";
-        std::fs::write(out, text)
-            .map_err(|e| LocalError::usage(format!("cannot write {}: {e}", out.display())))?;
-    }
+    let JobOutput::Eval { reports } = run_local(spec, Digests::default(), report).await? else {
+        return Err(LocalError::protocol("an eval job returned another kind of output").into());
+    };
     ctx.out.emit(&reports, || {
         reports
             .iter()
@@ -423,7 +397,7 @@ pub fn synth(ctx: &Ctx, a: SynthArgs) -> Result<ExitStatus> {
         test: a.test,
     };
     let suite = clreg_engine::synth::write_suite(&a.output, a.seed, sizes)
-        .map_err(|e| LocalError::refused(e.code(), e.to_string()))?;
+        .map_err(|e| LocalError::engine(e.code(), e.to_string()))?;
     ctx.out.emit(&suite, || {
         let mut lines: Vec<String> = suite
             .tasks
@@ -451,9 +425,9 @@ pub fn synth(ctx: &Ctx, a: SynthArgs) -> Result<ExitStatus> {
 
 pub fn split(ctx: &Ctx, a: SplitArgs) -> Result<ExitStatus> {
     let examples = clreg_engine::data::read_trace(&a.file)
-        .map_err(|e| LocalError::refused(e.code(), e.to_string()))?;
+        .map_err(|e| LocalError::engine(e.code(), e.to_string()))?;
     let parts = clreg_engine::data::split(examples, a.eval, a.test, a.seed)
-        .map_err(|e| LocalError::refused(e.code(), e.to_string()))?;
+        .map_err(|e| LocalError::engine(e.code(), e.to_string()))?;
     let files = [
         ("train", &parts.train),
         ("eval", &parts.eval),

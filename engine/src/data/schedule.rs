@@ -54,12 +54,12 @@ pub enum ScheduleError {
 
 impl ScheduleError {
     /// The stable code of this error.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> crate::code::Code {
         match self {
-            Self::NoPastData { .. } => "no_past_data",
-            Self::BadFraction(_) => "bad_replay_fraction",
-            Self::EmptyTask { .. } => "empty_task",
-            Self::NoTasks => "no_tasks",
+            Self::NoPastData { .. } => crate::code::Code::NoPastData,
+            Self::BadFraction(_) => crate::code::Code::BadReplayFraction,
+            Self::EmptyTask { .. } => crate::code::Code::EmptyTask,
+            Self::NoTasks => crate::code::Code::NoTasks,
         }
     }
 }

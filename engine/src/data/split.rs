@@ -34,11 +34,11 @@ pub enum SplitError {
 
 impl SplitError {
     /// The stable code of this error.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> crate::code::Code {
         match self {
-            Self::BadFraction { .. } => "bad_split_fraction",
-            Self::NoRoomForTrain { .. } => "bad_split_fraction",
-            Self::TooFew { .. } => "split_too_small",
+            Self::BadFraction { .. } => crate::code::Code::BadSplitFraction,
+            Self::NoRoomForTrain { .. } => crate::code::Code::BadSplitFraction,
+            Self::TooFew { .. } => crate::code::Code::SplitTooSmall,
         }
     }
 }

@@ -14,10 +14,10 @@ pub enum EvalError {
 
 impl EvalError {
     /// The stable code of this error on the wire.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> crate::code::Code {
         match self {
-            Self::UnknownMetric { .. } => "unknown_metric",
-            Self::InvalidResults { .. } => "invalid_results",
+            Self::UnknownMetric { .. } => crate::code::Code::UnknownMetric,
+            Self::InvalidResults { .. } => crate::code::Code::InvalidResults,
         }
     }
 

@@ -13,7 +13,8 @@ use crate::data::Example;
 use crate::model::{Llama, ModelError, OpsMode};
 
 /// How to run an evaluation.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct EvalOptions {
     /// Prompts generated together (default 8).
     pub batch_size: usize,

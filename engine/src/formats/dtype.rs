@@ -51,6 +51,15 @@ impl OutDtype {
         }
     }
 
+    /// The candle dtype tensors of this type compute in.
+    pub fn candle(self) -> candle_core::DType {
+        match self {
+            Self::Float32 => candle_core::DType::F32,
+            Self::Float16 => candle_core::DType::F16,
+            Self::Bfloat16 => candle_core::DType::BF16,
+        }
+    }
+
     /// Bytes per element.
     pub fn size(self) -> usize {
         match self {

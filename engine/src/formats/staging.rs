@@ -1,5 +1,6 @@
-//! All-or-nothing output directories: everything is written to `DIR.partial-<pid>` and renamed
-//! to `DIR` at the end; dropped before that, the partial directory is removed.
+//! All-or-nothing output directories: everything is written to `DIR.partial-<pid>-<n>` (unique
+//! per output of this process, so two jobs in one process never share one) and renamed to `DIR`
+//! at the end; dropped before that, the partial directory is removed.
 
 use std::path::{Path, PathBuf};
 
@@ -18,7 +19,7 @@ fn io_err(path: &Path, e: impl std::fmt::Display) -> FormatError {
 }
 
 impl Staging {
-    /// Creates `target.partial-<pid>`. Refuses a `target` that exists and is not an empty
+    /// Creates `target.partial-<pid>-<n>`. Refuses a `target` that exists and is not an empty
     /// directory, so that nothing is ever overwritten.
     pub fn new(target: &Path) -> Result<Self, FormatError> {
         if target.exists() {
@@ -26,17 +27,21 @@ impl Staging {
                 .map(|mut d| d.next().is_none())
                 .unwrap_or(false);
             if !empty {
-                return Err(FormatError::io(
-                    &target.display().to_string(),
-                    "the output directory already exists and is not empty; choose a new one",
-                ));
+                return Err(FormatError::OutputExists {
+                    file: target.display().to_string(),
+                    reason:
+                        "the output directory already exists and is not empty; choose a new one"
+                            .to_string(),
+                });
             }
         }
         let mut name = target
             .file_name()
             .map(|n| n.to_os_string())
             .ok_or_else(|| io_err(target, "the output path has no directory name"))?;
-        name.push(format!(".partial-{}", std::process::id()));
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        name.push(format!(".partial-{}-{n}", std::process::id()));
         let partial = target.with_file_name(name);
         if partial.exists() {
             std::fs::remove_dir_all(&partial).map_err(|e| io_err(&partial, e))?;

@@ -49,15 +49,15 @@ pub enum MergeError {
 
 impl MergeError {
     /// The stable code of this error on the wire.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> crate::code::Code {
         match self {
             Self::Format(e) => e.code(),
-            Self::InvalidRecipe { .. } => "invalid_recipe",
-            Self::ShapeMismatch { .. } => "shape_mismatch",
-            Self::MissingTensor { .. } => "missing_tensor",
-            Self::IncompatibleModel { .. } => "incompatible_model",
-            Self::UnsupportedDtype { .. } => "unsupported_dtype",
-            Self::Cancelled => "cancelled",
+            Self::InvalidRecipe { .. } => crate::code::Code::InvalidRecipe,
+            Self::ShapeMismatch { .. } => crate::code::Code::ShapeMismatch,
+            Self::MissingTensor { .. } => crate::code::Code::MissingTensor,
+            Self::IncompatibleModel { .. } => crate::code::Code::IncompatibleModel,
+            Self::UnsupportedDtype { .. } => crate::code::Code::UnsupportedDtype,
+            Self::Cancelled => crate::code::Code::Cancelled,
         }
     }
 

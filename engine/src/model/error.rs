@@ -48,17 +48,17 @@ pub enum ModelError {
 
 impl ModelError {
     /// The stable code of this error on the wire.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> crate::code::Code {
         match self {
-            Self::Io { .. } => "io_error",
-            Self::InvalidModel { .. } => "invalid_model",
-            Self::InvalidAdapter { .. } => "invalid_adapter",
-            Self::Tokenizer { .. } => "invalid_tokenizer",
-            Self::Gguf { .. } => "invalid_gguf",
-            Self::UnsupportedGgufType { .. } => "unsupported_gguf_type",
-            Self::InvalidOption(_) => "invalid_option",
-            Self::Compute(_) => "compute_error",
-            Self::Cancelled => "cancelled",
+            Self::Io { .. } => crate::code::Code::IoError,
+            Self::InvalidModel { .. } => crate::code::Code::InvalidModel,
+            Self::InvalidAdapter { .. } => crate::code::Code::InvalidAdapter,
+            Self::Tokenizer { .. } => crate::code::Code::InvalidTokenizer,
+            Self::Gguf { .. } => crate::code::Code::InvalidGguf,
+            Self::UnsupportedGgufType { .. } => crate::code::Code::UnsupportedGgufType,
+            Self::InvalidOption(_) => crate::code::Code::InvalidOption,
+            Self::Compute(_) => crate::code::Code::ComputeError,
+            Self::Cancelled => crate::code::Code::Cancelled,
             Self::Format(e) => e.code(),
         }
     }

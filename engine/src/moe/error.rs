@@ -32,15 +32,15 @@ pub enum MoeError {
 
 impl MoeError {
     /// The stable code of this error on the wire.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> crate::code::Code {
         match self {
             Self::Format(e) => e.code(),
             Self::Model(e) => e.code(),
-            Self::InvalidRecipe { .. } => "invalid_recipe",
-            Self::IncompatibleExpert { .. } => "incompatible_expert",
-            Self::InvalidInput { .. } => "invalid_input",
-            Self::Compute(_) => "compute_error",
-            Self::Cancelled => "cancelled",
+            Self::InvalidRecipe { .. } => crate::code::Code::InvalidRecipe,
+            Self::IncompatibleExpert { .. } => crate::code::Code::IncompatibleExpert,
+            Self::InvalidInput { .. } => crate::code::Code::InvalidInput,
+            Self::Compute(_) => crate::code::Code::ComputeError,
+            Self::Cancelled => crate::code::Code::Cancelled,
         }
     }
 

@@ -56,17 +56,17 @@ impl From<candle_core::Error> for TrainError {
 
 impl TrainError {
     /// The stable code of this error on the wire.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> crate::code::Code {
         match self {
-            Self::InvalidConfig(_) => "invalid_option",
+            Self::InvalidConfig(_) => crate::code::Code::InvalidOption,
             Self::Format(e) => e.code(),
             Self::Model(e) => e.code(),
-            Self::BaseMismatch { .. } => "base_mismatch",
+            Self::BaseMismatch { .. } => crate::code::Code::BaseMismatch,
             Self::Schedule(e) => e.code(),
-            Self::NonFiniteLoss { .. } => "non_finite_loss",
-            Self::Resume { .. } => "resume_mismatch",
-            Self::Cancelled { .. } => "cancelled",
-            Self::Compute(_) => "compute_error",
+            Self::NonFiniteLoss { .. } => crate::code::Code::NonFiniteLoss,
+            Self::Resume { .. } => crate::code::Code::ResumeMismatch,
+            Self::Cancelled { .. } => crate::code::Code::Cancelled,
+            Self::Compute(_) => crate::code::Code::ComputeError,
         }
     }
 }

@@ -18,5 +18,5 @@ pub use config::{
     TrainConfig,
 };
 pub use error::TrainError;
-pub use record::{RECORD, StepRecord, TrainRecord};
+pub use record::{DataCounts, DataInput, RECORD, StepRecord, TrainRecord};
 pub use run::{TrainEvent, TrainJob, train};
