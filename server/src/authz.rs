@@ -28,6 +28,12 @@ pub enum Action {
     ManageMembers,
     /// Tighten the policy `full` → `semi`.
     TightenPolicy,
+    /// Submit train jobs.
+    SubmitTrain,
+    /// Submit merge, mix and eval jobs; import evaluations.
+    SubmitJob,
+    /// Cancel a job (owners any job; others their own, which the handler checks).
+    CancelJob,
 }
 
 impl Action {
@@ -36,7 +42,8 @@ impl Action {
         match self {
             Action::Read => &[Owner, Contributor, Consumer, Auditor],
             Action::Download => &[Owner, Contributor, Consumer],
-            Action::Push | Action::Datasets => &[Owner, Contributor],
+            Action::Push | Action::Datasets | Action::SubmitTrain => &[Owner, Contributor],
+            Action::SubmitJob | Action::CancelJob => &[Owner, Contributor, Consumer],
             Action::PushBase | Action::ManageMembers | Action::TightenPolicy => &[Owner],
         }
     }
@@ -232,7 +239,7 @@ pub struct Access {
 
 impl Access {
     pub fn policy(&self) -> Policy {
-        self.collab.policy.parse().unwrap_or(Policy::Semi)
+        self.collab.policy.into()
     }
 
     pub fn has(&self, action: Action) -> bool {

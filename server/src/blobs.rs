@@ -404,7 +404,7 @@ pub async fn may_read(state: &AppState, user_id: i64, digest: &Digest) -> Result
         let full = collaboration::Entity::find_by_id(d.collab_id)
             .one(&state.db)
             .await?
-            .is_some_and(|c| c.policy == clreg_types::Policy::Full.as_str());
+            .is_some_and(|c| c.policy == collaboration::PolicyValue::Full);
         if full {
             return Ok(true);
         }

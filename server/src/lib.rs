@@ -9,6 +9,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod ledger;
+pub mod policy;
 pub mod routes;
 pub mod state;
 

@@ -40,7 +40,7 @@ async fn to_wire<C: ConnectionTrait>(
 ) -> Result<Collaboration, ApiError> {
     let creator = user::Entity::find_by_id(c.created_by).one(db).await?;
     Ok(Collaboration {
-        policy: c.policy.parse().map_err(ApiError::internal)?,
+        policy: c.policy.into(),
         name: c.name,
         description: c.description,
         created_by: creator.map(|u| u.name).unwrap_or_default(),
@@ -103,7 +103,7 @@ async fn create(
             }
             let c = collaboration::ActiveModel {
                 name: Set(req.name.clone()),
-                policy: Set(req.policy.as_str().to_string()),
+                policy: Set(req.policy.into()),
                 description: Set(req.description.clone()),
                 created_by: Set(caller_id),
                 created_at: Set(Utc::now()),
@@ -358,7 +358,7 @@ async fn change_policy(
                 active.update(txn).await?;
             }
             let mut active: collaboration::ActiveModel = collab.clone().into();
-            active.policy = Set(Policy::Semi.as_str().to_string());
+            active.policy = Set(Policy::Semi.into());
             let updated = active.update(txn).await?;
             ledger::append(
                 txn,

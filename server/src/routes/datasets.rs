@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use chrono::Utc;
-use clreg_types::{Dataset, Digest, ErrorBody, ErrorCode, Policy, RegisterDataset};
+use clreg_types::{Dataset, Digest, ErrorBody, ErrorCode, RegisterDataset};
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set};
 use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
@@ -14,6 +14,7 @@ use crate::auth::Caller;
 use crate::authz::Access;
 use crate::db::entities::{blob, dataset, user};
 use crate::error::{ApiError, ApiJson, ApiPath};
+use crate::policy::{self, DataUse};
 use crate::state::AppState;
 use crate::{blobs, ledger};
 
@@ -84,16 +85,18 @@ async fn register(
             )));
         }
     }
+    let data_use = if req.store_content {
+        DataUse::StoreContent
+    } else {
+        DataUse::RegisterManifest
+    };
+    policy::decide(
+        &access.collab.name,
+        access.policy(),
+        &access.roles,
+        data_use,
+    )?;
     if req.store_content {
-        if access.policy() == Policy::Semi {
-            return Err(ApiError::new(
-                ErrorCode::PolicyForbids,
-                format!(
-                    "`{}` is semi-cooperative: the server keeps only dataset manifests, never their content; register the manifest only (store_content: false, `clreg dataset push --manifest-only`)",
-                    access.collab.name
-                ),
-            ));
-        }
         let unknown = || {
             ApiError::new(
                 ErrorCode::BlobUnknown,
@@ -216,15 +219,12 @@ async fn content(
 ) -> Result<Response, ApiError> {
     let access = caller.access(&state, &c).await?;
     let d = find(&state, &access, &digest).await?;
-    if access.policy() == Policy::Semi {
-        return Err(ApiError::new(
-            ErrorCode::PolicyForbids,
-            format!(
-                "`{}` is semi-cooperative: dataset content is never kept or served",
-                access.collab.name
-            ),
-        ));
-    }
+    policy::decide(
+        &access.collab.name,
+        access.policy(),
+        &access.roles,
+        DataUse::ReadContent,
+    )?;
     if !d.content_stored {
         return Err(ApiError::not_found(format!(
             "content of dataset {digest} (only its manifest was registered)"
