@@ -16,6 +16,7 @@ mod m20261128_000009_lineage_edges;
 mod m20261128_000010_datasets;
 mod m20261128_000011_ledger_events;
 mod m20261130_000012_blob_grants;
+mod m20261130_000013_jobs;
 
 pub struct Migrator;
 
@@ -35,6 +36,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000010_datasets::Migration),
             Box::new(m20261128_000011_ledger_events::Migration),
             Box::new(m20261130_000012_blob_grants::Migration),
+            Box::new(m20261130_000013_jobs::Migration),
         ]
     }
 }

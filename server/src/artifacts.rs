@@ -260,6 +260,61 @@ pub async fn commit(
             )));
         }
     };
+    let author = Author {
+        id: caller.id,
+        name: caller.name.clone(),
+    };
+    let prepared = prepare(state, &author, &access.collab, engine_kind, req).await?;
+    if let Some(existing) = artifact::Entity::find_by_id(&prepared.id)
+        .one(&state.db)
+        .await?
+    {
+        return Ok((false, existing));
+    }
+    crate::db::write(&state.db, |txn| {
+        let prepared = prepared.clone();
+        Box::pin(async move { insert(txn, &prepared).await })
+    })
+    .await
+}
+
+/// Who commits an artifact: a caller pushing, or the submitter of the job that made it.
+#[derive(Debug, Clone)]
+pub struct Author {
+    pub id: i64,
+    pub name: String,
+}
+
+/// A lineage edge to insert: parent id, relation, method, parameters, dataset digests.
+type ParentEdge = (
+    String,
+    Relation,
+    String,
+    BTreeMap<String, serde_json::Value>,
+    Vec<Digest>,
+);
+
+/// A manifest checked, inspected and resolved, ready to be inserted.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub id: String,
+    collab: collaboration::Model,
+    author: Author,
+    req: CommitArtifact,
+    base_id: Option<String>,
+    metadata_json: String,
+    parents: Vec<ParentEdge>,
+}
+
+/// Checks every file (possession, size), resolves the base and parents the author may read,
+/// inspects the files with the engine, and computes the artifact id. Reads only.
+pub async fn prepare(
+    state: &AppState,
+    author: &Author,
+    collab: &collaboration::Model,
+    engine_kind: Kind,
+    req: CommitArtifact,
+) -> Result<Prepared, ApiError> {
     if req.files.is_empty() {
         return Err(ApiError::bad_request("the manifest lists no files"));
     }
@@ -277,7 +332,7 @@ pub async fn commit(
                 ),
             )
         };
-        if !crate::blobs::may_name(state, caller.id, &entry.digest).await? {
+        if !crate::blobs::may_name(state, author.id, &entry.digest).await? {
             return Err(unknown());
         }
         let stored = blob::Entity::find_by_id(entry.digest.hex())
@@ -306,7 +361,7 @@ pub async fn commit(
             )));
         }
         (Some(r), _) => {
-            let (b, _) = find_for_read(state, caller, r).await.map_err(|e| {
+            let (b, _) = find_for_read(state, author.id, r).await.map_err(|e| {
                 if e.code == ErrorCode::NotFound {
                     ApiError::not_found(format!("base model `{r}`"))
                 } else {
@@ -355,10 +410,10 @@ pub async fn commit(
     // Parents: resolved, readable; datasets on edges must be registered in this collaboration.
     let mut parents = Vec::new();
     for p in &req.parents {
-        let (parent, _) = find_for_read(state, caller, &p.parent).await?;
+        let (parent, _) = find_for_read(state, author.id, &p.parent).await?;
         for d in &p.datasets {
             let registered = dataset::Entity::find()
-                .filter(dataset::Column::CollabId.eq(access.collab.id))
+                .filter(dataset::Column::CollabId.eq(collab.id))
                 .filter(dataset::Column::Digest.eq(d.hex()))
                 .one(&state.db)
                 .await?;
@@ -367,7 +422,7 @@ pub async fn commit(
                     ErrorCode::InvalidDataset,
                     format!(
                         "dataset {d} on the edge from `{}` is not registered in `{}`; register it first (`clreg dataset push`)",
-                        p.parent, access.collab.name
+                        p.parent, collab.name
                     ),
                 ));
             }
@@ -399,7 +454,7 @@ pub async fn commit(
         }
     }
     let canonical = json!({
-        "collab": access.collab.name,
+        "collab": collab.name,
         "name": req.name,
         "kind": req.kind,
         "base": base.as_ref().map(|b| b.id.clone()),
@@ -412,103 +467,99 @@ pub async fn commit(
     let id = hex::encode(Sha256::digest(
         clreg_types::canonical_json(&canonical).as_bytes(),
     ));
-    if let Some(existing) = artifact::Entity::find_by_id(&id).one(&state.db).await? {
+    let metadata_json = serde_json::to_string(&metadata).map_err(ApiError::internal)?;
+    Ok(Prepared {
+        id,
+        collab: collab.clone(),
+        author: author.clone(),
+        base_id: base.map(|b| b.id),
+        req,
+        metadata_json,
+        parents,
+    })
+}
+
+/// Inserts a prepared artifact with its files, lineage edges and ledger event in `txn`; an
+/// artifact with the same id already there is returned as not created.
+pub async fn insert<C: sea_orm::ConnectionTrait>(
+    txn: &C,
+    p: &Prepared,
+) -> Result<(bool, artifact::Model), ApiError> {
+    let (collab, req, id, parents) = (&p.collab, &p.req, &p.id, &p.parents);
+    let (base_id, actor, user_id) = (&p.base_id, &p.author.name, p.author.id);
+    crate::db::lock_collab(txn, collab.id).await?;
+    // An identical commit may have won a race since it was prepared.
+    if let Some(existing) = artifact::Entity::find_by_id(id).one(txn).await? {
         return Ok((false, existing));
     }
-
-    let metadata_json = serde_json::to_string(&metadata).map_err(ApiError::internal)?;
-    let base_id = base.map(|b| b.id);
-    crate::db::write(&state.db, |txn| {
-        // The transaction may run again after a conflict: each run works on its own copies.
-        let (collab, req, id, parents) = (
-            access.collab.clone(),
-            req.clone(),
-            id.clone(),
-            parents.clone(),
-        );
-        let (metadata_json, base_id, actor, user_id) = (
-            metadata_json.clone(),
-            base_id.clone(),
-            caller.name.clone(),
-            caller.id,
-        );
-        Box::pin(async move {
-            crate::db::lock_collab(txn, collab.id).await?;
-            // An identical commit may have won a race since the check above.
-            if let Some(existing) = artifact::Entity::find_by_id(&id).one(txn).await? {
-                return Ok((false, existing));
-            }
-            let latest = artifact::Entity::find()
-                .filter(artifact::Column::CollabId.eq(collab.id))
-                .filter(artifact::Column::Name.eq(&req.name))
-                .order_by_desc(artifact::Column::Version)
-                .one(txn)
-                .await?;
-            let version = latest.map_or(1, |a| a.version + 1);
-            let model = artifact::ActiveModel {
-                id: Set(id.clone()),
-                collab_id: Set(collab.id),
-                name: Set(req.name.clone()),
-                version: Set(version),
-                kind: Set(req.kind.as_str().to_string()),
-                base_id: Set(base_id.clone()),
-                description: Set(req.description.clone()),
-                metadata: Set(metadata_json),
-                created_by: Set(user_id),
-                created_at: Set(Utc::now()),
-            }
-            .insert(txn)
-            .await?;
-            for (path, entry) in &req.files {
-                artifact_file::ActiveModel {
-                    artifact_id: Set(id.clone()),
-                    path: Set(path.clone()),
-                    digest: Set(entry.digest.hex()),
-                    size: Set(i64::try_from(entry.size).unwrap_or(i64::MAX)),
-                    ..Default::default()
-                }
-                .insert(txn)
-                .await?;
-            }
-            for (parent, relation, method, params, datasets) in &parents {
-                lineage_edge::ActiveModel {
-                    parent_id: Set(parent.clone()),
-                    child_id: Set(id.clone()),
-                    relation: Set(relation.as_str().to_string()),
-                    method: Set(method.clone()),
-                    params: Set(serde_json::to_string(params).map_err(ApiError::internal)?),
-                    datasets: Set(serde_json::to_string(datasets).map_err(ApiError::internal)?),
-                    ..Default::default()
-                }
-                .insert(txn)
-                .await?;
-            }
-            crate::ledger::append(
-                txn,
-                Some((collab.id, &collab.name)),
-                "artifact.pushed",
-                &actor,
-                json!({
-                    "id": id, "name": req.name, "version": version, "kind": req.kind,
-                    "base": base_id, "files": req.files,
-                    "parents": parents.iter().map(|p| json!({"parent": p.0, "relation": p.1, "datasets": p.4})).collect::<Vec<_>>(),
-                }),
-            )
-            .await?;
-            Ok((true, model))
-        })
-    })
-    .await
+    let latest = artifact::Entity::find()
+        .filter(artifact::Column::CollabId.eq(collab.id))
+        .filter(artifact::Column::Name.eq(&req.name))
+        .order_by_desc(artifact::Column::Version)
+        .one(txn)
+        .await?;
+    let version = latest.map_or(1, |a| a.version + 1);
+    let model = artifact::ActiveModel {
+        id: Set(id.clone()),
+        collab_id: Set(collab.id),
+        name: Set(req.name.clone()),
+        version: Set(version),
+        kind: Set(req.kind.as_str().to_string()),
+        base_id: Set(base_id.clone()),
+        description: Set(req.description.clone()),
+        metadata: Set(p.metadata_json.clone()),
+        created_by: Set(user_id),
+        created_at: Set(Utc::now()),
+    }
+    .insert(txn)
+    .await?;
+    for (path, entry) in &req.files {
+        artifact_file::ActiveModel {
+            artifact_id: Set(id.clone()),
+            path: Set(path.clone()),
+            digest: Set(entry.digest.hex()),
+            size: Set(i64::try_from(entry.size).unwrap_or(i64::MAX)),
+            ..Default::default()
+        }
+        .insert(txn)
+        .await?;
+    }
+    for (parent, relation, method, params, datasets) in parents {
+        lineage_edge::ActiveModel {
+            parent_id: Set(parent.clone()),
+            child_id: Set(id.clone()),
+            relation: Set(relation.as_str().to_string()),
+            method: Set(method.clone()),
+            params: Set(serde_json::to_string(params).map_err(ApiError::internal)?),
+            datasets: Set(serde_json::to_string(datasets).map_err(ApiError::internal)?),
+            ..Default::default()
+        }
+        .insert(txn)
+        .await?;
+    }
+    crate::ledger::append(
+        txn,
+        Some((collab.id, &collab.name)),
+        "artifact.pushed",
+        actor,
+        json!({
+            "id": id, "name": req.name, "version": version, "kind": req.kind,
+            "base": base_id, "files": req.files,
+            "parents": parents.iter().map(|p| json!({"parent": p.0, "relation": p.1, "datasets": p.4})).collect::<Vec<_>>(),
+        }),
+    )
+    .await?;
+    Ok((true, model))
 }
 
 /// Like `find_for`, but only needs read access whatever the route's rule is (bases, parents).
 async fn find_for_read(
     state: &AppState,
-    caller: &Caller,
+    user_id: i64,
     reference: &str,
 ) -> Result<(artifact::Model, ()), ApiError> {
     let found = find(state, reference).await?;
-    if !member_collabs(state, caller.id, Action::Read)
+    if !member_collabs(state, user_id, Action::Read)
         .await?
         .contains(&found.collab_id)
     {

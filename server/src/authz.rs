@@ -154,6 +154,25 @@ pub const ROUTES: &[(&str, &str, Rule)] = &[
         "/api/v1/collaborations/{c}/ledger",
         Rule::Member(Action::Read),
     ),
+    (
+        "GET",
+        "/api/v1/collaborations/{c}/jobs",
+        Rule::Member(Action::Read),
+    ),
+    // Train jobs need SubmitTrain, which the handler checks on the body's kind.
+    (
+        "POST",
+        "/api/v1/collaborations/{c}/jobs",
+        Rule::Member(Action::SubmitJob),
+    ),
+    ("GET", "/api/v1/jobs/{id}", Rule::Member(Action::Read)),
+    ("GET", "/api/v1/jobs/{id}/log", Rule::Member(Action::Read)),
+    // Owners cancel any job, others their own: the handler checks.
+    (
+        "POST",
+        "/api/v1/jobs/{id}/cancel",
+        Rule::Member(Action::CancelJob),
+    ),
 ];
 
 pub fn rule_for(method: &Method, path: &str) -> Option<Rule> {

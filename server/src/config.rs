@@ -32,6 +32,16 @@ pub struct Config {
     pub jwt_keys: Vec<JwtKey>,
     /// The `iss` claim of issued tokens.
     pub issuer: String,
+    /// Job workers `serve` runs in-process (`clreg-server worker` runs more elsewhere); 0: none.
+    pub workers: usize,
+    /// The program a worker runs each job in, as `PROGRAM run-job` (default: this executable).
+    /// A job's tensor work runs in a child process so a crash or OOM never takes the API down.
+    pub job_runner: Option<PathBuf>,
+    /// The device this process's workers run jobs on: `cpu` or `cuda:N`.
+    pub worker_device: String,
+    /// Seconds a worker's claim on a job lasts without a heartbeat; a lapsed job is claimed
+    /// again by another worker.
+    pub job_lease_secs: u64,
 }
 
 #[derive(Clone, Default, Deserialize)]
@@ -66,6 +76,10 @@ impl Default for Config {
             token_ttl_secs: 3600,
             jwt_keys: Vec::new(),
             issuer: "clreg".to_string(),
+            workers: 1,
+            job_runner: None,
+            worker_device: "cpu".to_string(),
+            job_lease_secs: 30,
         }
     }
 }
@@ -135,6 +149,18 @@ impl Config {
         if let Some(v) = var("CLREG_STORE") {
             self.store = Some(v);
         }
+        if let Some(v) = var("CLREG_WORKERS") {
+            self.workers = parse("CLREG_WORKERS", v)?;
+        }
+        if let Some(v) = var("CLREG_JOB_RUNNER") {
+            self.job_runner = Some(PathBuf::from(v));
+        }
+        if let Some(v) = var("CLREG_WORKER_DEVICE") {
+            self.worker_device = v;
+        }
+        if let Some(v) = var("CLREG_JOB_LEASE_SECS") {
+            self.job_lease_secs = parse("CLREG_JOB_LEASE_SECS", v)?;
+        }
         if let Some(v) = var("CLREG_S3_ENDPOINT") {
             self.s3.endpoint = Some(v);
         }
@@ -179,6 +205,14 @@ impl Config {
                 "token_ttl_secs must be at least 30".into(),
             ));
         }
+        if let Err(e) = self.worker_device.parse::<clreg_engine::job::Device>() {
+            return Err(ConfigError::Invalid(format!("worker_device: {e}")));
+        }
+        if self.job_lease_secs < 3 {
+            return Err(ConfigError::Invalid(
+                "job_lease_secs must be at least 3".into(),
+            ));
+        }
         for key in &self.jwt_keys {
             if key.secret.len() < 32 {
                 return Err(ConfigError::Invalid(format!(
@@ -220,6 +254,10 @@ impl fmt::Debug for Config {
             .field("max_blob_size", &self.max_blob_size)
             .field("max_chunk_size", &self.max_chunk_size)
             .field("token_ttl_secs", &self.token_ttl_secs)
+            .field("workers", &self.workers)
+            .field("job_runner", &self.job_runner)
+            .field("worker_device", &self.worker_device)
+            .field("job_lease_secs", &self.job_lease_secs)
             .field(
                 "jwt_keys",
                 &self.jwt_keys.iter().map(|k| &k.kid).collect::<Vec<_>>(),

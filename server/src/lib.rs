@@ -8,6 +8,7 @@ pub mod blobs;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod jobs;
 pub mod ledger;
 pub mod policy;
 pub mod routes;
@@ -20,7 +21,8 @@ pub use config::Config;
 pub use state::AppState;
 
 /// Serves the application on an already-bound listener until `shutdown` resolves, then drains
-/// in-flight requests. Tests bind 127.0.0.1:0 and pass the listener in.
+/// in-flight requests and stops the in-process workers (`config.workers`; a running job is
+/// cancelled between steps and recorded as such). Tests bind 127.0.0.1:0 and pass the listener in.
 pub async fn serve(
     state: AppState,
     listener: tokio::net::TcpListener,
@@ -40,10 +42,38 @@ pub async fn serve(
             }
         }
     });
+    let (stop_workers, workers) = start_workers(&state, state.config.workers, "serve");
     let app = routes::app(state);
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;
     sweeper.abort();
+    let _ = stop_workers.send(true);
+    for w in workers {
+        let _ = w.await;
+    }
     result
+}
+
+/// Starts `n` job workers named `<host-ish prefix>-<pid>-<i>`; send `true` to stop them.
+pub fn start_workers(
+    state: &AppState,
+    n: usize,
+    prefix: &str,
+) -> (
+    tokio::sync::watch::Sender<bool>,
+    Vec<tokio::task::JoinHandle<()>>,
+) {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let handles = (0..n)
+        .map(|i| {
+            let name = format!(
+                "{prefix}-{}-{i}-{}",
+                std::process::id(),
+                &uuid::Uuid::new_v4().simple().to_string()[..8]
+            );
+            tokio::spawn(jobs::worker::run(state.clone(), name, stopped.clone()))
+        })
+        .collect();
+    (stop, handles)
 }

@@ -33,8 +33,18 @@ enum Command {
         #[arg(long)]
         addr: Option<std::net::SocketAddr>,
     },
+    /// Run job workers only, against the configured database and store (any number of these
+    /// may run beside `serve` replicas; `serve` runs `workers` of its own too).
+    Worker {
+        /// How many jobs this process runs at once.
+        #[arg(long, default_value_t = 1)]
+        count: usize,
+    },
     /// Apply database migrations and exit.
     Migrate,
+    /// Internal: run one job's engine work (a worker starts this and talks to it over pipes).
+    #[command(hide = true)]
+    RunJob,
     /// Manage users and API keys.
     #[command(subcommand)]
     Admin(AdminCommand),
@@ -59,6 +69,16 @@ enum AdminCommand {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if matches!(args.command, Command::RunJob) {
+        // stdout carries the protocol; diagnostics go to stderr.
+        return match clreg_server::jobs::runner::child_main() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: run-job: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -103,6 +123,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
             clreg_server::serve(state, listener, shutdown_signal()).await?;
             tracing::info!("stopped");
         }
+        Command::Worker { count } => {
+            tracing::info!(?config, count, "starting workers");
+            let state = AppState::build(config).await?;
+            let (stop, workers) = clreg_server::start_workers(&state, count, "worker");
+            shutdown_signal().await;
+            let _ = stop.send(true);
+            for w in workers {
+                let _ = w.await;
+            }
+            tracing::info!("stopped");
+        }
+        Command::RunJob => unreachable!("handled before the runtime starts"),
         Command::Migrate => {
             std::fs::create_dir_all(&config.data_dir)?;
             let db = state::connect(&config.database_url()).await?;

@@ -43,6 +43,8 @@ impl TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut config = Config {
             data_dir: dir.path().join("data"),
+            // Job tests turn workers on with a `clreg-server` binary to run jobs in.
+            workers: 0,
             ..Config::default()
         };
         let mut s3 = None;

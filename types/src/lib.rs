@@ -352,6 +352,79 @@ pub fn canonical_json(value: &serde_json::Value) -> String {
     value.to_string()
 }
 
+string_enum!(
+    /// What a job does.
+    JobKind { Merge => "merge", Mix => "mix", Train => "train", Eval => "eval" }
+);
+
+string_enum!(
+    /// Where a job stands: queued → running → succeeded | failed | cancelled.
+    JobState { Queued => "queued", Running => "running", Succeeded => "succeeded", Failed => "failed", Cancelled => "cancelled" }
+);
+
+impl JobState {
+    /// Whether the job has ended.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Failed | JobState::Cancelled
+        )
+    }
+}
+
+/// `POST /collaborations/{c}/jobs`: run engine work in the registry.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitJob {
+    pub kind: JobKind,
+    /// The name of the artifact the job produces (merge, mix, train); its versions count up
+    /// as for pushes.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// merge and mix: the mergekit / mergekit-moe YAML recipe, whose model fields are artifact
+    /// references (`collab/name[:version]`, an id or an id prefix).
+    #[serde(default)]
+    pub recipe: Option<String>,
+    /// mix: adapters into a LoRA-MoE bundle instead of fine-tunes into a Mixtral checkpoint.
+    #[serde(default)]
+    pub lora: bool,
+    /// Run only on a worker with this device kind: `cpu` or `cuda`.
+    #[serde(default)]
+    pub requires: Option<String>,
+    #[serde(default)]
+    pub description: String,
+}
+
+/// What a finished job produced.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct JobResult {
+    /// Ids of the artifacts it committed.
+    #[serde(default)]
+    pub artifacts: Vec<String>,
+}
+
+/// A job as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Job {
+    pub id: uuid::Uuid,
+    pub collab: String,
+    pub kind: JobKind,
+    pub state: JobState,
+    pub name: Option<String>,
+    pub submitted_by: String,
+    /// Fraction done, in [0, 1].
+    pub progress: f64,
+    /// The latest progress line.
+    pub message: String,
+    pub attempts: i32,
+    pub requires: Option<String>,
+    pub result: Option<JobResult>,
+    pub error: Option<crate::error::ErrorBody>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
 /// Answer of `GET /healthz` and `/readyz`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Health {

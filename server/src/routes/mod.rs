@@ -13,6 +13,7 @@ mod blobs;
 mod collaborations;
 mod datasets;
 mod health;
+mod jobs;
 mod ledger;
 
 #[derive(OpenApi)]
@@ -34,6 +35,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(artifacts::router())
         .merge(datasets::router())
         .merge(ledger::router())
+        .merge(jobs::router())
         .split_for_parts()
 }
 

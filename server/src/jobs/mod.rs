@@ -1,0 +1,247 @@
+//! Jobs: engine work the registry runs for its members, behind the authorization table and the
+//! policy module. A submission resolves every artifact reference (the submitter must be able
+//! to download each input) and is stored with its ledger event; workers ([`worker`]) claim
+//! jobs under a lease, stage inputs ([`stage`]), run the engine in a child process
+//! ([`runner`]) and commit the outputs as artifacts with their lineage, exactly once.
+//!
+//! Kinds available now: `merge`. `mix`, `train` and `eval` are refused at submission with a
+//! message saying so (they run with `clreg local …` meanwhile).
+
+pub mod runner;
+pub mod stage;
+pub mod worker;
+
+use std::collections::BTreeMap;
+
+use chrono::Utc;
+use clreg_types::{ErrorBody, ErrorCode, Job, JobKind, JobResult, JobState, SubmitJob};
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::artifacts::{self, member_collabs};
+use crate::auth::Caller;
+use crate::authz::{Access, Action};
+use crate::db::entities::{collaboration, job, user};
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The references a merge recipe names: `base_model` and every `models[].model`.
+pub fn recipe_refs(recipe: &clreg_engine::merge::Recipe) -> Vec<String> {
+    let mut refs: Vec<String> = recipe
+        .base_model
+        .iter()
+        .chain(recipe.models.iter().map(|m| &m.model))
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    refs.dedup();
+    refs
+}
+
+fn parse_merge_recipe(text: &str) -> Result<clreg_engine::merge::Recipe, ApiError> {
+    clreg_engine::merge::Recipe::from_yaml(text)
+        .map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("invalid merge recipe: {e}")))
+}
+
+/// Checks a submission, resolves its inputs, and queues it (with its ledger event).
+pub async fn submit(
+    state: &AppState,
+    caller: &Caller,
+    access: &Access,
+    req: SubmitJob,
+) -> Result<job::Model, ApiError> {
+    let action = if req.kind == JobKind::Train {
+        Action::SubmitTrain
+    } else {
+        Action::SubmitJob
+    };
+    access.require(action)?;
+    if let Some(requires) = &req.requires
+        && !matches!(requires.as_str(), "cpu" | "cuda")
+    {
+        return Err(ApiError::bad_request(format!(
+            "`requires` is `{requires}`: use cpu or cuda"
+        )));
+    }
+    let name = req.name.clone().ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "a {} job produces an artifact: give it a `name`",
+            req.kind
+        ))
+    })?;
+    clreg_types::check_name(&name).map_err(|m| ApiError::new(ErrorCode::InvalidName, m))?;
+    let refs = match req.kind {
+        JobKind::Merge => {
+            let text = req.recipe.as_deref().ok_or_else(|| {
+                ApiError::bad_request("a merge job needs a `recipe` (mergekit YAML)")
+            })?;
+            recipe_refs(&parse_merge_recipe(text)?)
+        }
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "{other} jobs are not available on this server yet; run `clreg local {other}` and push the result"
+            )));
+        }
+    };
+    // Every input: an artifact the submitter may download.
+    let downloadable = member_collabs(state, caller.id, Action::Download).await?;
+    let mut inputs = BTreeMap::new();
+    for reference in refs {
+        let found = artifacts::find(state, &reference)
+            .await
+            .ok()
+            .filter(|a| downloadable.contains(&a.collab_id))
+            .ok_or_else(|| {
+                ApiError::not_found(format!(
+                    "input artifact `{reference}` (or you may not download it)"
+                ))
+            })?;
+        inputs.insert(reference, found.id);
+    }
+    let request = serde_json::to_string(&req).map_err(ApiError::internal)?;
+    let inputs = serde_json::to_string(&inputs).map_err(ApiError::internal)?;
+    let id = Uuid::new_v4();
+    crate::db::write(&state.db, |txn| {
+        let collab = access.collab.clone();
+        let (request, inputs, name) = (request.clone(), inputs.clone(), name.clone());
+        let (actor, user_id, kind, requires) =
+            (caller.name.clone(), caller.id, req.kind, req.requires.clone());
+        Box::pin(async move {
+            crate::db::lock_collab(txn, collab.id).await?;
+            let row = job::ActiveModel {
+                id: Set(id),
+                collab_id: Set(collab.id),
+                submitted_by: Set(user_id),
+                kind: Set(kind.into()),
+                state: Set(job::StateValue::Queued),
+                name: Set(Some(name.clone())),
+                request: Set(request),
+                inputs: Set(inputs.clone()),
+                requires: Set(requires),
+                progress: Set(0.0),
+                message: Set("queued".to_string()),
+                log: Set(String::new()),
+                attempts: Set(0),
+                lease_owner: Set(None),
+                lease_expires_at: Set(None),
+                cancel_requested: Set(false),
+                result: Set(None),
+                error_code: Set(None),
+                error_message: Set(None),
+                created_at: Set(Utc::now()),
+                started_at: Set(None),
+                finished_at: Set(None),
+            }
+            .insert(txn)
+            .await?;
+            crate::ledger::append(
+                txn,
+                Some((collab.id, &collab.name)),
+                "job.submitted",
+                &actor,
+                json!({"job": id, "kind": kind, "name": name,
+                       "inputs": serde_json::from_str::<serde_json::Value>(&inputs).unwrap_or_default()}),
+            )
+            .await?;
+            Ok(row)
+        })
+    })
+    .await
+}
+
+/// Cancels a job: a queued one at once, a running one when its worker next hears (between
+/// steps). Owners cancel any job, others their own.
+pub async fn cancel(
+    state: &AppState,
+    caller: &Caller,
+    access: &Access,
+    id: Uuid,
+) -> Result<job::Model, ApiError> {
+    crate::db::write(&state.db, |txn| {
+        let collab = access.collab.clone();
+        let (actor, user_id) = (caller.name.clone(), caller.id);
+        let owner = access.roles.contains(&clreg_types::Role::Owner);
+        Box::pin(async move {
+            crate::db::lock_collab(txn, collab.id).await?;
+            let found = job::Entity::find_by_id(id)
+                .filter(job::Column::CollabId.eq(collab.id))
+                .one(txn)
+                .await?
+                .ok_or_else(|| ApiError::not_found(format!("job {id}")))?;
+            if !owner && found.submitted_by != user_id {
+                return Err(ApiError::forbidden(
+                    "only an owner may cancel another member's job",
+                ));
+            }
+            let state: JobState = found.state.into();
+            if state.is_final() {
+                return Err(ApiError::conflict(format!(
+                    "job {id} has already ended ({state}); nothing to cancel"
+                )));
+            }
+            let mut active: job::ActiveModel = found.clone().into();
+            if state == JobState::Queued {
+                active.state = Set(job::StateValue::Cancelled);
+                active.finished_at = Set(Some(Utc::now()));
+                active.message = Set(format!("cancelled by {actor} before it started"));
+                active.error_code = Set(Some("cancelled".into()));
+                active.error_message = Set(Some(format!("cancelled by {actor}")));
+                crate::ledger::append(
+                    txn,
+                    Some((collab.id, &collab.name)),
+                    "job.cancelled",
+                    &actor,
+                    json!({"job": id}),
+                )
+                .await?;
+            } else {
+                active.cancel_requested = Set(true);
+                active.message = Set(format!("cancel requested by {actor}"));
+            }
+            Ok(active.update(txn).await?)
+        })
+    })
+    .await
+}
+
+/// The wire form of a job.
+pub async fn to_wire(state: &AppState, j: job::Model) -> Result<Job, ApiError> {
+    let collab = collaboration::Entity::find_by_id(j.collab_id)
+        .one(&state.db)
+        .await?
+        .map(|c| c.name)
+        .unwrap_or_default();
+    let submitter = user::Entity::find_by_id(j.submitted_by)
+        .one(&state.db)
+        .await?
+        .map(|u| u.name)
+        .unwrap_or_default();
+    let result = match &j.result {
+        Some(text) => Some(serde_json::from_str::<JobResult>(text).map_err(ApiError::internal)?),
+        None => None,
+    };
+    let error = match (&j.error_code, &j.error_message) {
+        (Some(code), message) => Some(ErrorBody {
+            code: code.clone(),
+            message: message.clone().unwrap_or_default(),
+        }),
+        _ => None,
+    };
+    Ok(Job {
+        id: j.id,
+        collab,
+        kind: j.kind.into(),
+        state: j.state.into(),
+        name: j.name,
+        submitted_by: submitter,
+        progress: j.progress,
+        message: j.message,
+        attempts: j.attempts,
+        requires: j.requires,
+        result,
+        error,
+        created_at: j.created_at,
+        started_at: j.started_at,
+        finished_at: j.finished_at,
+    })
+}

@@ -1,0 +1,571 @@
+//! Workers: claim a queued job (or one whose lease lapsed) under a lease, renew it by heartbeat
+//! while a child process does the work, and end the job exactly once.
+//!
+//! Claiming is one statement: `UPDATE … WHERE id = (SELECT … LIMIT 1 [FOR UPDATE SKIP LOCKED])
+//! RETURNING *`, so two workers never hold one job. Every ending (and the start) is written
+//! only while this worker still holds the lease, in the transaction that commits the outputs,
+//! so a job whose lease lapsed and that another worker took over can never commit twice.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::Utc;
+use clreg_engine::Code;
+use clreg_engine::job::{Device, JobEvent, JobOutput, JobSpec, MergeSpec};
+use clreg_types::{ArtifactKind, CommitArtifact, ErrorCode, JobResult, ParentSpec, Relation};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, Statement, sea_query::Expr,
+};
+use serde_json::json;
+
+use super::runner::{Child, Line, Order};
+use super::stage;
+use crate::artifacts::{self, Author};
+use crate::db::entities::{artifact, collaboration, job, user};
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// How often an idle worker looks for work.
+const POLL: Duration = Duration::from_millis(500);
+/// The most log text a job keeps (the newest part).
+const MAX_LOG: usize = 64 << 10;
+
+/// One worker: runs jobs until `shutdown` resolves (between jobs, or cancelling the one it
+/// runs).
+pub async fn run(state: AppState, name: String, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let device: Device = state.config.worker_device.parse().unwrap_or_default();
+    tracing::info!(worker = %name, %device, "worker started");
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        match claim(&state, &name, device).await {
+            Ok(Some(job)) => {
+                let id = job.id;
+                if let Err(e) = execute(&state, &name, device, job, &mut shutdown).await {
+                    tracing::warn!(job = %id, error = %e.message, "job ended without a record");
+                }
+            }
+            Ok(None) => {
+                tokio::select! {
+                    _ = tokio::time::sleep(POLL) => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(worker = %name, error = %e.message, "claiming a job failed");
+                tokio::time::sleep(POLL).await;
+            }
+        }
+    }
+    tracing::info!(worker = %name, "worker stopped");
+}
+
+fn lease_until(state: &AppState) -> chrono::DateTime<Utc> {
+    Utc::now() + chrono::Duration::seconds(i64::try_from(state.config.job_lease_secs).unwrap_or(30))
+}
+
+/// Takes the oldest job this worker can run, with its `job.started` ledger event.
+pub async fn claim(
+    state: &AppState,
+    worker: &str,
+    device: Device,
+) -> Result<Option<job::Model>, ApiError> {
+    let backend = state.db.get_database_backend();
+    let skip_locked = if backend == DbBackend::Postgres {
+        " FOR UPDATE SKIP LOCKED"
+    } else {
+        ""
+    };
+    let kind = match device {
+        Device::Cpu => "cpu",
+        Device::Cuda(_) => "cuda",
+    };
+    let sql = format!(
+        "UPDATE jobs SET state = 'running', lease_owner = $1, lease_expires_at = $2, \
+           attempts = attempts + 1, started_at = COALESCE(started_at, $3), \
+           message = 'running on ' || $1 \
+         WHERE id = (SELECT id FROM jobs \
+           WHERE (state = 'queued' OR (state = 'running' AND lease_expires_at < $3)) \
+             AND NOT cancel_requested AND (requires IS NULL OR requires = $4) \
+           ORDER BY created_at LIMIT 1{skip_locked}) \
+         RETURNING *"
+    );
+    let (worker, now, until) = (worker.to_string(), Utc::now(), lease_until(state));
+    crate::db::write(&state.db, |txn| {
+        let statement = Statement::from_sql_and_values(
+            backend,
+            sql.clone(),
+            [worker.clone().into(), until.into(), now.into(), kind.into()],
+        );
+        let worker = worker.clone();
+        Box::pin(async move {
+            let Some(claimed) = job::Entity::find().from_raw_sql(statement).one(txn).await? else {
+                return Ok(None);
+            };
+            let collab = collab_of(txn, claimed.collab_id).await?;
+            crate::db::lock_collab(txn, collab.id).await?;
+            crate::ledger::append(
+                txn,
+                Some((collab.id, &collab.name)),
+                "job.started",
+                &worker,
+                json!({"job": claimed.id, "attempt": claimed.attempts}),
+            )
+            .await?;
+            Ok(Some(claimed))
+        })
+    })
+    .await
+}
+
+async fn collab_of<C: ConnectionTrait>(db: &C, id: i64) -> Result<collaboration::Model, ApiError> {
+    collaboration::Entity::find_by_id(id)
+        .one(db)
+        .await?
+        .ok_or_else(|| ApiError::internal("job without collaboration"))
+}
+
+/// How a job ended without outputs, as the worker records it.
+enum Ending {
+    Failed { code: String, message: String },
+    Cancelled(String),
+}
+
+/// Runs a claimed job to its end and records that end.
+async fn execute(
+    state: &AppState,
+    worker: &str,
+    device: Device,
+    claimed: job::Model,
+    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+) -> Result<(), ApiError> {
+    let id = claimed.id;
+    let scratch = stage::job_dir(state, id);
+    let result = run_job(state, worker, device, &claimed, &scratch, shutdown).await;
+    let _ = tokio::fs::remove_dir_all(&scratch).await;
+    let (ending, prepared) = match result {
+        Ok(Outcome::Done(prepared)) => (None, Some(prepared)),
+        Ok(Outcome::Cancelled(why)) => (Some(Ending::Cancelled(why)), None),
+        Ok(Outcome::LeaseLost) => {
+            tracing::warn!(job = %id, "lease lost; another worker runs this job");
+            return Ok(());
+        }
+        Err(e) => (
+            Some(Ending::Failed {
+                code: e.code.as_str().to_string(),
+                message: e.message,
+            }),
+            None,
+        ),
+    };
+    finish(state, worker, &claimed, ending, prepared).await
+}
+
+enum Outcome {
+    Done(Box<artifacts::Prepared>),
+    Cancelled(String),
+    LeaseLost,
+}
+
+/// An engine failure, as the job records it.
+fn engine_failure(code: Code, message: String) -> ApiError {
+    // The job keeps the engine's own code; the wire code only classes it.
+    ApiError {
+        code: crate::error::wire_code(code),
+        message: format!("[{code}] {message}"),
+    }
+}
+
+async fn run_job(
+    state: &AppState,
+    worker: &str,
+    device: Device,
+    claimed: &job::Model,
+    scratch: &std::path::Path,
+    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+) -> Result<Outcome, ApiError> {
+    let request: clreg_types::SubmitJob =
+        serde_json::from_str(&claimed.request).map_err(ApiError::internal)?;
+    let inputs: BTreeMap<String, String> =
+        serde_json::from_str(&claimed.inputs).map_err(ApiError::internal)?;
+    let submitter = user::Entity::find_by_id(claimed.submitted_by)
+        .one(&state.db)
+        .await?
+        .ok_or_else(|| ApiError::internal("job without submitter"))?;
+    let collab = collab_of(&state.db, claimed.collab_id).await?;
+    // The submitter must still be able to download every input (a removed member's queued
+    // job does not run).
+    let downloadable =
+        artifacts::member_collabs(state, submitter.id, crate::authz::Action::Download).await?;
+    let mut local = HashMap::new();
+    let mut digests = HashMap::new();
+    let mut input_rows = BTreeMap::new();
+    for (reference, artifact_id) in &inputs {
+        let row = artifact::Entity::find_by_id(artifact_id)
+            .one(&state.db)
+            .await?
+            .filter(|a| downloadable.contains(&a.collab_id))
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::NotFound,
+                    format!(
+                        "input `{reference}` is no longer readable by {}; submit the job again",
+                        submitter.name
+                    ),
+                )
+            })?;
+        let (dir, known) = stage::stage_artifact(state, artifact_id).await?;
+        digests.extend(known);
+        local.insert(reference.clone(), dir);
+        input_rows.insert(reference.clone(), row);
+    }
+    std::fs::create_dir_all(scratch).map_err(ApiError::internal)?;
+    let output = scratch.join("output");
+    let spec = match request.kind {
+        clreg_types::JobKind::Merge => {
+            let text = request.recipe.as_deref().unwrap_or_default();
+            let mut recipe = clreg_engine::merge::Recipe::from_yaml(text)
+                .map_err(|e| engine_failure(e.code(), e.to_string()))?;
+            let path_of = |p: &PathBuf| local.get(&p.to_string_lossy().into_owned()).cloned();
+            if let Some(base) = &recipe.base_model {
+                recipe.base_model = path_of(base);
+            }
+            for m in &mut recipe.models {
+                if let Some(dir) = path_of(&m.model) {
+                    m.model = dir;
+                }
+            }
+            JobSpec::Merge(MergeSpec {
+                recipe,
+                output: output.clone(),
+            })
+        }
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "{other} jobs are not available on this server yet"
+            )));
+        }
+    };
+    let program = match &state.config.job_runner {
+        Some(p) => p.clone(),
+        None => std::env::current_exe().map_err(ApiError::internal)?,
+    };
+    let order = Order {
+        spec,
+        device,
+        digests: digests.into_iter().collect(),
+    };
+    let mut child = Child::start(&program, &order).await.map_err(|e| {
+        ApiError::internal(format!("cannot start {} run-job: {e}", program.display()))
+    })?;
+
+    let mut heartbeat = tokio::time::interval(Duration::from_secs(
+        (state.config.job_lease_secs / 3).max(1),
+    ));
+    heartbeat.tick().await;
+    let mut progress = (0.0f64, String::new());
+    let mut log = vec![format!(
+        "attempt {} on {worker} ({device}): {} input artifact(s) staged, running in {}",
+        claimed.attempts,
+        inputs.len(),
+        program.display()
+    )];
+    let mut cancelled: Option<String> = None;
+    let finished = loop {
+        tokio::select! {
+            line = child.next() => match line.map_err(ApiError::internal)? {
+                Some(Line::Event(e)) => {
+                    if let Some(f) = e.fraction() {
+                        progress.0 = f;
+                    }
+                    progress.1 = describe(&e);
+                    if !matches!(e, JobEvent::Write { .. } | JobEvent::Evaluating { .. }) {
+                        log.push(progress.1.clone());
+                    }
+                }
+                Some(Line::Done(output)) => {
+                    log.push(progress.1.clone());
+                    break Ok(output);
+                }
+                Some(Line::Failed(e)) => break Err(e),
+                None => {
+                    let status = child.wait().await.map_err(ApiError::internal)?;
+                    return Err(ApiError::internal(format!(
+                        "the job's process ended without a result ({status}); it may have run out of memory"
+                    )));
+                }
+            },
+            _ = heartbeat.tick() => {
+                match beat(state, claimed.id, worker, progress.0, &progress.1, &std::mem::take(&mut log)).await? {
+                    Beat::Held { cancel_requested } => {
+                        if cancel_requested && cancelled.is_none() {
+                            cancelled = Some("cancelled on request".to_string());
+                            child.cancel().await;
+                        }
+                    }
+                    Beat::Lost => {
+                        child.kill().await;
+                        return Ok(Outcome::LeaseLost);
+                    }
+                }
+            }
+            _ = shutdown.changed() => {
+                if cancelled.is_none() {
+                    cancelled = Some("cancelled: the worker shut down".to_string());
+                    child.cancel().await;
+                }
+            }
+        }
+    };
+    let _ = child.wait().await;
+    if !log.is_empty() {
+        beat(state, claimed.id, worker, progress.0, &progress.1, &log).await?;
+    }
+    let output_report = match finished {
+        Ok(o) => *o,
+        Err(e) if e.code == Code::Cancelled => {
+            return Ok(Outcome::Cancelled(
+                cancelled.unwrap_or_else(|| e.message.clone()),
+            ));
+        }
+        Err(e) => return Err(engine_failure(e.code, e.message)),
+    };
+    // Outputs → blobs the submitter holds → a prepared commit with its lineage.
+    let files = stage::upload_dir(state, &output, submitter.id).await?;
+    let (kind, engine_kind, parents, base) = match &output_report {
+        JobOutput::Merge(report) => {
+            let engine_kind = if report.output_kind == "adapter" {
+                clreg_engine::inspect::Kind::Adapter
+            } else {
+                clreg_engine::inspect::Kind::Checkpoint
+            };
+            let text = request.recipe.as_deref().unwrap_or_default();
+            let recipe = clreg_engine::merge::Recipe::from_yaml(text)
+                .map_err(|e| engine_failure(e.code(), e.to_string()))?;
+            let mut parents = Vec::new();
+            let mut seen = std::collections::BTreeSet::new();
+            let base_ref = recipe
+                .base_model
+                .as_ref()
+                .map(|p| p.to_string_lossy().into_owned());
+            let mut roles: Vec<(String, serde_json::Value)> = Vec::new();
+            if let Some(b) = &base_ref {
+                roles.push((b.clone(), json!({"role": "base"})));
+            }
+            for m in &recipe.models {
+                roles.push((
+                    m.model.to_string_lossy().into_owned(),
+                    json!({"role": "model", "weight": m.parameters.weight, "density": m.parameters.density}),
+                ));
+            }
+            for (reference, params) in roles {
+                let Some(row) = input_rows.get(&reference) else {
+                    continue;
+                };
+                if !seen.insert(row.id.clone()) {
+                    continue;
+                }
+                let mut map: BTreeMap<String, serde_json::Value> =
+                    serde_json::from_value(params).unwrap_or_default();
+                map.insert("flavour".into(), json!(report.flavour));
+                if let Some(seed) = recipe.seed {
+                    map.insert("seed".into(), json!(seed));
+                }
+                parents.push(ParentSpec {
+                    parent: row.id.clone(),
+                    relation: Relation::Merge,
+                    method: report.method.name().to_string(),
+                    params: map,
+                    datasets: vec![],
+                });
+            }
+            // The base of a merge: the recipe's base model's base, else the first model's.
+            let first = base_ref
+                .as_ref()
+                .and_then(|b| input_rows.get(b))
+                .or_else(|| input_rows.values().next())
+                .ok_or_else(|| ApiError::internal("merge without inputs"))?;
+            let base = if first.kind == ArtifactKind::Base.as_str() {
+                Some(first.id.clone())
+            } else {
+                first.base_id.clone()
+            };
+            (ArtifactKind::Merge, engine_kind, parents, base)
+        }
+        _ => return Err(ApiError::internal("unexpected job output")),
+    };
+    let author = Author {
+        id: submitter.id,
+        name: submitter.name.clone(),
+    };
+    let request_commit = CommitArtifact {
+        name: claimed.name.clone().unwrap_or_default(),
+        kind,
+        base,
+        files,
+        parents,
+        description: request.description.clone(),
+    };
+    let prepared = artifacts::prepare(state, &author, &collab, engine_kind, request_commit).await?;
+    Ok(Outcome::Done(Box::new(prepared)))
+}
+
+fn describe(e: &JobEvent) -> String {
+    match e {
+        JobEvent::Write {
+            tensors_done,
+            tensors_total,
+            ..
+        } => format!("wrote {tensors_done}/{tensors_total} tensors"),
+        JobEvent::RouterStep(p) => {
+            format!("router step {}/{}: loss {:.4}", p.step, p.steps, p.loss)
+        }
+        JobEvent::Plan { steps, .. } => format!("training for {steps} steps"),
+        JobEvent::Step {
+            step, steps, loss, ..
+        } => format!("step {step}/{steps}: loss {loss:.4}"),
+        JobEvent::Checkpoint { step, .. } => format!("checkpoint at step {step}"),
+        JobEvent::Evaluating { task, done, total } => format!("{task}: {done}/{total}"),
+        JobEvent::Scored {
+            task,
+            metric,
+            score,
+            ..
+        } => format!("{task}: {metric:?} = {score:.4}"),
+        JobEvent::Note { message } => message.clone(),
+    }
+}
+
+enum Beat {
+    Held { cancel_requested: bool },
+    Lost,
+}
+
+/// Renews the lease and writes progress and new log lines, while this worker holds the job.
+async fn beat(
+    state: &AppState,
+    id: uuid::Uuid,
+    worker: &str,
+    progress: f64,
+    message: &str,
+    log: &[String],
+) -> Result<Beat, ApiError> {
+    let found = job::Entity::find_by_id(id).one(&state.db).await?;
+    let Some(found) = found.filter(|j| {
+        j.state == job::StateValue::Running && j.lease_owner.as_deref() == Some(worker)
+    }) else {
+        return Ok(Beat::Lost);
+    };
+    let mut text = found.log.clone();
+    for line in log {
+        text.push_str(line);
+        text.push('\n');
+    }
+    if text.len() > MAX_LOG {
+        let cut = text.len() - MAX_LOG;
+        let cut = (cut..text.len())
+            .find(|i| text.is_char_boundary(*i))
+            .unwrap_or(cut);
+        text = text[cut..].to_string();
+    }
+    let updated = job::Entity::update_many()
+        .col_expr(job::Column::LeaseExpiresAt, Expr::value(lease_until(state)))
+        .col_expr(job::Column::Progress, Expr::value(progress))
+        .col_expr(job::Column::Message, Expr::value(message.to_string()))
+        .col_expr(job::Column::Log, Expr::value(text))
+        .filter(job::Column::Id.eq(id))
+        .filter(job::Column::LeaseOwner.eq(worker))
+        .filter(job::Column::State.eq(job::StateValue::Running))
+        .exec(&state.db)
+        .await?;
+    if updated.rows_affected == 0 {
+        return Ok(Beat::Lost);
+    }
+    Ok(Beat::Held {
+        cancel_requested: found.cancel_requested,
+    })
+}
+
+/// Records the end of a job, with its outputs, only while this worker holds the job.
+async fn finish(
+    state: &AppState,
+    worker: &str,
+    claimed: &job::Model,
+    ending: Option<Ending>,
+    prepared: Option<Box<artifacts::Prepared>>,
+) -> Result<(), ApiError> {
+    let id = claimed.id;
+    let ending = std::sync::Arc::new(ending);
+    let prepared = std::sync::Arc::new(prepared);
+    crate::db::write(&state.db, |txn| {
+        let (ending, prepared, worker) = (ending.clone(), prepared.clone(), worker.to_string());
+        let collab_id = claimed.collab_id;
+        Box::pin(async move {
+            let collab = collab_of(txn, collab_id).await?;
+            crate::db::lock_collab(txn, collab.id).await?;
+            let Some(current) = job::Entity::find_by_id(id)
+                .filter(job::Column::State.eq(job::StateValue::Running))
+                .filter(job::Column::LeaseOwner.eq(worker.as_str()))
+                .one(txn)
+                .await?
+            else {
+                return Ok(()); // another worker holds it now
+            };
+            let mut active: job::ActiveModel = current.into();
+            let now = Utc::now();
+            active.finished_at = sea_orm::Set(Some(now));
+            active.lease_owner = sea_orm::Set(None);
+            active.lease_expires_at = sea_orm::Set(None);
+            let (event, payload) = match (&*ending, &*prepared) {
+                (None, Some(prepared)) => {
+                    let (created, model) = artifacts::insert(txn, prepared).await?;
+                    let result = JobResult {
+                        artifacts: vec![model.id.clone()],
+                    };
+                    active.state = sea_orm::Set(job::StateValue::Succeeded);
+                    active.progress = sea_orm::Set(1.0);
+                    active.message =
+                        sea_orm::Set(format!("committed {}:{}", model.name, model.version));
+                    active.result = sea_orm::Set(Some(
+                        serde_json::to_string(&result).map_err(ApiError::internal)?,
+                    ));
+                    (
+                        "job.succeeded",
+                        json!({"job": id, "artifacts": result.artifacts, "created": created}),
+                    )
+                }
+                (Some(Ending::Cancelled(why)), _) => {
+                    active.state = sea_orm::Set(job::StateValue::Cancelled);
+                    active.message = sea_orm::Set(why.clone());
+                    active.error_code = sea_orm::Set(Some("cancelled".into()));
+                    active.error_message = sea_orm::Set(Some(why.clone()));
+                    ("job.cancelled", json!({"job": id, "reason": why}))
+                }
+                (Some(Ending::Failed { code, message }), _) => {
+                    active.state = sea_orm::Set(job::StateValue::Failed);
+                    active.message = sea_orm::Set(format!("failed: {message}"));
+                    active.error_code = sea_orm::Set(Some(code.clone()));
+                    active.error_message = sea_orm::Set(Some(message.clone()));
+                    (
+                        "job.failed",
+                        json!({"job": id, "code": code, "message": message}),
+                    )
+                }
+                _ => return Err(ApiError::internal("a job ending without an outcome")),
+            };
+            sea_orm::ActiveModelTrait::update(active, txn).await?;
+            crate::ledger::append(
+                txn,
+                Some((collab.id, &collab.name)),
+                event,
+                &worker,
+                payload,
+            )
+            .await?;
+            Ok(())
+        })
+    })
+    .await
+}

@@ -1,0 +1,329 @@
+//! Jobs end to end: a real server whose worker runs each job in a `clreg-server run-job` child
+//! process (the binary cargo built from this source), on SQLite + a local directory or on
+//! PostgreSQL + S3 (see `clreg_tests::TestServer`).
+#![allow(clippy::unwrap_used)]
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use clreg_engine::merge::{Recipe, run_recipe};
+use clreg_tests::{Client, TestServer, assert_error, tiny_model};
+use clreg_types::{ArtifactKind, LedgerEvent};
+use serde_json::{Value, json};
+
+async fn server_with_worker() -> TestServer {
+    TestServer::start_with(|c| {
+        c.workers = 1;
+        c.job_runner = Some(PathBuf::from(env!("CARGO_BIN_EXE_clreg-server")));
+        c.job_lease_secs = 3;
+    })
+    .await
+}
+
+/// Waits for a job to end and returns it.
+async fn wait(client: &Client, id: &str) -> Value {
+    for _ in 0..600 {
+        let (status, job) = client.get(&format!("/jobs/{id}")).await;
+        assert_eq!(status, 200, "{job}");
+        if ["succeeded", "failed", "cancelled"].contains(&job["state"].as_str().unwrap()) {
+            return job;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("job {id} did not end within 60 s");
+}
+
+const RECIPE: &str = "merge_method: ties\nbase_model: lab/base\nmodels:\n  - model: lab/a\n    parameters: {weight: 1.0, density: 0.5}\n  - model: lab/b\n    parameters: {weight: 0.5, density: 0.7}\ndtype: float32\nseed: 7\n";
+
+#[tokio::test]
+async fn a_merge_job_commits_the_same_weights_as_a_local_merge_with_its_lineage() {
+    let server = server_with_worker().await;
+    let root = server.dir.path();
+    let alice = server.user("alice").await;
+    alice.create_collab("lab", "semi").await;
+    let dirs: Vec<PathBuf> = [("base", 1), ("a", 2), ("b", 3)]
+        .iter()
+        .map(|(name, seed)| tiny_model(root, name, *seed, None))
+        .collect();
+    let base = alice
+        .push("lab", "base", ArtifactKind::Base, None, &dirs[0])
+        .await;
+    let a = alice
+        .push(
+            "lab",
+            "a",
+            ArtifactKind::Checkpoint,
+            Some("lab/base"),
+            &dirs[1],
+        )
+        .await;
+    let b = alice
+        .push(
+            "lab",
+            "b",
+            ArtifactKind::Checkpoint,
+            Some("lab/base"),
+            &dirs[2],
+        )
+        .await;
+
+    let (status, job) = alice
+        .post(
+            "/collaborations/lab/jobs",
+            &json!({"kind": "merge", "name": "merged", "recipe": RECIPE}),
+        )
+        .await;
+    assert_eq!(status, 201, "{job}");
+    assert_eq!(job["state"], "queued");
+    let id = job["id"].as_str().unwrap().to_string();
+    let done = wait(&alice, &id).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["progress"], 1.0);
+    assert_eq!(done["attempts"], 1);
+    let artifact_id = done["result"]["artifacts"][0].as_str().unwrap().to_string();
+
+    let (status, artifact) = alice.get(&format!("/artifacts/{artifact_id}")).await;
+    assert_eq!(status, 200, "{artifact}");
+    assert_eq!(artifact["kind"], "merge");
+    assert_eq!(artifact["name"], "merged");
+    assert_eq!(artifact["version"], 1);
+    assert_eq!(artifact["base"], base["id"]);
+
+    // The weights equal an independent local merge of the same files with the same recipe.
+    let local_recipe = Recipe::from_yaml(
+        &RECIPE
+            .replace("lab/base", &dirs[0].display().to_string())
+            .replace("lab/a", &dirs[1].display().to_string())
+            .replace("lab/b", &dirs[2].display().to_string()),
+    )
+    .unwrap();
+    let local = root.join("local-merge");
+    run_recipe(&local_recipe, &local, &|_| {}, &AtomicBool::new(false)).unwrap();
+    let response = alice
+        .request(
+            reqwest::Method::GET,
+            &format!("/artifacts/{artifact_id}/files/model.safetensors"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let served = response.bytes().await.unwrap();
+    assert_eq!(
+        served.as_ref(),
+        std::fs::read(local.join("model.safetensors")).unwrap()
+    );
+
+    // Lineage: one merge edge from each input, with the method and each input's parameters.
+    let (_, lineage) = alice
+        .get(&format!("/artifacts/{artifact_id}/lineage"))
+        .await;
+    let edges: Vec<&Value> = lineage["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["child"] == artifact_id.as_str())
+        .collect();
+    assert_eq!(edges.len(), 3, "{lineage}");
+    for e in &edges {
+        assert_eq!(e["relation"], "merge");
+        assert_eq!(e["method"], "ties");
+        assert_eq!(e["params"]["seed"], 7);
+    }
+    let of = |id: &Value| edges.iter().find(|e| &e["parent"] == id).unwrap();
+    assert_eq!(of(&base["id"])["params"]["role"], "base");
+    assert_eq!(of(&a["id"])["params"]["density"], 0.5);
+    assert_eq!(of(&b["id"])["params"]["weight"], 0.5);
+
+    // Every state change is on the ledger, which verifies.
+    let (_, ledger) = alice.get("/collaborations/lab/ledger").await;
+    let events: Vec<LedgerEvent> = serde_json::from_value(ledger).unwrap();
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    let tail = &kinds[kinds.len() - 4..];
+    assert_eq!(
+        tail,
+        [
+            "job.submitted",
+            "job.started",
+            "artifact.pushed",
+            "job.succeeded"
+        ]
+    );
+    clreg_server::ledger::verify(&events).unwrap();
+    let (_, log) = alice.get(&format!("/jobs/{id}/log")).await;
+    let log = log.as_str().unwrap_or_default();
+    assert!(log.contains("3 input artifact(s) staged"), "{log}");
+    assert!(log.contains("tensors"), "{log}");
+    // The worker's scratch space is gone.
+    assert!(!server.dir.path().join("data/jobs").join(&id).exists());
+}
+
+#[tokio::test]
+async fn refusals_failures_and_cancel() {
+    let server = server_with_worker().await;
+    let root = server.dir.path();
+    let alice = server.user("alice").await;
+    let audrey = server.user("audrey").await;
+    let olga = server.user("olga").await;
+    alice.create_collab("lab", "semi").await;
+    alice.add_member("lab", "audrey", "auditor").await;
+    olga.create_collab("elsewhere", "full").await;
+    let base = tiny_model(root, "base", 1, None);
+    alice
+        .push("lab", "base", ArtifactKind::Base, None, &base)
+        .await;
+    let a = tiny_model(root, "a", 2, None);
+    alice
+        .push("lab", "a", ArtifactKind::Checkpoint, Some("lab/base"), &a)
+        .await;
+    let merge = |recipe: &str| json!({"kind": "merge", "name": "m", "recipe": recipe});
+    let simple = "merge_method: linear\nbase_model: lab/base\nmodels:\n  - model: lab/a\n    parameters: {weight: 1.0}\n";
+
+    // An auditor may not submit; an outsider does not see the collaboration.
+    assert_error(
+        &audrey
+            .post("/collaborations/lab/jobs", &merge(simple))
+            .await,
+        403,
+        "forbidden",
+    );
+    assert_error(
+        &olga.post("/collaborations/lab/jobs", &merge(simple)).await,
+        404,
+        "not_found",
+    );
+    // Inputs the submitter cannot download are not found, from anywhere.
+    assert_error(
+        &olga
+            .post("/collaborations/elsewhere/jobs", &merge(simple))
+            .await,
+        404,
+        "not_found",
+    );
+    // A bad recipe, a missing name, a kind not available yet.
+    assert_error(
+        &alice
+            .post("/collaborations/lab/jobs", &merge("merge_method: [oops"))
+            .await,
+        400,
+        "bad_request",
+    );
+    assert_error(
+        &alice
+            .post(
+                "/collaborations/lab/jobs",
+                &json!({"kind": "merge", "recipe": simple}),
+            )
+            .await,
+        400,
+        "bad_request",
+    );
+    let (status, body) = alice
+        .post(
+            "/collaborations/lab/jobs",
+            &json!({"kind": "eval", "name": "x"}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("clreg local eval")
+    );
+    let (_, jobs) = alice.get("/collaborations/lab/jobs").await;
+    assert_eq!(jobs.as_array().unwrap().len(), 0, "refusals queue nothing");
+
+    // The engine refuses the work: the job fails with its code and commits nothing.
+    let odd = root.join("odd");
+    std::fs::create_dir_all(&odd).unwrap();
+    clreg_engine::tiny::write_tiny_llama(
+        &odd,
+        &clreg_engine::tiny::TinyConfig {
+            hidden: 32,
+            intermediate: 64,
+            ..Default::default()
+        },
+        4,
+        None,
+    )
+    .unwrap();
+    alice
+        .push("lab", "odd", ArtifactKind::Base, None, &odd)
+        .await;
+    let mismatched = "merge_method: linear\nbase_model: lab/base\nmodels:\n  - model: lab/odd\n    parameters: {weight: 1.0}\n";
+    let (status, job) = alice
+        .post("/collaborations/lab/jobs", &merge(mismatched))
+        .await;
+    assert_eq!(status, 201, "{job}");
+    let failed = wait(&alice, job["id"].as_str().unwrap()).await;
+    assert_eq!(failed["state"], "failed", "{failed}");
+    assert!(
+        failed["error"]["message"].as_str().unwrap().len() > 20,
+        "{failed}"
+    );
+    let (_, listed) = alice.get("/collaborations/lab/artifacts?name=m").await;
+    assert_eq!(listed.as_array().unwrap().len(), 0);
+
+    // Cancel: the auditor may not; the submitter may, once; an ended job cannot be.
+    let (_, job) = alice.post("/collaborations/lab/jobs", &merge(simple)).await;
+    let id = job["id"].as_str().unwrap().to_string();
+    assert_error(
+        &audrey.post(&format!("/jobs/{id}/cancel"), &json!({})).await,
+        403,
+        "forbidden",
+    );
+    assert_error(
+        &olga.post(&format!("/jobs/{id}/cancel"), &json!({})).await,
+        404,
+        "not_found",
+    );
+    let (status, cancelled) = alice.post(&format!("/jobs/{id}/cancel"), &json!({})).await;
+    assert_eq!(status, 200, "{cancelled}");
+    let ended = wait(&alice, &id).await;
+    // Cancelled before it ran, or while running; either way nothing was committed.
+    assert!(
+        ended["state"] == "cancelled" || ended["state"] == "succeeded",
+        "{ended}"
+    );
+    if ended["state"] == "cancelled" {
+        assert_error(
+            &alice.post(&format!("/jobs/{id}/cancel"), &json!({})).await,
+            409,
+            "conflict",
+        );
+    }
+    let (_, ledger) = alice.get("/collaborations/lab/ledger").await;
+    let events: Vec<LedgerEvent> = serde_json::from_value(ledger).unwrap();
+    assert!(events.iter().any(|e| e.kind == "job.failed"));
+    clreg_server::ledger::verify(&events).unwrap();
+}
+
+#[tokio::test]
+async fn a_queued_job_is_cancelled_at_once_and_never_runs() {
+    // No worker: the job stays queued until cancelled.
+    let server = TestServer::start().await;
+    let root = server.dir.path();
+    let alice = server.user("alice").await;
+    alice.create_collab("lab", "semi").await;
+    let base = tiny_model(root, "base", 1, None);
+    alice
+        .push("lab", "base", ArtifactKind::Base, None, &base)
+        .await;
+    let (status, job) = alice
+        .post(
+            "/collaborations/lab/jobs",
+            &json!({"kind": "merge", "name": "m", "recipe": "merge_method: linear\nmodels:\n  - model: lab/base\n    parameters: {weight: 1.0}\n"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{job}");
+    let id = job["id"].as_str().unwrap();
+    let (status, cancelled) = alice.post(&format!("/jobs/{id}/cancel"), &json!({})).await;
+    assert_eq!(status, 200, "{cancelled}");
+    assert_eq!(cancelled["state"], "cancelled");
+    assert_eq!(cancelled["error"]["code"], "cancelled");
+    let (_, ledger) = alice.get("/collaborations/lab/ledger").await;
+    let events: Vec<LedgerEvent> = serde_json::from_value(ledger).unwrap();
+    assert_eq!(events.last().unwrap().kind, "job.cancelled");
+}
