@@ -131,6 +131,83 @@ Files already present with the right content are skipped; an interrupted pull re
         after_help = "Examples:\n  clreg ledger --collab org-a\n  clreg ledger --collab org-a --json"
     )]
     Ledger(CollabArg),
+
+    /// Merge registry models on the server: a job from a mergekit YAML recipe whose model
+    /// fields are artifact references.
+    #[command(after_help = "\
+Examples:
+  clreg merge --collab org-a --config ties.yml --name llama-ties --wait
+  clreg merge --collab org-a --config linear.yml --name soup
+
+A recipe (the same YAML as `clreg local merge`, with references instead of paths):
+  merge_method: ties
+  base_model: org-a/llama
+  models:
+    - model: org-a/llama-med:2
+      parameters: {weight: 1.0, density: 0.5}
+    - model: org-b/llama-law
+      parameters: {weight: 0.5, density: 0.5}
+  dtype: bfloat16
+  seed: 7
+
+You must be able to download every input. The result is an artifact of kind `merge` named
+--name (versions count up), with a lineage edge from each input. The job id is printed;
+--wait follows it with a progress bar and exits with its outcome (0 succeeded, 5 failed,
+6 server error, 130 cancelled).")]
+    Merge(MergeJobArgs),
+
+    /// Follow and manage jobs.
+    #[command(subcommand)]
+    Jobs(JobsCommand),
+}
+
+#[derive(Debug, ClapArgs)]
+pub struct MergeJobArgs {
+    /// Collaboration the job runs in (and the result goes to).
+    #[arg(long, value_name = "COLLAB")]
+    pub collab: String,
+    /// The recipe (mergekit YAML; model fields are artifact references).
+    #[arg(long, short = 'c')]
+    pub config: std::path::PathBuf,
+    /// Name of the artifact the job commits.
+    #[arg(long)]
+    pub name: String,
+    /// A sentence about the result.
+    #[arg(long, default_value = "", hide_default_value = true)]
+    pub description: String,
+    /// Run only on a worker with this device kind.
+    #[arg(long, value_parser = ["cpu", "cuda"])]
+    pub requires: Option<String>,
+    /// Follow the job until it ends; exit with its outcome.
+    #[arg(long)]
+    pub wait: bool,
+}
+
+#[derive(Debug, ClapArgs)]
+pub struct JobIdArgs {
+    /// The job id (printed when it was submitted).
+    pub id: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// List a collaboration's jobs, newest first.
+    #[command(after_help = "Example:\n  clreg jobs ls --collab org-a")]
+    Ls(CollabArg),
+    /// Show one job: state, progress, result or error.
+    #[command(after_help = "Example:\n  clreg jobs show 0b5e…")]
+    Show(JobIdArgs),
+    /// Print a job's log.
+    #[command(after_help = "Example:\n  clreg jobs logs 0b5e…")]
+    Logs(JobIdArgs),
+    /// Cancel a job: at once if queued, between steps if running (owners: any job; others:
+    /// their own).
+    #[command(after_help = "Example:\n  clreg jobs cancel 0b5e…")]
+    Cancel(JobIdArgs),
+    /// Follow a job until it ends; exit with its outcome (0 succeeded, 5 failed, 6 server
+    /// error, 130 cancelled).
+    #[command(after_help = "Example:\n  clreg jobs wait 0b5e…")]
+    Wait(JobIdArgs),
 }
 
 #[derive(Debug, ClapArgs)]

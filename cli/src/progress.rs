@@ -6,6 +6,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 const TOTAL_TEMPLATE: &str =
     "{msg:>12} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}";
 const FILE_TEMPLATE: &str = "  {msg:40!} [{bar:20}] {bytes}/{total_bytes}";
+const FRACTION_TEMPLATE: &str = "[{bar:30}] {percent:>3}% {elapsed_precise} {wide_msg}";
 
 pub struct Progress {
     multi: Option<MultiProgress>,
@@ -20,6 +21,11 @@ impl Progress {
     /// The bar of all bytes of a command.
     pub fn total(&self, len: u64, what: &str) -> ProgressBar {
         self.bar(len, what, TOTAL_TEMPLATE)
+    }
+
+    /// A bar of a fraction done (positions out of 1000), its message the latest step.
+    pub fn fraction(&self) -> ProgressBar {
+        self.bar(1000, "", FRACTION_TEMPLATE)
     }
 
     /// One file's bar, removed once it is done.

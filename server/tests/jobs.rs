@@ -13,12 +13,7 @@ use clreg_types::{ArtifactKind, LedgerEvent};
 use serde_json::{Value, json};
 
 async fn server_with_worker() -> TestServer {
-    TestServer::start_with(|c| {
-        c.workers = 1;
-        c.job_runner = Some(PathBuf::from(env!("CARGO_BIN_EXE_clreg-server")));
-        c.job_lease_secs = 3;
-    })
-    .await
+    TestServer::with_worker(PathBuf::from(env!("CARGO_BIN_EXE_clreg-server"))).await
 }
 
 /// Waits for a job to end and returns it.

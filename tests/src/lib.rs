@@ -85,6 +85,17 @@ impl TestServer {
         }
     }
 
+    /// A server with one in-process worker that runs each job in a `runner run-job` child
+    /// (`runner`: a `clreg-server` binary built from this source), with a short lease.
+    pub async fn with_worker(runner: PathBuf) -> TestServer {
+        Self::start_with(|c| {
+            c.workers = 1;
+            c.job_runner = Some(runner);
+            c.job_lease_secs = 3;
+        })
+        .await
+    }
+
     /// Creates a user through the admin path and returns a logged-in client.
     pub async fn user(&self, name: &str) -> Client {
         let key = clreg_server::admin::create_user(&self.state.db, name, false)
@@ -336,6 +347,58 @@ impl Client {
         assert_eq!(status, StatusCode::CREATED, "{body}");
         body["artifact"].clone()
     }
+}
+
+/// The `clreg-server` binary built from this source, for tests outside the server package
+/// (which have `CARGO_BIN_EXE_clreg-server`): cargo builds it (a no-op after the test build,
+/// whose features are the same) and says where it is; it is never guessed from the target
+/// directory.
+pub fn server_binary() -> PathBuf {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("workspace root");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut command = std::process::Command::new(cargo);
+        // Only what locates the toolchain and the target directory: the variables cargo sets
+        // for a running test (CARGO_PKG_*, CARGO_MANIFEST_*, …) would make build scripts that
+        // watch the environment rebuild, and the next test build rebuild again.
+        command.env_clear();
+        for name in [
+            "PATH",
+            "HOME",
+            "CARGO_HOME",
+            "RUSTUP_HOME",
+            "RUSTUP_TOOLCHAIN",
+            "CARGO_TARGET_DIR",
+            "TMPDIR",
+        ] {
+            if let Some(value) = std::env::var_os(name) {
+                command.env(name, value);
+            }
+        }
+        let out = command
+            .current_dir(root)
+            .args([
+                "build",
+                "--workspace",
+                "--bin",
+                "clreg-server",
+                "--message-format=json-render-diagnostics",
+            ])
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .expect("running cargo build");
+        assert!(out.status.success(), "cargo build of clreg-server failed");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "clreg-server")
+            .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+            .expect("cargo reported no clreg-server executable")
+    })
+    .clone()
 }
 
 pub fn digest_of(bytes: &[u8]) -> Digest {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Result;
 
-use crate::args::{Args, CollabCommand, Command, DatasetCommand, LocalCommand};
+use crate::args::{Args, CollabCommand, Command, DatasetCommand, JobsCommand, LocalCommand};
 use crate::cache::Cache;
 use crate::client::Client;
 use crate::config::{self, Credentials};
@@ -17,6 +17,7 @@ mod auth;
 mod collab;
 mod dataset;
 mod job;
+mod jobs;
 mod ledger;
 mod local;
 mod mix;
@@ -130,5 +131,13 @@ pub async fn run(args: Args) -> Result<ExitStatus> {
             } => dataset::pull(&ctx, &digest, &collab, &output).await,
         },
         Command::Ledger(a) => ledger::ledger(&ctx, &a.collab).await,
+        Command::Merge(a) => jobs::merge(&ctx, a).await,
+        Command::Jobs(j) => match j {
+            JobsCommand::Ls(a) => jobs::ls(&ctx, &a.collab).await,
+            JobsCommand::Show(a) => jobs::show(&ctx, a).await,
+            JobsCommand::Logs(a) => jobs::logs(&ctx, a).await,
+            JobsCommand::Cancel(a) => jobs::cancel(&ctx, a).await,
+            JobsCommand::Wait(a) => jobs::wait(&ctx, a).await,
+        },
     }
 }

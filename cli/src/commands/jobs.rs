@@ -1,0 +1,162 @@
+//! `clreg merge` (a job the registry runs) and `clreg jobs ls|show|logs|cancel|wait`.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use clreg_types::{Job, JobKind, JobState, SubmitJob};
+use reqwest::Method;
+
+use super::Ctx;
+use crate::args::{JobIdArgs, MergeJobArgs};
+use crate::client::{Client, seg};
+use crate::error::{ExitStatus, LocalError};
+use crate::output::{short_time, table};
+
+/// `clreg merge`: submits a merge job; with `--wait`, follows it to its end.
+pub async fn merge(ctx: &Ctx, a: MergeJobArgs) -> Result<ExitStatus> {
+    let recipe = std::fs::read_to_string(&a.config)
+        .map_err(|e| LocalError::usage(format!("cannot read {}: {e}", a.config.display())))?;
+    let req = SubmitJob {
+        kind: JobKind::Merge,
+        name: Some(a.name.clone()),
+        recipe: Some(recipe),
+        lora: false,
+        requires: a.requires.clone(),
+        description: a.description.clone(),
+    };
+    let client = ctx.client()?;
+    let job: Job = client
+        .post(&format!("/collaborations/{}/jobs", seg(&a.collab)), &req)
+        .await?;
+    if !a.wait {
+        ctx.out.emit(&job, || {
+            format!(
+                "job {} queued ({} → {}/{}); follow it with `clreg jobs wait {}`",
+                job.id, job.kind, a.collab, a.name, job.id
+            )
+        })?;
+        return Ok(ExitStatus::Success);
+    }
+    ctx.out.note(&format!("job {} queued", job.id));
+    follow(ctx, &client, &job.id.to_string()).await
+}
+
+pub async fn ls(ctx: &Ctx, collab: &str) -> Result<ExitStatus> {
+    let jobs: Vec<Job> = ctx
+        .client()?
+        .get(&format!("/collaborations/{}/jobs", seg(collab)))
+        .await?;
+    ctx.out.emit(&jobs, || {
+        let rows: Vec<Vec<String>> = jobs
+            .iter()
+            .map(|j| {
+                vec![
+                    j.id.to_string(),
+                    j.kind.to_string(),
+                    j.state.to_string(),
+                    format!("{:.0}%", j.progress * 100.0),
+                    j.name.clone().unwrap_or_default(),
+                    j.submitted_by.clone(),
+                    short_time(&j.created_at),
+                ]
+            })
+            .collect();
+        table(
+            &["ID", "KIND", "STATE", "DONE", "NAME", "BY", "SUBMITTED"],
+            &rows,
+        )
+    })?;
+    Ok(ExitStatus::Success)
+}
+
+fn describe(j: &Job) -> String {
+    let mut lines = vec![
+        format!("job {} ({}) in {}", j.id, j.kind, j.collab),
+        format!(
+            "state: {} ({:.0}%) — {}",
+            j.state,
+            j.progress * 100.0,
+            j.message
+        ),
+        format!(
+            "submitted by {} at {}",
+            j.submitted_by,
+            short_time(&j.created_at)
+        ),
+        format!("attempts: {}", j.attempts),
+    ];
+    if let Some(result) = &j.result {
+        for id in &result.artifacts {
+            lines.push(format!("artifact: {id}"));
+        }
+    }
+    if let Some(e) = &j.error {
+        lines.push(format!("error[{}]: {}", e.code, e.message));
+    }
+    lines.join("\n")
+}
+
+pub async fn show(ctx: &Ctx, a: JobIdArgs) -> Result<ExitStatus> {
+    let job: Job = ctx.client()?.get(&format!("/jobs/{}", seg(&a.id))).await?;
+    ctx.out.emit(&job, || describe(&job))?;
+    Ok(ExitStatus::Success)
+}
+
+pub async fn logs(ctx: &Ctx, a: JobIdArgs) -> Result<ExitStatus> {
+    let client = ctx.client()?;
+    let resp = client
+        .send(client.request(Method::GET, &format!("/jobs/{}/log", seg(&a.id))))
+        .await?;
+    let text = resp.text().await?;
+    ctx.out
+        .emit(&serde_json::json!({ "log": text }), || text.clone())?;
+    Ok(ExitStatus::Success)
+}
+
+pub async fn cancel(ctx: &Ctx, a: JobIdArgs) -> Result<ExitStatus> {
+    let job: Job = ctx
+        .client()?
+        .post(
+            &format!("/jobs/{}/cancel", seg(&a.id)),
+            &serde_json::json!({}),
+        )
+        .await?;
+    ctx.out.emit(&job, || match job.state {
+        JobState::Cancelled => format!("job {} cancelled", job.id),
+        _ => format!(
+            "job {} will stop at its next step (`clreg jobs wait {}`)",
+            job.id, job.id
+        ),
+    })?;
+    Ok(ExitStatus::Success)
+}
+
+pub async fn wait(ctx: &Ctx, a: JobIdArgs) -> Result<ExitStatus> {
+    let client = ctx.client()?;
+    follow(ctx, &client, &a.id).await
+}
+
+/// Polls a job with a progress bar until it ends; the exit status is its outcome.
+async fn follow(ctx: &Ctx, client: &Client, id: &str) -> Result<ExitStatus> {
+    let progress = crate::progress::Progress::new(ctx.out.progress());
+    let bar = progress.fraction();
+    let job = loop {
+        let job: Job = client.get(&format!("/jobs/{}", seg(id))).await?;
+        bar.set_position((job.progress * 1000.0) as u64);
+        bar.set_message(job.message.clone());
+        if job.state.is_final() {
+            break job;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    bar.finish_and_clear();
+    ctx.out.emit(&job, || describe(&job))?;
+    Ok(match job.state {
+        JobState::Succeeded => ExitStatus::Success,
+        JobState::Cancelled => ExitStatus::Cancelled,
+        _ => match job.error.as_ref().map(|e| e.code.as_str()) {
+            Some("internal") => ExitStatus::Server,
+            _ => ExitStatus::Refused,
+        },
+    })
+}

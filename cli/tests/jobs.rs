@@ -1,0 +1,130 @@
+//! `clreg merge` and `clreg jobs …` against a real server whose worker runs jobs in
+//! `clreg-server run-job` children: the result equals `clreg local merge` of the same files.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use clreg_tests::{TestServer, server_binary};
+use common::{Cli, same_tree};
+
+#[tokio::test]
+async fn merge_on_the_server_equals_a_local_merge() {
+    let server = TestServer::with_worker(server_binary()).await;
+    let root = server.dir.path();
+    let key = clreg_server::admin::create_user(&server.state.db, "alice", false)
+        .await
+        .unwrap();
+    let cli = Cli::new();
+    cli.ok(&["login", "--server", &server.url, "--api-key", &key])
+        .await;
+    cli.ok(&["collab", "create", "lab", "--policy", "semi"])
+        .await;
+    for (name, seed) in [("base", "1"), ("a", "2"), ("b", "3")] {
+        let dir = root.join(name);
+        cli.ok(&["local", "tiny", "-o", dir.to_str().unwrap(), "--seed", seed])
+            .await;
+        let mut args = vec![
+            "push",
+            dir.to_str().unwrap(),
+            "--collab",
+            "lab",
+            "--name",
+            name,
+        ];
+        if name != "base" {
+            args.extend(["--kind", "checkpoint", "--base", "lab/base"]);
+        }
+        cli.ok(&args).await;
+    }
+    let recipe = |base: &str, a: &str, b: &str| {
+        format!(
+            "merge_method: dare_ties\nbase_model: {base}\nmodels:\n  - model: {a}\n    parameters: {{weight: 1.0, density: 0.6}}\n  - model: {b}\n    parameters: {{weight: 0.7, density: 0.4}}\ndtype: float32\nseed: 11\n"
+        )
+    };
+    let remote = root.join("remote.yml");
+    std::fs::write(&remote, recipe("lab/base", "lab/a:1", "lab/b")).unwrap();
+
+    // Submit and follow: the exit status is the job's outcome, the JSON the finished job.
+    let done = cli
+        .ok(&[
+            "--json",
+            "merge",
+            "--collab",
+            "lab",
+            "--config",
+            remote.to_str().unwrap(),
+            "--name",
+            "soup",
+            "--wait",
+        ])
+        .await
+        .json();
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let id = done["id"].as_str().unwrap().to_string();
+    let listed = cli
+        .ok(&["--json", "jobs", "ls", "--collab", "lab"])
+        .await
+        .json();
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    let shown = cli.ok(&["jobs", "show", &id]).await;
+    assert!(shown.stdout.contains("succeeded"), "{}", shown.stdout);
+    let log = cli.ok(&["jobs", "logs", &id]).await;
+    assert!(
+        log.stdout.contains("3 input artifact(s) staged"),
+        "{}",
+        log.stdout
+    );
+    // An ended job cannot be cancelled: refused (5), with its code.
+    let again = cli.run(&["jobs", "cancel", &id]).await;
+    assert_eq!(again.code, 5, "{}", again.stderr);
+    assert!(again.stderr.contains("error[conflict]"), "{}", again.stderr);
+
+    // The same recipe on the same files, locally.
+    let local_recipe = root.join("local.yml");
+    let path = |n: &str| root.join(n).display().to_string();
+    std::fs::write(&local_recipe, recipe(&path("base"), &path("a"), &path("b"))).unwrap();
+    let local = root.join("local-merge");
+    cli.ok(&[
+        "local",
+        "merge",
+        "--config",
+        local_recipe.to_str().unwrap(),
+        "-o",
+        local.to_str().unwrap(),
+    ])
+    .await;
+    let pulled = root.join("pulled");
+    cli.ok(&["pull", "lab/soup", "-o", pulled.to_str().unwrap()])
+        .await;
+    // The weights and side files match; the provenance records differ only in input paths.
+    for dir in [&local, &pulled] {
+        std::fs::remove_file(dir.join("clreg_merge.json")).unwrap();
+    }
+    same_tree(&local, &pulled);
+
+    let lineage = cli.ok(&["--json", "lineage", "lab/soup"]).await.json();
+    let merges = lineage["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["relation"] == "merge" && e["method"] == "dare_ties")
+        .count();
+    assert_eq!(merges, 3, "{lineage}");
+
+    // Without --wait the id is printed at once; a job naming what the user cannot read is
+    // refused before it is queued.
+    std::fs::write(&remote, recipe("lab/base", "nowhere/a", "lab/b")).unwrap();
+    let refused = cli
+        .run(&[
+            "merge",
+            "--collab",
+            "lab",
+            "--config",
+            remote.to_str().unwrap(),
+            "--name",
+            "soup",
+        ])
+        .await;
+    assert_eq!(refused.code, 4, "{}", refused.stderr);
+    assert!(refused.stderr.contains("nowhere/a"), "{}", refused.stderr);
+}
