@@ -322,3 +322,167 @@ async fn a_queued_job_is_cancelled_at_once_and_never_runs() {
     let events: Vec<LedgerEvent> = serde_json::from_value(ledger).unwrap();
     assert_eq!(events.last().unwrap().kind, "job.cancelled");
 }
+
+/// Pushes a base and two fine-tunes of it under `lab`.
+async fn three_models(server: &TestServer, alice: &Client, scale: Option<(usize, usize)>) {
+    let root = server.dir.path();
+    let config = |seed: u64| {
+        let mut t = clreg_engine::tiny::TinyConfig::default();
+        if let Some((hidden, layers)) = scale {
+            t.hidden = hidden;
+            t.intermediate = hidden * 2;
+            t.layers = layers;
+        }
+        (t, seed)
+    };
+    for (name, seed, kind, base) in [
+        ("base", 1, ArtifactKind::Base, None),
+        ("a", 2, ArtifactKind::Checkpoint, Some("lab/base")),
+        ("b", 3, ArtifactKind::Checkpoint, Some("lab/base")),
+    ] {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (t, seed) = config(seed);
+        clreg_engine::tiny::write_tiny_llama(&dir, &t, seed, None).unwrap();
+        alice.push("lab", name, kind, base, &dir).await;
+    }
+}
+
+async fn ledger_of(client: &Client) -> Vec<LedgerEvent> {
+    let (_, ledger) = client.get("/collaborations/lab/ledger").await;
+    serde_json::from_value(ledger).unwrap()
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_job_leaves_it_to_another_which_commits_once() {
+    let server = TestServer::start_with(|c| {
+        c.job_lease_secs = 3;
+        c.job_runner = Some(PathBuf::from(env!("CARGO_BIN_EXE_clreg-server")));
+    })
+    .await;
+    let alice = server.user("alice").await;
+    alice.create_collab("lab", "semi").await;
+    // Big enough that the merge takes a while in a debug build.
+    three_models(&server, &alice, Some((384, 4))).await;
+    let (status, job) = alice
+        .post(
+            "/collaborations/lab/jobs",
+            &json!({"kind": "merge", "name": "m", "recipe": RECIPE}),
+        )
+        .await;
+    assert_eq!(status, 201, "{job}");
+    let id = job["id"].as_str().unwrap().to_string();
+
+    // A standalone worker process on the same database and store claims it...
+    let config = &server.state.config;
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_clreg-server"));
+    command
+        .args(["worker", "--count", "1"])
+        .env("CLREG_DATA_DIR", &config.data_dir)
+        .env("CLREG_JOB_LEASE_SECS", "3")
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true);
+    if let Some(url) = &config.database_url {
+        command.env("CLREG_DATABASE_URL", url);
+    }
+    if let Some(store) = &config.store {
+        command.env("CLREG_STORE", store);
+        let s3 = &config.s3;
+        for (name, value) in [
+            ("CLREG_S3_ENDPOINT", &s3.endpoint),
+            ("CLREG_S3_REGION", &s3.region),
+            ("CLREG_S3_ACCESS_KEY_ID", &s3.access_key_id),
+            ("CLREG_S3_SECRET_ACCESS_KEY", &s3.secret_access_key),
+        ] {
+            if let Some(v) = value {
+                command.env(name, v);
+            }
+        }
+        command.env("CLREG_S3_ALLOW_HTTP", s3.allow_http.to_string());
+    }
+    let mut worker = command.spawn().unwrap();
+    let mut claimed = false;
+    for _ in 0..300 {
+        let (_, j) = alice.get(&format!("/jobs/{id}")).await;
+        if j["state"] == "running" {
+            claimed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(claimed, "the standalone worker never claimed the job");
+    // ... and dies (kill -9) with its child mid-job.
+    worker.start_kill().unwrap();
+    worker.wait().await.unwrap();
+
+    // Another worker takes the job over once the lease lapses, and commits it once.
+    let (stop, workers) = clreg_server::start_workers(&server.state, 1, "rescue");
+    let done = wait(&alice, &id).await;
+    let _ = stop.send(true);
+    for w in workers {
+        w.await.unwrap();
+    }
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["attempts"], 2, "{done}");
+    let (_, listed) = alice.get("/collaborations/lab/artifacts?name=m").await;
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    let events = ledger_of(&alice).await;
+    let count = |kind: &str| events.iter().filter(|e| e.kind == kind).count();
+    assert_eq!(count("job.started"), 2);
+    assert_eq!(count("job.succeeded"), 1);
+    assert_eq!(count("artifact.pushed"), 4); // three inputs and the merge
+    clreg_server::ledger::verify(&events).unwrap();
+}
+
+#[tokio::test]
+async fn four_workers_run_forty_jobs_each_exactly_once() {
+    const JOBS: usize = 40;
+    let server = TestServer::start_with(|c| {
+        c.job_runner = Some(PathBuf::from(env!("CARGO_BIN_EXE_clreg-server")));
+    })
+    .await;
+    let alice = server.user("alice").await;
+    alice.create_collab("lab", "semi").await;
+    three_models(&server, &alice, None).await;
+    let linear = "merge_method: linear\nbase_model: lab/base\nmodels:\n  - model: lab/a\n    parameters: {weight: 1.0}\n  - model: lab/b\n    parameters: {weight: 2.0}\n";
+    let mut ids = Vec::new();
+    for i in 0..JOBS {
+        let (status, job) = alice
+            .post(
+                "/collaborations/lab/jobs",
+                &json!({"kind": "merge", "name": format!("m{i}"), "recipe": linear}),
+            )
+            .await;
+        assert_eq!(status, 201, "{job}");
+        ids.push(job["id"].as_str().unwrap().to_string());
+    }
+    let started = std::time::Instant::now();
+    let (stop, workers) = clreg_server::start_workers(&server.state, 4, "pool");
+    for id in &ids {
+        let done = wait(&alice, id).await;
+        assert_eq!(done["state"], "succeeded", "{done}");
+        assert_eq!(done["attempts"], 1, "{done}");
+    }
+    eprintln!(
+        "{JOBS} merge jobs with 4 workers: {:.2} jobs/s",
+        JOBS as f64 / started.elapsed().as_secs_f64()
+    );
+    let _ = stop.send(true);
+    for w in workers {
+        w.await.unwrap();
+    }
+    let events = ledger_of(&alice).await;
+    for id in &ids {
+        let of = |kind: &str| {
+            events
+                .iter()
+                .filter(|e| e.kind == kind && e.payload["job"] == id.as_str())
+                .count()
+        };
+        assert_eq!((of("job.started"), of("job.succeeded")), (1, 1), "job {id}");
+    }
+    let (_, listed) = alice.get("/collaborations/lab/artifacts").await;
+    // Forty merges with the same content under forty names: one artifact each.
+    assert_eq!(listed.as_array().unwrap().len(), 3 + JOBS);
+    clreg_server::ledger::verify(&events).unwrap();
+}
