@@ -486,3 +486,273 @@ async fn four_workers_run_forty_jobs_each_exactly_once() {
     assert_eq!(listed.as_array().unwrap().len(), 3 + JOBS);
     clreg_server::ledger::verify(&events).unwrap();
 }
+
+const MARKER: &str = "ZQX-PATIENT-MARKER-4711";
+
+/// Every file under `dir` that holds `needle`.
+fn files_holding(dir: &std::path::Path, needle: &str) -> Vec<PathBuf> {
+    clreg_tests::walk(dir)
+        .into_iter()
+        .filter(|p| {
+            std::fs::read(p)
+                .map(|b| b.windows(needle.len()).any(|w| w == needle.as_bytes()))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// Nothing of the carried data is left: not in the database, the store, the caches, the
+/// scratch directories or the job's log.
+async fn nothing_left(server: &TestServer, client: &Client, job: &str) {
+    use sea_orm::ConnectionTrait;
+    let left = files_holding(server.dir.path(), MARKER);
+    assert!(left.is_empty(), "the carried data is still in {left:?}");
+    for table in [
+        "jobs",
+        "ledger_events",
+        "datasets",
+        "lineage_edges",
+        "artifacts",
+    ] {
+        let rows = server
+            .state
+            .db
+            .query_all_raw(sea_orm::Statement::from_string(
+                server.state.db.get_database_backend(),
+                format!("SELECT * FROM {table}"),
+            ))
+            .await
+            .unwrap();
+        let text = format!("{rows:?}");
+        assert!(!text.contains(MARKER), "{table} holds the carried data");
+    }
+    let (_, log) = client.get(&format!("/jobs/{job}/log")).await;
+    assert!(!log.to_string().contains(MARKER));
+}
+
+#[tokio::test]
+async fn train_jobs_carry_data_under_semi_and_nothing_of_it_remains() {
+    let server = server_with_worker().await;
+    let root = server.dir.path();
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let carol = server.user("carol").await;
+    alice.create_collab("lab", "semi").await;
+    alice.add_member("lab", "bob", "contributor").await;
+    alice.add_member("lab", "carol", "consumer").await;
+    let base = tiny_model(root, "base", 1, None);
+    clreg_engine::tiny::write_tiny_tokenizer(&base, &clreg_engine::tiny::TinyConfig::default())
+        .unwrap();
+    let base_artifact = alice
+        .push("lab", "base", ArtifactKind::Base, None, &base)
+        .await;
+    let content = serde_json::to_string(
+        &(0..8)
+            .map(|i| json!({"prompt": format!("{MARKER} case {i}: diagnosis?"), "answer": format!("d{i}")}))
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let digest = clreg_tests::digest_of(content.as_bytes());
+    let (status, body) = alice
+        .post(
+            "/collaborations/lab/datasets",
+            &json!({"name": "notes", "task": "dx", "metric": "exact", "digest": digest,
+                    "size": content.len(), "examples": 8, "store_content": false}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let config = json!({"method": "lora", "max_steps": 2, "batch_size": 2, "grad_accum": 1,
+                        "lr": 0.001, "max_len": 64, "seed": 3});
+    let train = |data: Value, past: Value, config: &Value| {
+        json!({"kind": "train", "name": "round1", "base": "lab/base", "data": data,
+               "past": past, "config": config})
+    };
+    let carried = json!([{"digest": digest, "content": content}]);
+
+    // Refusals, each before anything is queued.
+    let refusals = [
+        // Bob carries content of a dataset Alice registered.
+        (
+            &bob,
+            train(carried.clone(), json!([]), &config),
+            403,
+            "policy_forbids",
+        ),
+        // A consumer may not train.
+        (
+            &carol,
+            train(carried.clone(), json!([]), &config),
+            403,
+            "forbidden",
+        ),
+        // The stored dataset, by digest: semi keeps none.
+        (
+            &alice,
+            train(json!([{"digest": digest}]), json!([]), &config),
+            403,
+            "policy_forbids",
+        ),
+        // Replay over stored datasets: semi forbids it.
+        (
+            &alice,
+            train(
+                carried.clone(),
+                json!([{"digest": digest}]),
+                &json!({"method": "lora", "schedule": {"kind": "replay", "fraction": 0.5}}),
+            ),
+            403,
+            "policy_forbids",
+        ),
+        // Content that is not the registered dataset's.
+        (
+            &alice,
+            train(
+                json!([{"digest": digest, "content": "[]"}]),
+                json!([]),
+                &config,
+            ),
+            422,
+            "digest_mismatch",
+        ),
+        // A digest nobody registered.
+        (
+            &alice,
+            train(
+                json!([{"digest": clreg_tests::digest_of(b"x"), "content": "x"}]),
+                json!([]),
+                &config,
+            ),
+            422,
+            "invalid_dataset",
+        ),
+        // Settings that cannot train.
+        (
+            &alice,
+            train(carried.clone(), json!([]), &json!({"lr": -1.0})),
+            400,
+            "bad_request",
+        ),
+    ];
+    for (client, body, status, code) in refusals {
+        let got = client.post("/collaborations/lab/jobs", &body).await;
+        assert_error(&got, status, code);
+    }
+    let (_, jobs) = alice.get("/collaborations/lab/jobs").await;
+    assert_eq!(jobs.as_array().unwrap().len(), 0);
+    assert!(files_holding(root, MARKER).is_empty());
+
+    // Success: an adapter on the base, with the dataset's digest and every setting on its edge.
+    let (status, job) = alice
+        .post(
+            "/collaborations/lab/jobs",
+            &train(carried.clone(), json!([]), &config),
+        )
+        .await;
+    assert_eq!(status, 201, "{job}");
+    let id = job["id"].as_str().unwrap().to_string();
+    let done = wait(&alice, &id).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let adapter_id = done["result"]["artifacts"][0].as_str().unwrap();
+    let (_, adapter) = alice.get(&format!("/artifacts/{adapter_id}")).await;
+    assert_eq!(adapter["kind"], "adapter");
+    assert_eq!(adapter["base"], base_artifact["id"]);
+    let (_, lineage) = alice.get(&format!("/artifacts/{adapter_id}/lineage")).await;
+    let edge = &lineage["edges"][0];
+    assert_eq!(edge["relation"], "adapter");
+    assert_eq!(edge["method"], "lora");
+    assert_eq!(edge["params"]["max_steps"], 2);
+    assert_eq!(edge["datasets"][0], digest.to_string());
+    nothing_left(&server, &alice, &id).await;
+
+    // Failure (the engine refuses: no parameter matches) and cancel: nothing left either.
+    let (_, job) = alice
+        .post(
+            "/collaborations/lab/jobs",
+            &train(
+                carried.clone(),
+                json!([]),
+                &json!({"method": "fft", "fft_params": ["no_such_weight"], "max_steps": 1}),
+            ),
+        )
+        .await;
+    let failed_id = job["id"].as_str().unwrap().to_string();
+    let failed = wait(&alice, &failed_id).await;
+    assert_eq!(failed["state"], "failed", "{failed}");
+    nothing_left(&server, &alice, &failed_id).await;
+}
+
+#[tokio::test]
+async fn a_queued_train_job_cancelled_leaves_nothing_and_a_tightened_policy_stops_a_claim() {
+    let server = TestServer::start().await; // no worker: jobs stay queued
+    let root = server.dir.path();
+    let alice = server.user("alice").await;
+    alice.create_collab("lab", "full").await;
+    let base = tiny_model(root, "base", 1, None);
+    alice
+        .push("lab", "base", ArtifactKind::Base, None, &base)
+        .await;
+    let content = format!(r#"[{{"prompt": "{MARKER}", "answer": "a"}}]"#);
+    let digest = alice.upload(content.as_bytes(), 1 << 20).await;
+    let (status, body) = alice
+        .post(
+            "/collaborations/lab/datasets",
+            &json!({"name": "d", "task": "t", "metric": "exact", "digest": digest,
+                    "size": content.len(), "examples": 1, "store_content": true}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    // Carried, then cancelled while queued.
+    let (status, job) = alice
+        .post(
+            "/collaborations/lab/jobs",
+            &json!({"kind": "train", "name": "r", "base": "lab/base",
+                    "data": [{"digest": digest, "content": content}], "config": {"max_steps": 1}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{job}");
+    let id = job["id"].as_str().unwrap().to_string();
+    let (status, _) = alice.post(&format!("/jobs/{id}/cancel"), &json!({})).await;
+    assert_eq!(status, 200);
+    let (_, listing) = alice.get("/collaborations/lab/jobs").await;
+    assert!(!listing.to_string().contains(MARKER));
+    let store = root.join("data/store/jobs");
+    assert!(
+        !store.exists() || clreg_tests::walk(&store).is_empty(),
+        "carried data left in the store"
+    );
+
+    // A job on the stored dataset (allowed under full) waits; the policy is tightened; a
+    // worker then refuses it at claim.
+    let (status, job) = alice
+        .post(
+            "/collaborations/lab/jobs",
+            &json!({"kind": "train", "name": "r", "base": "lab/base",
+                    "data": [{"digest": digest}], "config": {"max_steps": 1}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{job}");
+    let id = job["id"].as_str().unwrap().to_string();
+    let (status, _) = alice
+        .post("/collaborations/lab/policy", &json!({"policy": "semi"}))
+        .await;
+    assert_eq!(status, 200);
+    let runner = PathBuf::from(env!("CARGO_BIN_EXE_clreg-server"));
+    let state = {
+        let mut config = (*server.state.config).clone();
+        config.job_runner = Some(runner);
+        clreg_server::AppState {
+            config: std::sync::Arc::new(config),
+            ..server.state.clone()
+        }
+    };
+    let (stop, workers) = clreg_server::start_workers(&state, 1, "late");
+    let ended = wait(&alice, &id).await;
+    let _ = stop.send(true);
+    for w in workers {
+        w.await.unwrap();
+    }
+    assert_eq!(ended["state"], "failed", "{ended}");
+    assert_eq!(ended["error"]["code"], "policy_forbids", "{ended}");
+    let (_, listed) = alice.get("/collaborations/lab/artifacts?name=r").await;
+    assert_eq!(listed.as_array().unwrap().len(), 0);
+}

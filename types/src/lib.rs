@@ -388,11 +388,41 @@ pub struct SubmitJob {
     /// mix: adapters into a LoRA-MoE bundle instead of fine-tunes into a Mixtral checkpoint.
     #[serde(default)]
     pub lora: bool,
+    /// train: the base model (an artifact reference).
+    #[serde(default)]
+    pub base: Option<String>,
+    /// train: earlier rounds' adapters (references), oldest first.
+    #[serde(default)]
+    pub adapters: Vec<String>,
+    /// train: the current task's data.
+    #[serde(default)]
+    pub data: Vec<JobData>,
+    /// train: earlier tasks' data, for replay and joint schedules.
+    #[serde(default)]
+    pub past: Vec<JobData>,
+    /// train: the engine's settings, as `clreg_train.json` records them (method, lora, lr,
+    /// epochs, max_steps, schedule, seed, …); unknown keys are refused.
+    #[serde(default)]
+    pub config: Option<serde_json::Value>,
     /// Run only on a worker with this device kind: `cpu` or `cuda`.
     #[serde(default)]
     pub requires: Option<String>,
     #[serde(default)]
     pub description: String,
+}
+
+/// A dataset a job uses, named by the digest of a manifest registered in the collaboration.
+/// With `content`, the data travels with the job (the only way in a semi-cooperative
+/// collaboration, and only for a dataset the submitter registered): the server keeps it under
+/// the job alone and deletes it when the job ends. Without, the stored dataset is used
+/// (fully-cooperative collaborations).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobData {
+    pub digest: Digest,
+    /// TRACE JSON whose sha256 is `digest`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
 }
 
 /// What a finished job produced.

@@ -23,6 +23,11 @@ pub async fn merge(ctx: &Ctx, a: MergeJobArgs) -> Result<ExitStatus> {
         lora: false,
         requires: a.requires.clone(),
         description: a.description.clone(),
+        base: None,
+        adapters: vec![],
+        data: vec![],
+        past: vec![],
+        config: None,
     };
     let client = ctx.client()?;
     let job: Job = client

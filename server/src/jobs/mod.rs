@@ -4,9 +4,11 @@
 //! jobs under a lease, stage inputs ([`stage`]), run the engine in a child process
 //! ([`runner`]) and commit the outputs as artifacts with their lineage, exactly once.
 //!
-//! Kinds available now: `merge`. `mix`, `train` and `eval` are refused at submission with a
-//! message saying so (they run with `clreg local …` meanwhile).
+//! Kinds available now: `merge` and `train` (with data carried in the request or stored, as
+//! the policy allows: [`data`]). `mix` and `eval` are refused at submission with a message
+//! saying so (they run with `clreg local …` meanwhile).
 
+pub mod data;
 pub mod runner;
 pub mod stage;
 pub mod worker;
@@ -70,12 +72,53 @@ pub async fn submit(
         ))
     })?;
     clreg_types::check_name(&name).map_err(|m| ApiError::new(ErrorCode::InvalidName, m))?;
+    let id = Uuid::new_v4();
+    let mut req = req;
     let refs = match req.kind {
         JobKind::Merge => {
             let text = req.recipe.as_deref().ok_or_else(|| {
                 ApiError::bad_request("a merge job needs a `recipe` (mergekit YAML)")
             })?;
             recipe_refs(&parse_merge_recipe(text)?)
+        }
+        JobKind::Train => {
+            let config = train_config(&req)?;
+            if req.data.is_empty() {
+                return Err(ApiError::bad_request(
+                    "a train job needs `data`: the current task's dataset (carried content or a stored dataset's digest)",
+                ));
+            }
+            let policy = access.policy();
+            for (set, role) in [
+                (&req.data, data::DataRole::Current),
+                (&req.past, data::DataRole::Past),
+            ] {
+                data::check(
+                    state,
+                    &access.collab,
+                    policy,
+                    &access.roles,
+                    caller.id,
+                    set,
+                    role,
+                    false,
+                )
+                .await?;
+            }
+            if !matches!(config.schedule, clreg_engine::train::DataSchedule::Plain)
+                && req.past.is_empty()
+            {
+                return Err(ApiError::new(
+                    ErrorCode::BadRequest,
+                    "a replay or joint schedule needs `past`: earlier tasks' datasets",
+                ));
+            }
+            let base = req.base.clone().ok_or_else(|| {
+                ApiError::bad_request("a train job needs `base`: the base model's reference")
+            })?;
+            std::iter::once(base)
+                .chain(req.adapters.iter().cloned())
+                .collect()
         }
         other => {
             return Err(ApiError::bad_request(format!(
@@ -98,10 +141,20 @@ pub async fn submit(
             })?;
         inputs.insert(reference, found.id);
     }
+    // Carried data is kept under the job from here on; the record keeps only digests.
+    let kept = async {
+        req.data = data::keep_carried(state.store.as_ref(), id, &req.data).await?;
+        req.past = data::keep_carried(state.store.as_ref(), id, &req.past).await?;
+        Ok::<_, ApiError>(())
+    }
+    .await;
+    if let Err(e) = kept {
+        let _ = data::forget(state.store.as_ref(), id).await;
+        return Err(e);
+    }
     let request = serde_json::to_string(&req).map_err(ApiError::internal)?;
     let inputs = serde_json::to_string(&inputs).map_err(ApiError::internal)?;
-    let id = Uuid::new_v4();
-    crate::db::write(&state.db, |txn| {
+    let queued = crate::db::write(&state.db, |txn| {
         let collab = access.collab.clone();
         let (request, inputs, name) = (request.clone(), inputs.clone(), name.clone());
         let (actor, user_id, kind, requires) =
@@ -146,7 +199,26 @@ pub async fn submit(
             Ok(row)
         })
     })
-    .await
+    .await;
+    if queued.is_err() {
+        // Nothing queued: nothing of its data may stay.
+        let _ = data::forget(state.store.as_ref(), id).await;
+    }
+    queued
+}
+
+/// The training settings of a train job, checked.
+pub fn train_config(req: &SubmitJob) -> Result<clreg_engine::train::TrainConfig, ApiError> {
+    let value = req.config.clone().unwrap_or_else(|| json!({}));
+    let config: clreg_engine::train::TrainConfig = serde_json::from_value(value)
+        .map_err(|e| ApiError::bad_request(format!("invalid training `config`: {e}")))?;
+    config.check().map_err(|e| {
+        ApiError::new(
+            crate::error::wire_code(e.code()),
+            format!("invalid training `config`: {e}"),
+        )
+    })?;
+    Ok(config)
 }
 
 /// Cancels a job: a queued one at once, a running one when its worker next hears (between
@@ -157,7 +229,7 @@ pub async fn cancel(
     access: &Access,
     id: Uuid,
 ) -> Result<job::Model, ApiError> {
-    crate::db::write(&state.db, |txn| {
+    let row = crate::db::write(&state.db, |txn| {
         let collab = access.collab.clone();
         let (actor, user_id) = (caller.name.clone(), caller.id);
         let owner = access.roles.contains(&clreg_types::Role::Owner);
@@ -201,7 +273,12 @@ pub async fn cancel(
             Ok(active.update(txn).await?)
         })
     })
-    .await
+    .await?;
+    if row.state == job::StateValue::Cancelled {
+        // It never ran: what it carried goes now.
+        data::forget(state.store.as_ref(), id).await?;
+    }
+    Ok(row)
 }
 
 /// The wire form of a job.

@@ -28,6 +28,8 @@ use crate::state::AppState;
 
 /// How often an idle worker looks for work.
 const POLL: Duration = Duration::from_millis(500);
+/// How often a worker removes what ended (or crashed) jobs left in the store and on disk.
+const SWEEP_EVERY: Duration = Duration::from_secs(300);
 /// The most log text a job keeps (the newest part).
 const MAX_LOG: usize = 64 << 10;
 
@@ -36,9 +38,18 @@ const MAX_LOG: usize = 64 << 10;
 pub async fn run(state: AppState, name: String, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let device: Device = state.config.worker_device.parse().unwrap_or_default();
     tracing::info!(worker = %name, %device, "worker started");
+    let mut last_sweep: Option<std::time::Instant> = None;
     loop {
         if *shutdown.borrow() {
             break;
+        }
+        if last_sweep.is_none_or(|t| t.elapsed() >= SWEEP_EVERY) {
+            match super::data::sweep(&state).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(jobs = n, "removed what ended jobs left behind"),
+                Err(e) => tracing::warn!(error = %e.message, "job sweep failed"),
+            }
+            last_sweep = Some(std::time::Instant::now());
         }
         match claim(&state, &name, device).await {
             Ok(Some(job)) => {
@@ -154,13 +165,34 @@ async fn execute(
         }
         Err(e) => (
             Some(Ending::Failed {
-                code: e.code.as_str().to_string(),
+                code: e.code,
                 message: e.message,
             }),
             None,
         ),
     };
-    finish(state, worker, &claimed, ending, prepared).await
+    if finish(state, worker, &claimed, ending, prepared).await? {
+        // The job has ended: no data carried for it may stay.
+        super::data::forget(state.store.as_ref(), id).await?;
+    }
+    Ok(())
+}
+
+/// The roles a user holds in a collaboration now.
+async fn submitter_roles(
+    state: &AppState,
+    collab_id: i64,
+    user_id: i64,
+) -> Result<Vec<clreg_types::Role>, ApiError> {
+    use crate::db::entities::member;
+    Ok(member::Entity::find()
+        .filter(member::Column::CollabId.eq(collab_id))
+        .filter(member::Column::UserId.eq(user_id))
+        .all(&state.db)
+        .await?
+        .into_iter()
+        .filter_map(|m| m.role.parse().ok())
+        .collect())
 }
 
 enum Outcome {
@@ -169,12 +201,32 @@ enum Outcome {
     LeaseLost,
 }
 
-/// An engine failure, as the job records it.
-fn engine_failure(code: Code, message: String) -> ApiError {
-    // The job keeps the engine's own code; the wire code only classes it.
-    ApiError {
-        code: crate::error::wire_code(code),
-        message: format!("[{code}] {message}"),
+/// Why a job failed, as it records it: the engine's own code (`invalid_tokenizer`,
+/// `non_finite_loss`, …) or the registry's (`policy_forbids`, `not_found`, …).
+struct Failure {
+    code: String,
+    message: String,
+}
+
+impl From<sea_orm::DbErr> for Failure {
+    fn from(e: sea_orm::DbErr) -> Self {
+        ApiError::from(e).into()
+    }
+}
+
+impl From<ApiError> for Failure {
+    fn from(e: ApiError) -> Self {
+        Failure {
+            code: e.code.as_str().to_string(),
+            message: e.message,
+        }
+    }
+}
+
+fn engine_failure(code: Code, message: String) -> Failure {
+    Failure {
+        code: code.as_str().to_string(),
+        message,
     }
 }
 
@@ -185,7 +237,7 @@ async fn run_job(
     claimed: &job::Model,
     scratch: &std::path::Path,
     shutdown: &mut tokio::sync::watch::Receiver<bool>,
-) -> Result<Outcome, ApiError> {
+) -> Result<Outcome, Failure> {
     let request: clreg_types::SubmitJob =
         serde_json::from_str(&claimed.request).map_err(ApiError::internal)?;
     let inputs: BTreeMap<String, String> =
@@ -242,10 +294,53 @@ async fn run_job(
                 output: output.clone(),
             })
         }
+        clreg_types::JobKind::Train => {
+            // The policy may have been tightened, or the submitter's roles changed, since the
+            // job was submitted: ask again now.
+            let roles = submitter_roles(state, collab.id, submitter.id).await?;
+            let policy: clreg_types::Policy = collab.policy.into();
+            for (set, role) in [
+                (&request.data, super::data::DataRole::Current),
+                (&request.past, super::data::DataRole::Past),
+            ] {
+                for d in set {
+                    crate::policy::decide(
+                        &collab.name,
+                        policy,
+                        &roles,
+                        super::data::data_use(d, role, false),
+                    )?;
+                }
+            }
+            let config = super::train_config(&request)?;
+            let base_ref = request.base.clone().unwrap_or_default();
+            let dir_of = |r: &String| {
+                local
+                    .get(r)
+                    .cloned()
+                    .ok_or_else(|| ApiError::internal(format!("input `{r}` was not staged")))
+            };
+            JobSpec::Train(clreg_engine::job::TrainSpec {
+                base: dir_of(&base_ref)?,
+                adapters: request
+                    .adapters
+                    .iter()
+                    .map(dir_of)
+                    .collect::<Result<_, _>>()?,
+                data: super::data::stage(state, claimed.id, &request.data, scratch).await?,
+                past: super::data::stage(state, claimed.id, &request.past, scratch).await?,
+                output: output.clone(),
+                checkpoint_dir: None,
+                checkpoint_every: None,
+                resume: false,
+                config,
+            })
+        }
         other => {
             return Err(ApiError::bad_request(format!(
                 "{other} jobs are not available on this server yet"
-            )));
+            ))
+            .into());
         }
     };
     let program = match &state.config.job_runner {
@@ -294,7 +389,8 @@ async fn run_job(
                     let status = child.wait().await.map_err(ApiError::internal)?;
                     return Err(ApiError::internal(format!(
                         "the job's process ended without a result ({status}); it may have run out of memory"
-                    )));
+                    ))
+                    .into());
                 }
             },
             _ = heartbeat.tick() => {
@@ -394,7 +490,65 @@ async fn run_job(
             };
             (ArtifactKind::Merge, engine_kind, parents, base)
         }
-        _ => return Err(ApiError::internal("unexpected job output")),
+        JobOutput::Train(record) => {
+            let adapter = record.output_kind == "adapter";
+            let (kind, engine_kind, relation) = if adapter {
+                (
+                    ArtifactKind::Adapter,
+                    clreg_engine::inspect::Kind::Adapter,
+                    Relation::Adapter,
+                )
+            } else {
+                (
+                    ArtifactKind::Checkpoint,
+                    clreg_engine::inspect::Kind::Checkpoint,
+                    Relation::Finetune,
+                )
+            };
+            let method = serde_json::to_value(record.config.method)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            // Every setting of the run is on the edge, as clreg_train.json records it.
+            let params: BTreeMap<String, serde_json::Value> = serde_json::to_value(&record.config)
+                .ok()
+                .and_then(|v| serde_json::from_value(v).ok())
+                .unwrap_or_default();
+            let datasets: Vec<clreg_types::Digest> = request
+                .data
+                .iter()
+                .chain(&request.past)
+                .map(|d| d.digest.clone())
+                .collect();
+            let base_row = request
+                .base
+                .as_ref()
+                .and_then(|b| input_rows.get(b))
+                .ok_or_else(|| ApiError::internal("train job without its base"))?;
+            let mut parents = vec![ParentSpec {
+                parent: base_row.id.clone(),
+                relation,
+                method: method.clone(),
+                params: params.clone(),
+                datasets,
+            }];
+            for (round, reference) in request.adapters.iter().enumerate() {
+                if let Some(row) = input_rows.get(reference) {
+                    parents.push(ParentSpec {
+                        parent: row.id.clone(),
+                        relation: Relation::Finetune,
+                        method: method.clone(),
+                        params: BTreeMap::from([
+                            ("role".to_string(), json!("earlier_adapter")),
+                            ("round".to_string(), json!(round + 1)),
+                        ]),
+                        datasets: vec![],
+                    });
+                }
+            }
+            (kind, engine_kind, parents, Some(base_row.id.clone()))
+        }
+        _ => return Err(ApiError::internal("unexpected job output").into()),
     };
     let author = Author {
         id: submitter.id,
@@ -488,14 +642,15 @@ async fn beat(
     })
 }
 
-/// Records the end of a job, with its outputs, only while this worker holds the job.
+/// Records the end of a job, with its outputs, only while this worker holds the job; `false`
+/// when another worker holds it now.
 async fn finish(
     state: &AppState,
     worker: &str,
     claimed: &job::Model,
     ending: Option<Ending>,
     prepared: Option<Box<artifacts::Prepared>>,
-) -> Result<(), ApiError> {
+) -> Result<bool, ApiError> {
     let id = claimed.id;
     let ending = std::sync::Arc::new(ending);
     let prepared = std::sync::Arc::new(prepared);
@@ -511,7 +666,7 @@ async fn finish(
                 .one(txn)
                 .await?
             else {
-                return Ok(()); // another worker holds it now
+                return Ok(false); // another worker holds it now
             };
             let mut active: job::ActiveModel = current.into();
             let now = Utc::now();
@@ -564,7 +719,7 @@ async fn finish(
                 payload,
             )
             .await?;
-            Ok(())
+            Ok(true)
         })
     })
     .await
