@@ -156,6 +156,24 @@ You must be able to download every input. The result is an artifact of kind `mer
 6 server error, 130 cancelled).")]
     Merge(MergeJobArgs),
 
+    /// Continue-train a registry model on the server: a train job (LoRA, FFT or O-LoRA).
+    #[command(after_help = "\
+Examples:
+  clreg dataset push cstance.json --collab org-a --task C-STANCE --metric accuracy --manifest-only
+  clreg train --collab org-a --base org-a/llama --data cstance.json --name round1 \\
+      --lr 2e-4 --epochs 2 --wait
+  clreg train --collab org-a --base org-a/llama --adapter org-a/round1 --method olora \\
+      --data fomc.json --name round2 --wait
+  clreg train --collab joint --base joint/llama --dataset sha256:… --past-dataset sha256:… \\
+      --replay 0.5 --name round3
+
+In a semi-cooperative collaboration the data travels with the job (--data, --past: files
+whose manifests you registered); the server keeps it for that job alone and deletes it when
+the job ends. Stored datasets (--dataset, --past-dataset), replay and joint training over
+them need a fully-cooperative collaboration. The settings are those of `clreg local train`.
+The result is an adapter (or, for --method fft, a checkpoint) named --name.")]
+    Train(Box<TrainJobArgs>),
+
     /// Follow and manage jobs.
     #[command(subcommand)]
     Jobs(JobsCommand),
@@ -732,6 +750,24 @@ pub struct TrainArgs {
     /// Earlier tasks' TRACE files, one task each (for --replay or --joint).
     #[arg(long, num_args = 1..)]
     pub past: Vec<std::path::PathBuf>,
+    #[command(flatten)]
+    pub settings: TrainSettings,
+    /// Where checkpoints go (default: OUTPUT.ckpt when --checkpoint-every is set).
+    #[arg(long)]
+    pub checkpoint_dir: Option<std::path::PathBuf>,
+    #[arg(long)]
+    pub checkpoint_every: Option<usize>,
+    /// Continue from the newest checkpoint in the checkpoint directory.
+    #[arg(long)]
+    pub resume: bool,
+    /// Output directory (must not exist or be empty).
+    #[arg(short, long)]
+    pub output: std::path::PathBuf,
+}
+
+/// Every setting of a training run, shared by `clreg local train` and `clreg train`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrainSettings {
     #[arg(long, default_value = "lora", value_parser = ["lora", "fft", "olora"])]
     pub method: String,
     /// merged: earlier adapters are merged into the weights (the study's); stacked: kept frozen.
@@ -798,17 +834,44 @@ pub struct TrainArgs {
     pub clip_grad: f64,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Where checkpoints go (default: OUTPUT.ckpt when --checkpoint-every is set).
+}
+
+/// `clreg train`: a train job on the server.
+#[derive(Debug, clap::Args)]
+pub struct TrainJobArgs {
+    /// Collaboration the job runs in (and the adapter goes to).
+    #[arg(long, value_name = "COLLAB")]
+    pub collab: String,
+    /// The base model (an artifact reference).
     #[arg(long)]
-    pub checkpoint_dir: Option<std::path::PathBuf>,
+    pub base: String,
+    /// Earlier rounds' adapters (references), oldest first.
+    #[arg(long, num_args = 1..)]
+    pub adapter: Vec<String>,
+    /// The current task's data, carried with the job: TRACE files whose manifests you
+    /// registered (`clreg dataset push FILE --manifest-only`).
+    #[arg(long, num_args = 1..)]
+    pub data: Vec<std::path::PathBuf>,
+    /// The current task's data by the digest of a stored dataset (fully-cooperative only).
+    #[arg(long, num_args = 1.., value_name = "DIGEST")]
+    pub dataset: Vec<String>,
+    /// Earlier tasks' data for --replay or --joint, carried (files you registered).
+    #[arg(long, num_args = 1..)]
+    pub past: Vec<std::path::PathBuf>,
+    /// Earlier tasks' data by stored datasets' digests (fully-cooperative only).
+    #[arg(long, num_args = 1.., value_name = "DIGEST")]
+    pub past_dataset: Vec<String>,
+    /// Name of the artifact the job commits (versions count up).
     #[arg(long)]
-    pub checkpoint_every: Option<usize>,
-    /// Continue from the newest checkpoint in the checkpoint directory.
+    pub name: String,
+    #[command(flatten)]
+    pub settings: TrainSettings,
+    /// Run only on a worker with this device kind.
+    #[arg(long, value_parser = ["cpu", "cuda"])]
+    pub requires: Option<String>,
+    /// Follow the job until it ends; exit with its outcome.
     #[arg(long)]
-    pub resume: bool,
-    /// Output directory (must not exist or be empty).
-    #[arg(short, long)]
-    pub output: std::path::PathBuf,
+    pub wait: bool,
 }
 
 #[derive(Debug, clap::Args)]

@@ -128,3 +128,135 @@ async fn merge_on_the_server_equals_a_local_merge() {
     assert_eq!(refused.code, 4, "{}", refused.stderr);
     assert!(refused.stderr.contains("nowhere/a"), "{}", refused.stderr);
 }
+
+#[tokio::test]
+async fn train_on_the_server_with_carried_data_equals_a_local_train() {
+    let server = TestServer::with_worker(server_binary()).await;
+    let root = server.dir.path();
+    let key = clreg_server::admin::create_user(&server.state.db, "alice", false)
+        .await
+        .unwrap();
+    let cli = Cli::new();
+    cli.ok(&["login", "--server", &server.url, "--api-key", &key])
+        .await;
+    cli.ok(&["collab", "create", "lab", "--policy", "semi"])
+        .await;
+    let base = root.join("base");
+    cli.ok(&[
+        "local",
+        "tiny",
+        "-o",
+        base.to_str().unwrap(),
+        "--seed",
+        "1",
+        "--tokenizer",
+        "bytes",
+    ])
+    .await;
+    cli.ok(&[
+        "push",
+        base.to_str().unwrap(),
+        "--collab",
+        "lab",
+        "--name",
+        "base",
+    ])
+    .await;
+    let data = root.join("task.json");
+    let examples: Vec<serde_json::Value> = (0..12)
+        .map(|i| serde_json::json!({"prompt": format!("item {i} is"), "answer": if i % 2 == 0 { "even" } else { "odd" }}))
+        .collect();
+    std::fs::write(&data, serde_json::to_string(&examples).unwrap()).unwrap();
+    cli.ok(&[
+        "dataset",
+        "push",
+        data.to_str().unwrap(),
+        "--collab",
+        "lab",
+        "--task",
+        "parity",
+        "--metric",
+        "exact",
+        "--manifest-only",
+    ])
+    .await;
+    let settings = [
+        "--lr",
+        "0.01",
+        "--max-steps",
+        "3",
+        "--batch-size",
+        "4",
+        "--grad-accum",
+        "1",
+        "--max-len",
+        "32",
+        "--r",
+        "4",
+        "--seed",
+        "5",
+    ];
+    let mut remote = vec![
+        "--json",
+        "train",
+        "--collab",
+        "lab",
+        "--base",
+        "lab/base",
+        "--data",
+        data.to_str().unwrap(),
+        "--name",
+        "round1",
+        "--wait",
+    ];
+    remote.extend(settings);
+    let done = cli.ok(&remote).await.json();
+    assert_eq!(done["state"], "succeeded", "{done}");
+
+    let local = root.join("local-adapter");
+    let mut args = vec![
+        "local",
+        "train",
+        "--base",
+        base.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "-o",
+        local.to_str().unwrap(),
+    ];
+    args.extend(settings);
+    cli.ok(&args).await;
+    let pulled = root.join("pulled");
+    cli.ok(&["pull", "lab/round1", "-o", pulled.to_str().unwrap()])
+        .await;
+    assert_eq!(
+        std::fs::read(pulled.join("adapter_model.safetensors")).unwrap(),
+        std::fs::read(local.join("adapter_model.safetensors")).unwrap(),
+        "the server's adapter differs from the local run's"
+    );
+    let lineage = cli.ok(&["--json", "lineage", "lab/round1"]).await.json();
+    assert_eq!(lineage["edges"][0]["relation"], "adapter", "{lineage}");
+
+    // Data nobody registered is refused before anything is queued.
+    let other = root.join("other.json");
+    std::fs::write(&other, r#"[{"prompt": "p", "answer": "a"}]"#).unwrap();
+    let refused = cli
+        .run(&[
+            "train",
+            "--collab",
+            "lab",
+            "--base",
+            "lab/base",
+            "--data",
+            other.to_str().unwrap(),
+            "--name",
+            "round2",
+        ])
+        .await;
+    assert_eq!(refused.code, 5, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("invalid_dataset"),
+        "{}",
+        refused.stderr
+    );
+}

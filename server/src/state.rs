@@ -25,6 +25,8 @@ pub struct AppState {
     pub uploads: UploadSessions,
     /// Bounds CPU-heavy validation running on blocking threads.
     pub cpu: Arc<tokio::sync::Semaphore>,
+    /// Wakes this process's idle workers when a job is queued (others poll).
+    pub job_queued: Arc<tokio::sync::Notify>,
 }
 
 impl AppState {
@@ -44,6 +46,7 @@ impl AppState {
             config: Arc::new(config),
             uploads: Arc::new(Mutex::new(HashMap::new())),
             cpu: Arc::new(tokio::sync::Semaphore::new(2)),
+            job_queued: Arc::new(tokio::sync::Notify::new()),
         })
     }
 }

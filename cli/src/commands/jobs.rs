@@ -3,11 +3,12 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use clreg_types::{Job, JobKind, JobState, SubmitJob};
+use clreg_types::{Digest, Job, JobData, JobKind, JobState, SubmitJob};
 use reqwest::Method;
+use sha2::{Digest as _, Sha256};
 
 use super::Ctx;
-use crate::args::{JobIdArgs, MergeJobArgs};
+use crate::args::{JobIdArgs, MergeJobArgs, TrainJobArgs};
 use crate::client::{Client, seg};
 use crate::error::{ExitStatus, LocalError};
 use crate::output::{short_time, table};
@@ -29,15 +30,82 @@ pub async fn merge(ctx: &Ctx, a: MergeJobArgs) -> Result<ExitStatus> {
         past: vec![],
         config: None,
     };
+    submit(ctx, &a.collab, &a.name, req, a.wait).await
+}
+
+/// `clreg train`: submits a train job; carried data is read from the files named.
+pub async fn train(ctx: &Ctx, a: TrainJobArgs) -> Result<ExitStatus> {
+    let carried = |files: &[std::path::PathBuf]| -> Result<Vec<JobData>> {
+        files
+            .iter()
+            .map(|f| {
+                let content = std::fs::read_to_string(f)
+                    .map_err(|e| LocalError::usage(format!("cannot read {}: {e}", f.display())))?;
+                Ok(JobData {
+                    digest: Digest::from_bytes(Sha256::digest(content.as_bytes()).into()),
+                    content: Some(content),
+                })
+            })
+            .collect()
+    };
+    let stored = |digests: &[String]| -> Result<Vec<JobData>> {
+        digests
+            .iter()
+            .map(|d| {
+                let digest = Digest::parse_lenient(d).map_err(|e| {
+                    LocalError::usage(format!("`{d}` is not a dataset digest: {e}"))
+                })?;
+                Ok(JobData {
+                    digest,
+                    content: None,
+                })
+            })
+            .collect()
+    };
+    let mut data = carried(&a.data)?;
+    data.extend(stored(&a.dataset)?);
+    if data.is_empty() {
+        return Err(LocalError::usage(
+            "give the current task's data: --data FILE (carried) or --dataset DIGEST (stored)",
+        )
+        .into());
+    }
+    let mut past = carried(&a.past)?;
+    past.extend(stored(&a.past_dataset)?);
+    let config = super::train::config_of(&a.settings);
+    let req = SubmitJob {
+        kind: JobKind::Train,
+        name: Some(a.name.clone()),
+        recipe: None,
+        lora: false,
+        requires: a.requires.clone(),
+        description: String::new(),
+        base: Some(a.base.clone()),
+        adapters: a.adapter.clone(),
+        data,
+        past,
+        config: Some(serde_json::to_value(&config)?),
+    };
+    submit(ctx, &a.collab, &a.name, req, a.wait).await
+}
+
+/// Submits a job; with `wait`, follows it to its end.
+async fn submit(
+    ctx: &Ctx,
+    collab: &str,
+    name: &str,
+    req: SubmitJob,
+    wait: bool,
+) -> Result<ExitStatus> {
     let client = ctx.client()?;
     let job: Job = client
-        .post(&format!("/collaborations/{}/jobs", seg(&a.collab)), &req)
+        .post(&format!("/collaborations/{}/jobs", seg(collab)), &req)
         .await?;
-    if !a.wait {
+    if !wait {
         ctx.out.emit(&job, || {
             format!(
-                "job {} queued ({} → {}/{}); follow it with `clreg jobs wait {}`",
-                job.id, job.kind, a.collab, a.name, job.id
+                "job {} queued ({} → {collab}/{name}); follow it with `clreg jobs wait {}`",
+                job.id, job.kind, job.id
             )
         })?;
         return Ok(ExitStatus::Success);
@@ -152,7 +220,7 @@ async fn follow(ctx: &Ctx, client: &Client, id: &str) -> Result<ExitStatus> {
         if job.state.is_final() {
             break job;
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
     };
     bar.finish_and_clear();
     ctx.out.emit(&job, || describe(&job))?;

@@ -15,12 +15,12 @@ use clreg_engine::train::{
     TrainConfig,
 };
 
-use crate::args::{BwtArgs, EvalArgs, SplitArgs, SynthArgs, TrainArgs};
+use crate::args::{BwtArgs, EvalArgs, SplitArgs, SynthArgs, TrainArgs, TrainSettings};
 use crate::commands::Ctx;
 use crate::commands::job::run_local;
 use crate::error::{ExitStatus, LocalError};
 
-fn config_of(a: &TrainArgs) -> TrainConfig {
+pub(crate) fn config_of(a: &TrainSettings) -> TrainConfig {
     TrainConfig {
         method: match a.method.as_str() {
             "fft" => Method::Fft,
@@ -96,7 +96,7 @@ pub async fn train(ctx: &Ctx, a: TrainArgs) -> Result<ExitStatus> {
         checkpoint_dir,
         checkpoint_every: a.checkpoint_every,
         resume: a.resume,
-        config: config_of(&a),
+        config: config_of(&a.settings),
     });
     let quiet = ctx.out.is_quiet();
     let last_print: Mutex<Option<Instant>> = Mutex::new(None);

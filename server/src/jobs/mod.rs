@@ -200,9 +200,12 @@ pub async fn submit(
         })
     })
     .await;
-    if queued.is_err() {
+    match &queued {
+        Ok(_) => state.job_queued.notify_waiters(),
         // Nothing queued: nothing of its data may stay.
-        let _ = data::forget(state.store.as_ref(), id).await;
+        Err(_) => {
+            let _ = data::forget(state.store.as_ref(), id).await;
+        }
     }
     queued
 }

@@ -145,7 +145,8 @@ async fn hash_file(path: PathBuf) -> Result<(Digest, u64), ApiError> {
     .map_err(ApiError::internal)?
 }
 
-/// Stores every file under `dir` as a blob the user holds; returns the manifest's file map.
+/// Stores every file under `dir` as a blob the user holds (moving it into a local store,
+/// streaming it to S3); returns the manifest's file map. `dir` is consumed.
 pub async fn upload_dir(
     state: &AppState,
     dir: &Path,
@@ -164,7 +165,19 @@ pub async fn upload_dir(
             .await?
             .is_none()
         {
-            put_file(state.store.as_ref(), &path, &digest).await?;
+            match local_store_dir(state) {
+                // The output is the job's own: moved into the store, not copied.
+                Some(store) => {
+                    let target = store.join(digest.object_key());
+                    if let Some(parent) = target.parent() {
+                        std::fs::create_dir_all(parent).map_err(|e| io("creating", parent, e))?;
+                    }
+                    if std::fs::rename(&path, &target).is_err() {
+                        put_file(state.store.as_ref(), &path, &digest).await?;
+                    }
+                }
+                None => put_file(state.store.as_ref(), &path, &digest).await?,
+            }
             let inserted = blob::ActiveModel {
                 digest: Set(digest.hex()),
                 size: Set(i64::try_from(size).unwrap_or(i64::MAX)),

@@ -26,7 +26,7 @@ use crate::db::entities::{artifact, collaboration, job, user};
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// How often an idle worker looks for work.
+/// How often an idle worker looks for work (jobs queued through this process wake it at once).
 const POLL: Duration = Duration::from_millis(500);
 /// How often a worker removes what ended (or crashed) jobs left in the store and on disk.
 const SWEEP_EVERY: Duration = Duration::from_secs(300);
@@ -61,6 +61,7 @@ pub async fn run(state: AppState, name: String, mut shutdown: tokio::sync::watch
             Ok(None) => {
                 tokio::select! {
                     _ = tokio::time::sleep(POLL) => {}
+                    _ = state.job_queued.notified() => {}
                     _ = shutdown.changed() => {}
                 }
             }

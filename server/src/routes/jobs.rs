@@ -15,12 +15,16 @@ use crate::error::{ApiError, ApiJson, ApiPath};
 use crate::jobs;
 use crate::state::AppState;
 
+/// The largest job request: data carried with a job travels in its JSON body.
+pub const MAX_JOB_REQUEST: usize = 256 << 20;
+
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list, submit))
         .routes(routes!(show))
         .routes(routes!(log))
         .routes(routes!(cancel))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_JOB_REQUEST))
 }
 
 /// Submit a job: the policy and the submitter's rights are checked now and again when a worker
