@@ -450,7 +450,8 @@ pub fn parse_range(headers: &HeaderMap) -> Result<Option<GetRange>, ApiError> {
             if end < start {
                 return Err(bad());
             }
-            GetRange::Bounded(start..end + 1)
+            // An inclusive end; u64::MAX (or any end past the blob) means "to the end".
+            GetRange::Bounded(start..end.saturating_add(1))
         }
         (true, false) => GetRange::Suffix(num(b)?),
         (true, true) => return Err(bad()),

@@ -268,19 +268,60 @@ impl fmt::Debug for Config {
 
 /// Removes a password from a database URL before it is shown anywhere.
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let mut out = match (base.find("://"), base.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
+            let userinfo = &base[scheme + 3..at];
             let user = userinfo.split(':').next().unwrap_or("");
-            format!("{}{user}:<redacted>{}", &url[..scheme + 3], &url[at..])
+            format!("{}{user}:<redacted>{}", &base[..scheme + 3], &base[at..])
         }
-        _ => url.to_string(),
+        _ => base.to_string(),
+    };
+    // Secrets also travel as parameters (`?password=…`, `sslpassword`, `sslkey`, tokens).
+    if let Some(query) = query {
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((k, _))
+                    if ["password", "secret", "token", "key"]
+                        .iter()
+                        .any(|s| k.to_ascii_lowercase().contains(s)) =>
+                {
+                    format!("{k}=<redacted>")
+                }
+                _ => pair.to_string(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&pairs.join("&"));
     }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_in_url_parameters_are_redacted() {
+        let url = "postgres://db.internal/clreg?user=clreg&password=hunter2&sslmode=require&sslpassword=s3cret";
+        let shown = redact_url(url);
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("s3cret"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("sslmode=require") && shown.contains("user=clreg"),
+            "{shown}"
+        );
+        assert_eq!(
+            redact_url("postgres://u:pw@db/x?password=p"),
+            "postgres://u:<redacted>@db/x?password=<redacted>"
+        );
+    }
 
     #[test]
     fn env_overrides_file_and_secrets_are_redacted() {

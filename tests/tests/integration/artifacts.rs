@@ -183,6 +183,17 @@ async fn push_base_checkpoint_adapter_with_metadata_versions_and_lineage() {
         .unwrap();
     assert_eq!(got.status(), 206);
     assert_eq!(got.bytes().await.unwrap().as_ref(), &original[2..10]);
+    // An end at u64::MAX is the rest of the file, not an overflow (it panicked a debug build).
+    let got = alice
+        .http
+        .get(&url)
+        .bearer_auth(alice.token.clone().unwrap())
+        .header("range", "bytes=3-18446744073709551615")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), 206);
+    assert_eq!(got.bytes().await.unwrap().as_ref(), &original[3..]);
     // The blob route serves members who may download.
     let digest = base["files"]
         .as_array()
