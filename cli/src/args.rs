@@ -174,9 +174,60 @@ them need a fully-cooperative collaboration. The settings are those of `clreg lo
 The result is an adapter (or, for --method fft, a checkpoint) named --name.")]
     Train(Box<TrainJobArgs>),
 
+    /// Score a registry model on tasks on the server: an eval job; the scores become the
+    /// collaboration's evaluations.
+    #[command(after_help = "\
+Examples:
+  clreg eval org-a/round1 --collab org-a --task cstance:exact:cstance-test.json --wait
+  clreg eval org-a/llama --collab joint --stored-task fomc:exact:sha256:… --wait
+
+--task NAME:METRIC:FILE carries the data with the job (a dataset whose manifest you
+registered; the only way in a semi-cooperative collaboration, deleted when the job ends,
+reports keep no examples of it). --stored-task NAME:METRIC:DIGEST uses a stored dataset
+(fully-cooperative only). Metrics: exact, first_char, rouge_l, edit_sim, sari, final_number,
+mc. An adapter is scored on its base.")]
+    Eval(EvalJobArgs),
+
+    /// List a collaboration's evaluations (scores of artifacts on tasks).
+    #[command(
+        after_help = "Examples:\n  clreg evaluations --collab org-a\n  clreg evaluations --collab org-a --artifact org-a/round1 --json"
+    )]
+    Evaluations(EvaluationsArgs),
+
     /// Follow and manage jobs.
     #[command(subcommand)]
     Jobs(JobsCommand),
+}
+
+#[derive(Debug, ClapArgs)]
+pub struct EvalJobArgs {
+    /// The artifact to score (a reference).
+    pub artifact: String,
+    /// Collaboration the job runs in (and the evaluations go to).
+    #[arg(long, value_name = "COLLAB")]
+    pub collab: String,
+    /// A task whose data travels with the job: NAME:METRIC:FILE.
+    #[arg(long = "task", value_name = "NAME:METRIC:FILE")]
+    pub tasks: Vec<String>,
+    /// A task on a stored dataset: NAME:METRIC:DIGEST.
+    #[arg(long = "stored-task", value_name = "NAME:METRIC:DIGEST")]
+    pub stored_tasks: Vec<String>,
+    /// Run only on a worker with this device kind.
+    #[arg(long, value_parser = ["cpu", "cuda"])]
+    pub requires: Option<String>,
+    /// Follow the job until it ends; exit with its outcome.
+    #[arg(long)]
+    pub wait: bool,
+}
+
+#[derive(Debug, ClapArgs)]
+pub struct EvaluationsArgs {
+    /// Collaboration name.
+    #[arg(long, value_name = "COLLAB")]
+    pub collab: String,
+    /// Only this artifact's (a reference).
+    #[arg(long)]
+    pub artifact: Option<String>,
 }
 
 #[derive(Debug, ClapArgs)]

@@ -237,6 +237,37 @@ async fn train_on_the_server_with_carried_data_equals_a_local_train() {
     let lineage = cli.ok(&["--json", "lineage", "lab/round1"]).await.json();
     assert_eq!(lineage["edges"][0]["relation"], "adapter", "{lineage}");
 
+    // Score it on the server; the evaluation is the collaboration's.
+    let task = format!("parity:exact:{}", data.display());
+    let scored = cli
+        .ok(&[
+            "--json",
+            "eval",
+            "lab/round1",
+            "--collab",
+            "lab",
+            "--task",
+            &task,
+            "--wait",
+        ])
+        .await
+        .json();
+    assert_eq!(scored["state"], "succeeded", "{scored}");
+    let evaluations = cli
+        .ok(&[
+            "--json",
+            "evaluations",
+            "--collab",
+            "lab",
+            "--artifact",
+            "lab/round1",
+        ])
+        .await
+        .json();
+    assert_eq!(evaluations.as_array().unwrap().len(), 1, "{evaluations}");
+    assert_eq!(evaluations[0]["task"], "parity");
+    assert_eq!(evaluations[0]["n"], 12);
+
     // Data nobody registered is refused before anything is queued.
     let other = root.join("other.json");
     std::fs::write(&other, r#"[{"prompt": "p", "answer": "a"}]"#).unwrap();

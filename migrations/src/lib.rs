@@ -17,6 +17,7 @@ mod m20261128_000010_datasets;
 mod m20261128_000011_ledger_events;
 mod m20261130_000012_blob_grants;
 mod m20261130_000013_jobs;
+mod m20261130_000014_evaluations;
 
 pub struct Migrator;
 
@@ -37,6 +38,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000011_ledger_events::Migration),
             Box::new(m20261130_000012_blob_grants::Migration),
             Box::new(m20261130_000013_jobs::Migration),
+            Box::new(m20261130_000014_evaluations::Migration),
         ]
     }
 }

@@ -166,6 +166,11 @@ pub const ROUTES: &[(&str, &str, Rule)] = &[
         Rule::Member(Action::SubmitJob),
     ),
     ("GET", "/api/v1/jobs/{id}", Rule::Member(Action::Read)),
+    (
+        "GET",
+        "/api/v1/collaborations/{c}/evaluations",
+        Rule::Member(Action::Read),
+    ),
     ("GET", "/api/v1/jobs/{id}/log", Rule::Member(Action::Read)),
     // Owners cancel any job, others their own: the handler checks.
     (

@@ -217,7 +217,7 @@ async fn refusals_failures_and_cancel() {
     let (status, body) = alice
         .post(
             "/collaborations/lab/jobs",
-            &json!({"kind": "eval", "name": "x"}),
+            &json!({"kind": "mix", "name": "x"}),
         )
         .await;
     assert_eq!(status, 400, "{body}");
@@ -225,7 +225,7 @@ async fn refusals_failures_and_cancel() {
         body["message"]
             .as_str()
             .unwrap()
-            .contains("clreg local eval")
+            .contains("clreg local mix")
     );
     let (_, jobs) = alice.get("/collaborations/lab/jobs").await;
     assert_eq!(jobs.as_array().unwrap().len(), 0, "refusals queue nothing");
@@ -435,7 +435,7 @@ async fn a_worker_killed_mid_job_leaves_it_to_another_which_commits_once() {
 }
 
 #[tokio::test]
-async fn four_workers_run_forty_jobs_each_exactly_once() {
+async fn four_workers_run_forty_jobs_each_exactly_once_while_pushes_commit() {
     const JOBS: usize = 40;
     let server = TestServer::start_with(|c| {
         c.job_runner = Some(PathBuf::from(env!("CARGO_BIN_EXE_clreg-server")));
@@ -458,6 +458,35 @@ async fn four_workers_run_forty_jobs_each_exactly_once() {
     }
     let started = std::time::Instant::now();
     let (stop, workers) = clreg_server::start_workers(&server.state, 4, "pool");
+    // Meanwhile, eight pushes under one name commit at once, twice (writers racing the
+    // workers' claims, heartbeats and endings).
+    let root = server.dir.path();
+    for round in 0..2u64 {
+        let manifests = futures::future::join_all((0..8u64).map(|i| {
+            let dir = tiny_model(root, &format!("p{round}-{i}"), 50 + 8 * round + i, None);
+            let alice = alice.clone();
+            async move { alice.upload_dir(&dir).await }
+        }))
+        .await;
+        let results = futures::future::join_all(manifests.into_iter().map(|files| {
+            let alice = alice.clone();
+            async move {
+                let req = clreg_types::CommitArtifact {
+                    name: "pushed".into(),
+                    kind: ArtifactKind::Base,
+                    base: None,
+                    files,
+                    parents: vec![],
+                    description: String::new(),
+                };
+                alice.commit("lab", &req).await
+            }
+        }))
+        .await;
+        for (status, body) in results {
+            assert_eq!(status, 201, "{body}");
+        }
+    }
     for id in &ids {
         let done = wait(&alice, id).await;
         assert_eq!(done["state"], "succeeded", "{done}");
@@ -482,8 +511,18 @@ async fn four_workers_run_forty_jobs_each_exactly_once() {
         assert_eq!((of("job.started"), of("job.succeeded")), (1, 1), "job {id}");
     }
     let (_, listed) = alice.get("/collaborations/lab/artifacts").await;
-    // Forty merges with the same content under forty names: one artifact each.
-    assert_eq!(listed.as_array().unwrap().len(), 3 + JOBS);
+    // Forty merges with the same content under forty names: one artifact each; sixteen
+    // pushed versions 1..16.
+    assert_eq!(listed.as_array().unwrap().len(), 3 + JOBS + 16);
+    let mut versions: Vec<u64> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["name"] == "pushed")
+        .map(|a| a["version"].as_u64().unwrap())
+        .collect();
+    versions.sort_unstable();
+    assert_eq!(versions, (1..=16).collect::<Vec<_>>());
     clreg_server::ledger::verify(&events).unwrap();
 }
 
@@ -663,6 +702,44 @@ async fn train_jobs_carry_data_under_semi_and_nothing_of_it_remains() {
     assert_eq!(edge["params"]["max_steps"], 2);
     assert_eq!(edge["datasets"][0], digest.to_string());
     nothing_left(&server, &alice, &id).await;
+
+    // Score the adapter (on its base) with the same data carried again: an evaluation per
+    // task, scores for auditors, no examples of the data anywhere.
+    let eval = |client: &Client, metric: &str| {
+        let client = client.clone();
+        let body = json!({"kind": "eval", "artifact": adapter_id,
+            "tasks": [{"task": "dx", "metric": metric, "data": {"digest": digest, "content": content}}]});
+        async move { client.post("/collaborations/lab/jobs", &body).await }
+    };
+    assert_error(&eval(&alice, "bleu").await, 400, "bad_request");
+    // A consumer may evaluate, but not with data another member registered.
+    assert_error(&eval(&carol, "exact").await, 403, "policy_forbids");
+    let (status, job) = eval(&alice, "exact").await;
+    assert_eq!(status, 201, "{job}");
+    let eval_id = job["id"].as_str().unwrap().to_string();
+    let scored = wait(&alice, &eval_id).await;
+    assert_eq!(scored["state"], "succeeded", "{scored}");
+    let audrey = server.user("audrey").await;
+    alice.add_member("lab", "audrey", "auditor").await;
+    let (status, evaluations) = audrey.get("/collaborations/lab/evaluations").await;
+    assert_eq!(status, 200, "{evaluations}");
+    let e = &evaluations[0];
+    assert_eq!(
+        (e["task"].as_str(), e["metric"].as_str()),
+        (Some("dx"), Some("exact"))
+    );
+    assert_eq!(e["n"], 8);
+    assert_eq!(e["artifact"], adapter_id);
+    assert_eq!(e["job"], eval_id.as_str());
+    let score = e["score"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&score), "{score}");
+    assert_eq!(
+        scored["result"]["evaluations"][0], e["id"],
+        "the job names the evaluation it recorded"
+    );
+    let events = ledger_of(&alice).await;
+    assert!(events.iter().any(|ev| ev.kind == "evaluation.recorded"));
+    nothing_left(&server, &alice, &eval_id).await;
 
     // Failure (the engine refuses: no parameter matches) and cancel: nothing left either.
     let (_, job) = alice

@@ -404,6 +404,12 @@ pub struct SubmitJob {
     /// epochs, max_steps, schedule, seed, …); unknown keys are refused.
     #[serde(default)]
     pub config: Option<serde_json::Value>,
+    /// eval: the artifact to score (a reference; an adapter is scored on its base).
+    #[serde(default)]
+    pub artifact: Option<String>,
+    /// eval: the tasks, each a dataset scored with one metric.
+    #[serde(default)]
+    pub tasks: Vec<JobTask>,
     /// Run only on a worker with this device kind: `cpu` or `cuda`.
     #[serde(default)]
     pub requires: Option<String>,
@@ -425,12 +431,45 @@ pub struct JobData {
     pub content: Option<String>,
 }
 
+/// One task of an eval job.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobTask {
+    /// The task's name, as evaluations and series reports show it.
+    pub task: String,
+    /// `exact`, `first_char`, `rouge_l`, `edit_sim`, `sari`, `final_number` or `mc`.
+    pub metric: String,
+    pub data: JobData,
+}
+
 /// What a finished job produced.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct JobResult {
     /// Ids of the artifacts it committed.
     #[serde(default)]
     pub artifacts: Vec<String>,
+    /// Ids of the evaluations it recorded.
+    #[serde(default)]
+    pub evaluations: Vec<i64>,
+}
+
+/// A score of an artifact on a task with a metric.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Evaluation {
+    pub id: i64,
+    pub collab: String,
+    /// The artifact's id.
+    pub artifact: String,
+    pub task: String,
+    pub metric: String,
+    /// In [0, 1].
+    pub score: f64,
+    /// Examples scored.
+    pub n: u64,
+    /// The job that scored it, for evaluations the registry ran.
+    pub job: Option<uuid::Uuid>,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
 }
 
 /// A job as the API shows it.

@@ -3,12 +3,12 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use clreg_types::{Digest, Job, JobData, JobKind, JobState, SubmitJob};
+use clreg_types::{Digest, Evaluation, Job, JobData, JobKind, JobState, JobTask, SubmitJob};
 use reqwest::Method;
 use sha2::{Digest as _, Sha256};
 
 use super::Ctx;
-use crate::args::{JobIdArgs, MergeJobArgs, TrainJobArgs};
+use crate::args::{EvalJobArgs, EvaluationsArgs, JobIdArgs, MergeJobArgs, TrainJobArgs};
 use crate::client::{Client, seg};
 use crate::error::{ExitStatus, LocalError};
 use crate::output::{short_time, table};
@@ -29,6 +29,8 @@ pub async fn merge(ctx: &Ctx, a: MergeJobArgs) -> Result<ExitStatus> {
         data: vec![],
         past: vec![],
         config: None,
+        artifact: None,
+        tasks: vec![],
     };
     submit(ctx, &a.collab, &a.name, req, a.wait).await
 }
@@ -85,8 +87,101 @@ pub async fn train(ctx: &Ctx, a: TrainJobArgs) -> Result<ExitStatus> {
         data,
         past,
         config: Some(serde_json::to_value(&config)?),
+        artifact: None,
+        tasks: vec![],
     };
     submit(ctx, &a.collab, &a.name, req, a.wait).await
+}
+
+/// `clreg eval`: submits an eval job.
+pub async fn eval(ctx: &Ctx, a: EvalJobArgs) -> Result<ExitStatus> {
+    let split = |spec: &str| -> Result<(String, String, String)> {
+        let mut parts = spec.splitn(3, ':');
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(n), Some(m), Some(rest)) if !n.is_empty() && !m.is_empty() && !rest.is_empty() => {
+                Ok((n.to_string(), m.to_string(), rest.to_string()))
+            }
+            _ => Err(LocalError::usage(format!(
+                "`{spec}`: write a task as NAME:METRIC:FILE (or NAME:METRIC:DIGEST with --stored-task)"
+            ))
+            .into()),
+        }
+    };
+    let mut tasks = Vec::new();
+    for spec in &a.tasks {
+        let (task, metric, file) = split(spec)?;
+        let content = std::fs::read_to_string(&file)
+            .map_err(|e| LocalError::usage(format!("cannot read {file}: {e}")))?;
+        tasks.push(JobTask {
+            task,
+            metric,
+            data: JobData {
+                digest: Digest::from_bytes(Sha256::digest(content.as_bytes()).into()),
+                content: Some(content),
+            },
+        });
+    }
+    for spec in &a.stored_tasks {
+        let (task, metric, digest) = split(spec)?;
+        let digest = Digest::parse_lenient(&digest)
+            .map_err(|e| LocalError::usage(format!("`{digest}` is not a dataset digest: {e}")))?;
+        tasks.push(JobTask {
+            task,
+            metric,
+            data: JobData {
+                digest,
+                content: None,
+            },
+        });
+    }
+    if tasks.is_empty() {
+        return Err(LocalError::usage("give at least one --task or --stored-task").into());
+    }
+    let req = SubmitJob {
+        kind: JobKind::Eval,
+        name: None,
+        recipe: None,
+        lora: false,
+        requires: a.requires.clone(),
+        description: String::new(),
+        base: None,
+        adapters: vec![],
+        data: vec![],
+        past: vec![],
+        config: None,
+        artifact: Some(a.artifact.clone()),
+        tasks,
+    };
+    submit(ctx, &a.collab, &a.artifact, req, a.wait).await
+}
+
+/// `clreg evaluations`: the collaboration's scores.
+pub async fn evaluations(ctx: &Ctx, a: EvaluationsArgs) -> Result<ExitStatus> {
+    let mut path = format!("/collaborations/{}/evaluations", seg(&a.collab));
+    if let Some(artifact) = &a.artifact {
+        path.push_str(&format!("?artifact={}", seg(artifact)));
+    }
+    let rows: Vec<Evaluation> = ctx.client()?.get(&path).await?;
+    ctx.out.emit(&rows, || {
+        let table_rows: Vec<Vec<String>> = rows
+            .iter()
+            .map(|e| {
+                vec![
+                    e.artifact.chars().take(12).collect(),
+                    e.task.clone(),
+                    e.metric.clone(),
+                    format!("{:.4}", e.score),
+                    e.n.to_string(),
+                    short_time(&e.created_at),
+                ]
+            })
+            .collect();
+        table(
+            &["ARTIFACT", "TASK", "METRIC", "SCORE", "N", "WHEN"],
+            &table_rows,
+        )
+    })?;
+    Ok(ExitStatus::Success)
 }
 
 /// Submits a job; with `wait`, follows it to its end.

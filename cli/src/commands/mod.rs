@@ -133,6 +133,8 @@ pub async fn run(args: Args) -> Result<ExitStatus> {
         Command::Ledger(a) => ledger::ledger(&ctx, &a.collab).await,
         Command::Merge(a) => jobs::merge(&ctx, a).await,
         Command::Train(a) => jobs::train(&ctx, *a).await,
+        Command::Eval(a) => jobs::eval(&ctx, a).await,
+        Command::Evaluations(a) => jobs::evaluations(&ctx, a).await,
         Command::Jobs(j) => match j {
             JobsCommand::Ls(a) => jobs::ls(&ctx, &a.collab).await,
             JobsCommand::Show(a) => jobs::show(&ctx, a).await,

@@ -4,9 +4,9 @@
 //! jobs under a lease, stage inputs ([`stage`]), run the engine in a child process
 //! ([`runner`]) and commit the outputs as artifacts with their lineage, exactly once.
 //!
-//! Kinds available now: `merge` and `train` (with data carried in the request or stored, as
-//! the policy allows: [`data`]). `mix` and `eval` are refused at submission with a message
-//! saying so (they run with `clreg local …` meanwhile).
+//! Kinds available now: `merge`, `train` and `eval` (train and eval data carried in the
+//! request or stored, as the policy allows: [`data`]). `mix` is refused at submission with a
+//! message saying so (it runs with `clreg local mix` meanwhile).
 
 pub mod data;
 pub mod runner;
@@ -65,13 +65,18 @@ pub async fn submit(
             "`requires` is `{requires}`: use cpu or cuda"
         )));
     }
-    let name = req.name.clone().ok_or_else(|| {
-        ApiError::bad_request(format!(
-            "a {} job produces an artifact: give it a `name`",
-            req.kind
-        ))
-    })?;
-    clreg_types::check_name(&name).map_err(|m| ApiError::new(ErrorCode::InvalidName, m))?;
+    let name = match (req.kind, &req.name) {
+        (JobKind::Eval, _) => None,
+        (_, Some(name)) => {
+            clreg_types::check_name(name).map_err(|m| ApiError::new(ErrorCode::InvalidName, m))?;
+            Some(name.clone())
+        }
+        (kind, None) => {
+            return Err(ApiError::bad_request(format!(
+                "a {kind} job produces an artifact: give it a `name`"
+            )));
+        }
+    };
     let id = Uuid::new_v4();
     let mut req = req;
     let refs = match req.kind {
@@ -120,6 +125,38 @@ pub async fn submit(
                 .chain(req.adapters.iter().cloned())
                 .collect()
         }
+        JobKind::Eval => {
+            let artifact = req.artifact.clone().ok_or_else(|| {
+                ApiError::bad_request("an eval job needs `artifact`: the reference to score")
+            })?;
+            if req.tasks.is_empty() {
+                return Err(ApiError::bad_request(
+                    "an eval job needs `tasks`: each a task name, a metric and its data",
+                ));
+            }
+            for t in &req.tasks {
+                metric_of(&t.metric)?;
+                if t.task.trim().is_empty() || t.task.len() > 128 {
+                    return Err(ApiError::bad_request(
+                        "a task name must be 1-128 characters",
+                    ));
+                }
+            }
+            let data: Vec<clreg_types::JobData> =
+                req.tasks.iter().map(|t| t.data.clone()).collect();
+            data::check(
+                state,
+                &access.collab,
+                access.policy(),
+                &access.roles,
+                caller.id,
+                &data,
+                data::DataRole::Current,
+                true,
+            )
+            .await?;
+            vec![artifact]
+        }
         other => {
             return Err(ApiError::bad_request(format!(
                 "{other} jobs are not available on this server yet; run `clreg local {other}` and push the result"
@@ -145,6 +182,11 @@ pub async fn submit(
     let kept = async {
         req.data = data::keep_carried(state.store.as_ref(), id, &req.data).await?;
         req.past = data::keep_carried(state.store.as_ref(), id, &req.past).await?;
+        for t in &mut req.tasks {
+            let kept =
+                data::keep_carried(state.store.as_ref(), id, std::slice::from_ref(&t.data)).await?;
+            t.data = kept.into_iter().next().unwrap_or_else(|| t.data.clone());
+        }
         Ok::<_, ApiError>(())
     }
     .await;
@@ -167,7 +209,7 @@ pub async fn submit(
                 submitted_by: Set(user_id),
                 kind: Set(kind.into()),
                 state: Set(job::StateValue::Queued),
-                name: Set(Some(name.clone())),
+                name: Set(name.clone()),
                 request: Set(request),
                 inputs: Set(inputs.clone()),
                 requires: Set(requires),
@@ -208,6 +250,15 @@ pub async fn submit(
         }
     }
     queued
+}
+
+/// The engine metric a task names.
+pub fn metric_of(name: &str) -> Result<clreg_engine::eval::Metric, ApiError> {
+    serde_json::from_value(json!(name)).map_err(|_| {
+        ApiError::bad_request(format!(
+            "unknown metric `{name}`: use exact, first_char, rouge_l, edit_sim, sari, final_number or mc"
+        ))
+    })
 }
 
 /// The training settings of a train job, checked.

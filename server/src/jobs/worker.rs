@@ -22,7 +22,7 @@ use serde_json::json;
 use super::runner::{Child, Line, Order};
 use super::stage;
 use crate::artifacts::{self, Author};
-use crate::db::entities::{artifact, collaboration, job, user};
+use crate::db::entities::{artifact, collaboration, evaluation, job, user};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -141,8 +141,16 @@ async fn collab_of<C: ConnectionTrait>(db: &C, id: i64) -> Result<collaboration:
 
 /// How a job ended without outputs, as the worker records it.
 enum Ending {
-    Failed { code: String, message: String },
+    Failed {
+        code: String,
+        message: String,
+    },
     Cancelled(String),
+    /// An eval job's scores of `artifact`.
+    Evaluated {
+        artifact: String,
+        reports: Vec<clreg_engine::eval::TaskReport>,
+    },
 }
 
 /// Runs a claimed job to its end and records that end.
@@ -159,6 +167,9 @@ async fn execute(
     let _ = tokio::fs::remove_dir_all(&scratch).await;
     let (ending, prepared) = match result {
         Ok(Outcome::Done(prepared)) => (None, Some(prepared)),
+        Ok(Outcome::Evaluated { artifact, reports }) => {
+            (Some(Ending::Evaluated { artifact, reports }), None)
+        }
         Ok(Outcome::Cancelled(why)) => (Some(Ending::Cancelled(why)), None),
         Ok(Outcome::LeaseLost) => {
             tracing::warn!(job = %id, "lease lost; another worker runs this job");
@@ -198,6 +209,10 @@ async fn submitter_roles(
 
 enum Outcome {
     Done(Box<artifacts::Prepared>),
+    Evaluated {
+        artifact: String,
+        reports: Vec<clreg_engine::eval::TaskReport>,
+    },
     Cancelled(String),
     LeaseLost,
 }
@@ -337,6 +352,61 @@ async fn run_job(
                 config,
             })
         }
+        clreg_types::JobKind::Eval => {
+            let roles = submitter_roles(state, collab.id, submitter.id).await?;
+            let policy: clreg_types::Policy = collab.policy.into();
+            for t in &request.tasks {
+                crate::policy::decide(
+                    &collab.name,
+                    policy,
+                    &roles,
+                    super::data::data_use(&t.data, super::data::DataRole::Current, true),
+                )?;
+            }
+            let reference = request.artifact.clone().unwrap_or_default();
+            let row = input_rows
+                .get(&reference)
+                .ok_or_else(|| ApiError::internal("eval job without its artifact"))?;
+            let dir = local
+                .get(&reference)
+                .cloned()
+                .ok_or_else(|| ApiError::internal("the artifact was not staged"))?;
+            // An adapter is scored on its base.
+            let (model, adapters) = if row.kind == ArtifactKind::Adapter.as_str() {
+                let base_id = row
+                    .base_id
+                    .clone()
+                    .ok_or_else(|| ApiError::internal("adapter without base"))?;
+                let (base_dir, known) = stage::stage_artifact(state, &base_id).await?;
+                digests.extend(known);
+                (base_dir, vec![dir])
+            } else {
+                (dir, vec![])
+            };
+            let data: Vec<clreg_types::JobData> =
+                request.tasks.iter().map(|t| t.data.clone()).collect();
+            let paths = super::data::stage(state, claimed.id, &data, scratch).await?;
+            // Reports keep no examples of data that travelled with the job.
+            let carried = data.iter().any(|d| d.content.is_some());
+            let mut tasks = Vec::with_capacity(paths.len());
+            for (t, path) in request.tasks.iter().zip(paths) {
+                tasks.push(clreg_engine::job::EvalTask {
+                    name: t.task.clone(),
+                    path,
+                    metric: super::metric_of(&t.metric)?,
+                });
+            }
+            JobSpec::Eval(clreg_engine::job::EvalSpec {
+                model,
+                adapters,
+                tasks,
+                options: clreg_engine::eval::EvalOptions {
+                    report_examples: if carried { 0 } else { 3 },
+                    ..Default::default()
+                },
+                output: None,
+            })
+        }
         other => {
             return Err(ApiError::bad_request(format!(
                 "{other} jobs are not available on this server yet"
@@ -429,6 +499,15 @@ async fn run_job(
         }
         Err(e) => return Err(engine_failure(e.code, e.message)),
     };
+    if let JobOutput::Eval { reports } = output_report {
+        let artifact = request
+            .artifact
+            .as_ref()
+            .and_then(|r| input_rows.get(r))
+            .map(|a| a.id.clone())
+            .ok_or_else(|| ApiError::internal("eval job without its artifact"))?;
+        return Ok(Outcome::Evaluated { artifact, reports });
+    }
     // Outputs → blobs the submitter holds → a prepared commit with its lineage.
     let files = stage::upload_dir(state, &output, submitter.id).await?;
     let (kind, engine_kind, parents, base) = match &output_report {
@@ -657,7 +736,7 @@ async fn finish(
     let prepared = std::sync::Arc::new(prepared);
     crate::db::write(&state.db, |txn| {
         let (ending, prepared, worker) = (ending.clone(), prepared.clone(), worker.to_string());
-        let collab_id = claimed.collab_id;
+        let (collab_id, claimed_by) = (claimed.collab_id, claimed.submitted_by);
         Box::pin(async move {
             let collab = collab_of(txn, collab_id).await?;
             crate::db::lock_collab(txn, collab.id).await?;
@@ -679,6 +758,7 @@ async fn finish(
                     let (created, model) = artifacts::insert(txn, prepared).await?;
                     let result = JobResult {
                         artifacts: vec![model.id.clone()],
+                        evaluations: vec![],
                     };
                     active.state = sea_orm::Set(job::StateValue::Succeeded);
                     active.progress = sea_orm::Set(1.0);
@@ -690,6 +770,67 @@ async fn finish(
                     (
                         "job.succeeded",
                         json!({"job": id, "artifacts": result.artifacts, "created": created}),
+                    )
+                }
+                (Some(Ending::Evaluated { artifact, reports }), _) => {
+                    let mut ids = Vec::with_capacity(reports.len());
+                    for report in reports {
+                        let metric = serde_json::to_value(report.metric)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_string))
+                            .unwrap_or_default();
+                        // One evaluation per (artifact, task, metric): the newest replaces.
+                        evaluation::Entity::delete_many()
+                            .filter(evaluation::Column::ArtifactId.eq(artifact.as_str()))
+                            .filter(evaluation::Column::Task.eq(report.task.as_str()))
+                            .filter(evaluation::Column::Metric.eq(metric.as_str()))
+                            .exec(txn)
+                            .await?;
+                        let row = sea_orm::ActiveModelTrait::insert(
+                            evaluation::ActiveModel {
+                                collab_id: sea_orm::Set(collab.id),
+                                artifact_id: sea_orm::Set(artifact.clone()),
+                                task: sea_orm::Set(report.task.clone()),
+                                metric: sea_orm::Set(metric.clone()),
+                                score: sea_orm::Set(report.score),
+                                n: sea_orm::Set(i64::try_from(report.n).unwrap_or(i64::MAX)),
+                                job_id: sea_orm::Set(Some(id)),
+                                report: sea_orm::Set(
+                                    serde_json::to_string(report).map_err(ApiError::internal)?,
+                                ),
+                                created_by: sea_orm::Set(claimed_by),
+                                created_at: sea_orm::Set(now),
+                                ..Default::default()
+                            },
+                            txn,
+                        )
+                        .await?;
+                        crate::ledger::append(
+                            txn,
+                            Some((collab.id, &collab.name)),
+                            "evaluation.recorded",
+                            &worker,
+                            json!({"job": id, "evaluation": row.id, "artifact": artifact,
+                                   "task": report.task, "metric": metric,
+                                   "score": report.score, "n": report.n}),
+                        )
+                        .await?;
+                        ids.push(row.id);
+                    }
+                    let result = JobResult {
+                        artifacts: vec![],
+                        evaluations: ids,
+                    };
+                    active.state = sea_orm::Set(job::StateValue::Succeeded);
+                    active.progress = sea_orm::Set(1.0);
+                    active.message =
+                        sea_orm::Set(format!("recorded {} evaluation(s)", reports.len()));
+                    active.result = sea_orm::Set(Some(
+                        serde_json::to_string(&result).map_err(ApiError::internal)?,
+                    ));
+                    (
+                        "job.succeeded",
+                        json!({"job": id, "evaluations": result.evaluations}),
                     )
                 }
                 (Some(Ending::Cancelled(why)), _) => {

@@ -12,6 +12,7 @@ mod auth;
 mod blobs;
 mod collaborations;
 mod datasets;
+mod evaluations;
 mod health;
 mod jobs;
 mod ledger;
@@ -36,6 +37,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(datasets::router())
         .merge(ledger::router())
         .merge(jobs::router())
+        .merge(evaluations::router())
         .split_for_parts()
 }
 

@@ -7,6 +7,7 @@ pub mod blob;
 pub mod blob_grant;
 pub mod collaboration;
 pub mod dataset;
+pub mod evaluation;
 pub mod job;
 pub mod ledger_event;
 pub mod lineage_edge;
