@@ -1,4 +1,5 @@
-//! Evaluations: one score per (artifact, task, metric), with the report it came from.
+//! Evaluations: one score per (collaboration, artifact, task, metric), with the report it
+//! came from.
 
 use sea_orm_migration::prelude::*;
 
@@ -62,6 +63,7 @@ impl MigrationTrait for Migration {
                     .index(
                         Index::create()
                             .name("evaluations_unique")
+                            .col(Alias::new("collab_id"))
                             .col(Alias::new("artifact_id"))
                             .col(Alias::new("task"))
                             .col(Alias::new("metric"))

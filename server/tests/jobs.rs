@@ -833,3 +833,70 @@ async fn a_queued_train_job_cancelled_leaves_nothing_and_a_tightened_policy_stop
     let (_, listed) = alice.get("/collaborations/lab/artifacts?name=r").await;
     assert_eq!(listed.as_array().unwrap().len(), 0);
 }
+
+#[tokio::test]
+async fn a_removed_members_job_and_a_dead_workers_cancelled_job_end_cleanly() {
+    let runner = PathBuf::from(env!("CARGO_BIN_EXE_clreg-server"));
+    let server = TestServer::start_with(|c| {
+        c.job_lease_secs = 3;
+        c.job_runner = Some(runner);
+    })
+    .await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    alice.create_collab("lab", "semi").await;
+    alice.add_member("lab", "bob", "contributor").await;
+    three_models(&server, &alice, None).await;
+    let linear = "merge_method: linear\nmodels:\n  - model: lab/a\n    parameters: {weight: 1.0}\n  - model: lab/b\n    parameters: {weight: 1.0}\n";
+    let submit = |client: &Client, name: &str| {
+        let client = client.clone();
+        let body = json!({"kind": "merge", "name": name, "recipe": linear});
+        async move { client.post("/collaborations/lab/jobs", &body).await }
+    };
+    // Bob's job waits; Bob is removed; it must not run.
+    let (status, bobs) = submit(&bob, "bobs").await;
+    assert_eq!(status, 201, "{bobs}");
+    let (status, _) = alice.delete("/collaborations/lab/members/bob").await;
+    assert_eq!(status, 204);
+    // Alice's job is claimed by a worker that then dies, after she asked to cancel it.
+    let (status, alices) = submit(&alice, "alices").await;
+    assert_eq!(status, 201, "{alices}");
+    let alices = alices["id"].as_str().unwrap().to_string();
+    let mut claimed = None;
+    while let Some(job) =
+        clreg_server::jobs::worker::claim(&server.state, "doomed", clreg_engine::job::Device::Cpu)
+            .await
+            .unwrap()
+    {
+        if job.id.to_string() == alices {
+            claimed = Some(job);
+            break;
+        }
+    }
+    assert!(
+        claimed.is_some(),
+        "the doomed worker never claimed Alice's job"
+    );
+    let (status, asked) = alice
+        .post(&format!("/jobs/{alices}/cancel"), &json!({}))
+        .await;
+    assert_eq!(status, 200, "{asked}");
+    assert_eq!(asked["state"], "running");
+
+    let (stop, workers) = clreg_server::start_workers(&server.state, 1, "live");
+    let ended_bobs = wait(&alice, bobs["id"].as_str().unwrap()).await;
+    let ended_alices = wait(&alice, &alices).await;
+    let _ = stop.send(true);
+    for w in workers {
+        w.await.unwrap();
+    }
+    assert_eq!(ended_bobs["state"], "failed", "{ended_bobs}");
+    assert_eq!(ended_bobs["error"]["code"], "forbidden", "{ended_bobs}");
+    assert_eq!(ended_alices["state"], "cancelled", "{ended_alices}");
+    let (_, listed) = alice.get("/collaborations/lab/artifacts").await;
+    assert_eq!(
+        listed.as_array().unwrap().len(),
+        3,
+        "nothing committed: {listed}"
+    );
+}

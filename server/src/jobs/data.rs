@@ -207,8 +207,21 @@ pub async fn sweep(state: &AppState) -> Result<usize, ApiError> {
         .collect()
         .await;
     let mut ids = std::collections::BTreeSet::new();
+    // Content of a job being submitted is written before its row commits: an unknown job's
+    // objects are left alone for an hour.
+    let mut young = std::collections::BTreeSet::new();
     for meta in listed {
         let meta = meta?;
+        let recent = chrono::Utc::now() - meta.last_modified < chrono::Duration::hours(1);
+        if recent
+            && let Some(id) = meta
+                .location
+                .parts()
+                .nth(1)
+                .and_then(|p| p.as_ref().parse::<uuid::Uuid>().ok())
+        {
+            young.insert(id);
+        }
         if let Some(id) = meta
             .location
             .parts()
@@ -233,7 +246,11 @@ pub async fn sweep(state: &AppState) -> Result<usize, ApiError> {
     }
     for id in ids {
         let row = job::Entity::find_by_id(id).one(&state.db).await?;
-        if row.is_none_or(|j| ended(j.state)) {
+        let gone = match row {
+            Some(j) => ended(j.state),
+            None => !young.contains(&id),
+        };
+        if gone {
             forget(state.store.as_ref(), id).await?;
             let _ = std::fs::remove_dir_all(scratch_root.join(id.to_string()));
             cleaned += 1;

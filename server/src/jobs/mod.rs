@@ -176,6 +176,15 @@ pub async fn submit(
                     "input artifact `{reference}` (or you may not download it)"
                 ))
             })?;
+        if req.kind == JobKind::Train
+            && req.base.as_deref() == Some(reference.as_str())
+            && found.kind != clreg_types::ArtifactKind::Base.as_str()
+        {
+            return Err(ApiError::bad_request(format!(
+                "`{reference}` is a {}, not a base model: train on a base (earlier rounds go in `adapters`)",
+                found.kind
+            )));
+        }
         inputs.insert(reference, found.id);
     }
     // Carried data is kept under the job from here on; the record keeps only digests.
@@ -329,8 +338,10 @@ pub async fn cancel(
     })
     .await?;
     if row.state == job::StateValue::Cancelled {
-        // It never ran: what it carried goes now.
-        data::forget(state.store.as_ref(), id).await?;
+        // It never ran: what it carried goes now (or, failing that, with the next sweep).
+        if let Err(e) = data::forget(state.store.as_ref(), id).await {
+            tracing::warn!(job = %id, error = %e.message, "removing a cancelled job's data failed");
+        }
     }
     Ok(row)
 }

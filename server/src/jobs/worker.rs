@@ -100,7 +100,7 @@ pub async fn claim(
            message = 'running on ' || $1 \
          WHERE id = (SELECT id FROM jobs \
            WHERE (state = 'queued' OR (state = 'running' AND lease_expires_at < $3)) \
-             AND NOT cancel_requested AND (requires IS NULL OR requires = $4) \
+             AND (requires IS NULL OR requires = $4) \
            ORDER BY created_at LIMIT 1{skip_locked}) \
          RETURNING *"
     );
@@ -162,8 +162,29 @@ async fn execute(
     shutdown: &mut tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), ApiError> {
     let id = claimed.id;
-    let scratch = stage::job_dir(state, id);
-    let result = run_job(state, worker, device, &claimed, &scratch, shutdown).await;
+    // Each attempt its own scratch: a worker that lost the lease cannot clear another's.
+    let scratch = stage::job_dir(state, id).join(claimed.attempts.to_string());
+    // The lease is renewed for the whole attempt (staging and upload included), not only
+    // while the child runs.
+    let renewal = {
+        let (state, worker) = (state.clone(), worker.to_string());
+        tokio::spawn(async move {
+            let every = Duration::from_secs((state.config.job_lease_secs / 3).max(1));
+            loop {
+                tokio::time::sleep(every).await;
+                if let Err(e) = renew(&state, id, &worker).await {
+                    tracing::warn!(job = %id, error = %e.message, "renewing a lease failed; trying again");
+                }
+            }
+        })
+    };
+    let result = if claimed.cancel_requested {
+        // Its worker died after a cancel request: end it now.
+        Ok(Outcome::Cancelled("cancelled on request".to_string()))
+    } else {
+        run_job(state, worker, device, &claimed, &scratch, shutdown).await
+    };
+    renewal.abort();
     let _ = tokio::fs::remove_dir_all(&scratch).await;
     let (ending, prepared) = match result {
         Ok(Outcome::Done(prepared)) => (None, Some(prepared)),
@@ -183,11 +204,38 @@ async fn execute(
             None,
         ),
     };
-    if finish(state, worker, &claimed, ending, prepared).await? {
-        // The job has ended: no data carried for it may stay.
+    // No data carried for the job may outlive it: it goes before the job is seen to end,
+    // while this worker still holds it (the renewal just succeeded).
+    if renew(state, id, worker).await? {
         super::data::forget(state.store.as_ref(), id).await?;
     }
+    if finish(state, worker, &claimed, ending, prepared).await? {
+        let _ = tokio::fs::remove_dir_all(stage::job_dir(state, id)).await;
+    }
     Ok(())
+}
+
+/// Whether any dataset travelled with the job (its record marks carried data).
+fn carries_data(j: &job::Model) -> bool {
+    serde_json::from_str::<clreg_types::SubmitJob>(&j.request).is_ok_and(|r| {
+        r.data
+            .iter()
+            .chain(&r.past)
+            .chain(r.tasks.iter().map(|t| &t.data))
+            .any(|d| d.content.is_some())
+    })
+}
+
+/// Extends this worker's lease on a job; `false` if it no longer holds the job.
+async fn renew(state: &AppState, id: uuid::Uuid, worker: &str) -> Result<bool, ApiError> {
+    let updated = job::Entity::update_many()
+        .col_expr(job::Column::LeaseExpiresAt, Expr::value(lease_until(state)))
+        .filter(job::Column::Id.eq(id))
+        .filter(job::Column::LeaseOwner.eq(worker))
+        .filter(job::Column::State.eq(job::StateValue::Running))
+        .exec(&state.db)
+        .await?;
+    Ok(updated.rows_affected == 1)
 }
 
 /// The roles a user holds in a collaboration now.
@@ -263,8 +311,24 @@ async fn run_job(
         .await?
         .ok_or_else(|| ApiError::internal("job without submitter"))?;
     let collab = collab_of(&state.db, claimed.collab_id).await?;
-    // The submitter must still be able to download every input (a removed member's queued
-    // job does not run).
+    // The submitter must still hold a role that may submit this kind here (a removed member's
+    // queued job does not run) and be able to download every input.
+    let action = if request.kind == clreg_types::JobKind::Train {
+        crate::authz::Action::SubmitTrain
+    } else {
+        crate::authz::Action::SubmitJob
+    };
+    let held = submitter_roles(state, collab.id, submitter.id).await?;
+    if !held.iter().any(|r| action.roles().contains(r)) {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!(
+                "{} no longer holds a role in `{}` that may run this job; submit it again if that changes",
+                submitter.name, collab.name
+            ),
+        )
+        .into());
+    }
     let downloadable =
         artifacts::member_collabs(state, submitter.id, crate::authz::Action::Download).await?;
     let mut local = HashMap::new();
@@ -377,6 +441,20 @@ async fn run_job(
                     .base_id
                     .clone()
                     .ok_or_else(|| ApiError::internal("adapter without base"))?;
+                let base_readable = artifact::Entity::find_by_id(&base_id)
+                    .one(&state.db)
+                    .await?
+                    .is_some_and(|b| downloadable.contains(&b.collab_id));
+                if !base_readable {
+                    return Err(ApiError::new(
+                        ErrorCode::NotFound,
+                        format!(
+                            "the adapter's base model is not readable by {}; it cannot be scored",
+                            submitter.name
+                        ),
+                    )
+                    .into());
+                }
                 let (base_dir, known) = stage::stage_artifact(state, &base_id).await?;
                 digests.extend(known);
                 (base_dir, vec![dir])
@@ -386,8 +464,6 @@ async fn run_job(
             let data: Vec<clreg_types::JobData> =
                 request.tasks.iter().map(|t| t.data.clone()).collect();
             let paths = super::data::stage(state, claimed.id, &data, scratch).await?;
-            // Reports keep no examples of data that travelled with the job.
-            let carried = data.iter().any(|d| d.content.is_some());
             let mut tasks = Vec::with_capacity(paths.len());
             for (t, path) in request.tasks.iter().zip(paths) {
                 tasks.push(clreg_engine::job::EvalTask {
@@ -400,8 +476,10 @@ async fn run_job(
                 model,
                 adapters,
                 tasks,
+                // Reports keep no examples: dataset content never lands in the database (a
+                // policy tightened later could not purge it from reports).
                 options: clreg_engine::eval::EvalOptions {
-                    report_examples: if carried { 0 } else { 3 },
+                    report_examples: 0,
                     ..Default::default()
                 },
                 output: None,
@@ -465,7 +543,18 @@ async fn run_job(
                 }
             },
             _ = heartbeat.tick() => {
-                match beat(state, claimed.id, worker, progress.0, &progress.1, &std::mem::take(&mut log)).await? {
+                let lines = std::mem::take(&mut log);
+                let beaten = match beat(state, claimed.id, worker, progress.0, &progress.1, &lines).await {
+                    Ok(b) => b,
+                    Err(e) => {
+                        // A busy database is no reason to fail the job: the renewal task keeps
+                        // the lease, the next beat writes the lines.
+                        tracing::warn!(job = %claimed.id, error = %e.message, "a heartbeat failed");
+                        log.extend(lines);
+                        continue;
+                    }
+                };
+                match beaten {
                     Beat::Held { cancel_requested } => {
                         if cancel_requested && cancelled.is_none() {
                             cancelled = Some("cancelled on request".to_string());
@@ -487,8 +576,10 @@ async fn run_job(
         }
     };
     let _ = child.wait().await;
-    if !log.is_empty() {
-        beat(state, claimed.id, worker, progress.0, &progress.1, &log).await?;
+    if !log.is_empty()
+        && let Err(e) = beat(state, claimed.id, worker, progress.0, &progress.1, &log).await
+    {
+        tracing::warn!(job = %claimed.id, error = %e.message, "writing the job's last log lines failed");
     }
     let output_report = match finished {
         Ok(o) => *o,
@@ -732,6 +823,7 @@ async fn finish(
     prepared: Option<Box<artifacts::Prepared>>,
 ) -> Result<bool, ApiError> {
     let id = claimed.id;
+    let carried = carries_data(claimed);
     let ending = std::sync::Arc::new(ending);
     let prepared = std::sync::Arc::new(prepared);
     crate::db::write(&state.db, |txn| {
@@ -781,6 +873,7 @@ async fn finish(
                             .unwrap_or_default();
                         // One evaluation per (artifact, task, metric): the newest replaces.
                         evaluation::Entity::delete_many()
+                            .filter(evaluation::Column::CollabId.eq(collab.id))
                             .filter(evaluation::Column::ArtifactId.eq(artifact.as_str()))
                             .filter(evaluation::Column::Task.eq(report.task.as_str()))
                             .filter(evaluation::Column::Metric.eq(metric.as_str()))
@@ -841,14 +934,20 @@ async fn finish(
                     ("job.cancelled", json!({"job": id, "reason": why}))
                 }
                 (Some(Ending::Failed { code, message }), _) => {
+                    // The engine's message may quote the data (an answer it could not
+                    // encode); data that travelled with the job must not outlive it.
+                    let message = if carried {
+                        format!(
+                            "the job failed with `{code}`; the details quote data that travelled with the job and are withheld: run `clreg local` on your copy to see them"
+                        )
+                    } else {
+                        message.clone()
+                    };
                     active.state = sea_orm::Set(job::StateValue::Failed);
                     active.message = sea_orm::Set(format!("failed: {message}"));
                     active.error_code = sea_orm::Set(Some(code.clone()));
-                    active.error_message = sea_orm::Set(Some(message.clone()));
-                    (
-                        "job.failed",
-                        json!({"job": id, "code": code, "message": message}),
-                    )
+                    active.error_message = sea_orm::Set(Some(message));
+                    ("job.failed", json!({"job": id, "code": code}))
                 }
                 _ => return Err(ApiError::internal("a job ending without an outcome")),
             };
