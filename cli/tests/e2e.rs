@@ -193,14 +193,7 @@ async fn login_push_pull_lineage_and_ledger() {
 #[tokio::test]
 async fn pull_detects_corruption_and_push_refuses_bad_local_input() {
     let server = TestServer::start().await;
-    let key = clreg_server::admin::create_user(&server.state.db, "alice", false)
-        .await
-        .unwrap();
-    let cli = Cli::new();
-    cli.ok(&["login", "--server", &server.url, "--api-key", &key])
-        .await;
-    cli.ok(&["collab", "create", "lab", "--policy", "full"])
-        .await;
+    let cli = Cli::alice_in_lab(&server, &server.url, "full").await;
     let root = server.dir.path();
     let base_dir = tiny_model(root, "base", 1, None);
     cli.ok(&[

@@ -11,14 +11,7 @@ use common::{Cli, same_tree};
 async fn merge_on_the_server_equals_a_local_merge() {
     let server = TestServer::with_worker(server_binary()).await;
     let root = server.dir.path();
-    let key = clreg_server::admin::create_user(&server.state.db, "alice", false)
-        .await
-        .unwrap();
-    let cli = Cli::new();
-    cli.ok(&["login", "--server", &server.url, "--api-key", &key])
-        .await;
-    cli.ok(&["collab", "create", "lab", "--policy", "semi"])
-        .await;
+    let cli = Cli::alice_in_lab(&server, &server.url, "semi").await;
     for (name, seed) in [("base", "1"), ("a", "2"), ("b", "3")] {
         let dir = root.join(name);
         cli.ok(&["local", "tiny", "-o", dir.to_str().unwrap(), "--seed", seed])
@@ -133,14 +126,7 @@ async fn merge_on_the_server_equals_a_local_merge() {
 async fn train_on_the_server_with_carried_data_equals_a_local_train() {
     let server = TestServer::with_worker(server_binary()).await;
     let root = server.dir.path();
-    let key = clreg_server::admin::create_user(&server.state.db, "alice", false)
-        .await
-        .unwrap();
-    let cli = Cli::new();
-    cli.ok(&["login", "--server", &server.url, "--api-key", &key])
-        .await;
-    cli.ok(&["collab", "create", "lab", "--policy", "semi"])
-        .await;
+    let cli = Cli::alice_in_lab(&server, &server.url, "semi").await;
     let base = root.join("base");
     cli.ok(&[
         "local",

@@ -119,18 +119,6 @@ async fn model(cli: &Cli, root: &Path, name: &str, seed: u64) -> PathBuf {
     dir
 }
 
-async fn logged_in(server_url: &str, server: &TestServer) -> Cli {
-    let key = clreg_server::admin::create_user(&server.state.db, "alice", false)
-        .await
-        .unwrap();
-    let cli = Cli::new();
-    cli.ok(&["login", "--server", server_url, "--api-key", &key])
-        .await;
-    cli.ok(&["collab", "create", "lab", "--policy", "semi"])
-        .await;
-    cli
-}
-
 /// The live offsets of the server's open upload sessions, once they stop moving.
 async fn settled_offsets(server: &TestServer) -> Vec<u64> {
     let mut last = Vec::new();
@@ -170,7 +158,7 @@ async fn a_push_killed_mid_chunk_resumes_from_what_the_server_kept() {
     let root = server.dir.path();
     // Cut in the middle of the second chunk of the weights.
     let proxy = CutProxy::start(&server.url, CHUNK + (5 << 20)).await;
-    let cli = logged_in(&proxy.url, &server).await;
+    let cli = Cli::alice_in_lab(&server, &proxy.url, "semi").await;
     let dir = model(&cli, root, "m", 1).await;
 
     let mut push = cli.command(&push_args(&dir, "m")).spawn().unwrap();
@@ -200,7 +188,7 @@ async fn a_push_killed_mid_chunk_resumes_from_what_the_server_kept() {
 async fn pushes_killed_at_many_points_complete_on_the_next_try() {
     let server = TestServer::start().await;
     let root = server.dir.path();
-    let cli = logged_in(&server.url, &server).await;
+    let cli = Cli::alice_in_lab(&server, &server.url, "semi").await;
     for (i, delay_ms) in [0u64, 15, 40, 80, 120, 200, 300, 450]
         .into_iter()
         .enumerate()
@@ -234,7 +222,7 @@ async fn pushes_killed_at_many_points_complete_on_the_next_try() {
 async fn two_processes_pushing_one_directory_both_finish() {
     let server = TestServer::start().await;
     let root = server.dir.path();
-    let cli = logged_in(&server.url, &server).await;
+    let cli = Cli::alice_in_lab(&server, &server.url, "semi").await;
     let dir = model(&cli, root, "m", 3).await;
     let args = push_args(&dir, "m");
     let (a, b) = tokio::join!(cli.command(&args).output(), cli.command(&args).output());

@@ -63,6 +63,19 @@ impl Cli {
         }
     }
 
+    /// A new user `alice` on `server`, logged in through `url` (the server's, or a proxy in
+    /// front of it), owner of a new collaboration `lab` with `policy`.
+    pub async fn alice_in_lab(server: &clreg_tests::TestServer, url: &str, policy: &str) -> Cli {
+        let key = clreg_server::admin::create_user(&server.state.db, "alice", false)
+            .await
+            .unwrap();
+        let cli = Cli::new();
+        cli.ok(&["login", "--server", url, "--api-key", &key]).await;
+        cli.ok(&["collab", "create", "lab", "--policy", policy])
+            .await;
+        cli
+    }
+
     pub async fn ok(&self, args: &[&str]) -> Output {
         let out = self.run(args).await;
         assert_eq!(
