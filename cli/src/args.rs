@@ -91,6 +91,13 @@ Examples:
       --parent org-a/llama --relation finetune --method fft --param lr=2e-5 \\
       --param epochs=3 --dataset ./med.json
   clreg push ./lora --collab org-a --name med-lora --kind adapter --base org-a/llama:1
+  clreg push ./merged --collab org-a --name med-ties      # output of `clreg local merge`
+
+A directory holding clreg_merge.json, clreg_mix.json or clreg_train.json (written by `clreg
+local merge|mix|train`) keeps its provenance: each input the record names is found in the
+registry by the sha256 of its files and becomes a lineage edge with the run's method and
+parameters; the kind and base follow from the record. An input the registry does not hold (or
+that you cannot read) is refused unless --allow-unregistered-inputs.
 
 Files already on the server are not sent again; an interrupted push resumes where it stopped.
 Hidden files and *.partial files are left out.")]
@@ -155,6 +162,29 @@ You must be able to download every input. The result is an artifact of kind `mer
 --wait follows it with a progress bar and exits with its outcome (0 succeeded, 5 failed,
 6 server error, 130 cancelled).")]
     Merge(MergeJobArgs),
+
+    /// Mix registry models on the server: a mix job from a mergekit-moe YAML recipe whose
+    /// model fields are artifact references.
+    #[command(after_help = "\
+Examples:
+  clreg mix --collab org-a --config moe.yml --name llama-moe --wait
+  clreg mix --collab org-a --config experts.yml --name med-law-moe --lora --wait
+
+A recipe (the same YAML as `clreg local mix`, with references instead of paths):
+  base_model: org-a/llama
+  gate_mode: hidden
+  experts_per_token: 2
+  experts:
+    - source_model: org-a/llama-med
+      positive_prompts: [\"symptoms and treatment\"]
+    - source_model: org-b/llama-law
+      positive_prompts: [\"the court held\"]
+
+Fine-tunes become a Mixtral checkpoint; with --lora, adapters (or fine-tunes, decomposed at
+`rank`) become a LoRA-MoE bundle. Prompts go in the recipe (`prompts_file` is refused: the
+server reads no file of yours). The result is an artifact of kind `mixture` named --name,
+with a lineage edge from the base and each expert.")]
+    Mix(MixJobArgs),
 
     /// Continue-train a registry model on the server: a train job (LoRA, FFT or O-LoRA).
     #[command(after_help = "\
@@ -231,11 +261,20 @@ pub struct EvaluationsArgs {
 }
 
 #[derive(Debug, ClapArgs)]
+pub struct MixJobArgs {
+    #[command(flatten)]
+    pub job: MergeJobArgs,
+    /// Adapters into a LoRA-MoE bundle instead of fine-tunes into a Mixtral checkpoint.
+    #[arg(long)]
+    pub lora: bool,
+}
+
+#[derive(Debug, ClapArgs)]
 pub struct MergeJobArgs {
     /// Collaboration the job runs in (and the result goes to).
     #[arg(long, value_name = "COLLAB")]
     pub collab: String,
-    /// The recipe (mergekit YAML; model fields are artifact references).
+    /// The recipe (mergekit or mergekit-moe YAML; model fields are artifact references).
     #[arg(long, short = 'c')]
     pub config: std::path::PathBuf,
     /// Name of the artifact the job commits.
@@ -379,18 +418,25 @@ pub struct PushArgs {
     #[arg(long)]
     pub name: String,
 
-    /// Artifact kind (default: adapter if adapter_config.json exists, else base, or checkpoint
-    /// when --base is given).
+    /// Artifact kind (default: from the run record if there is one; else adapter if
+    /// adapter_config.json exists, else base, or checkpoint when --base is given).
     #[arg(long, value_parser = kind_parser())]
     pub kind: Option<ArtifactKind>,
 
-    /// The base model this one builds on (required for checkpoints and adapters).
+    /// The base model this one builds on (required for checkpoints and adapters, unless the
+    /// run record names it).
     #[arg(long, value_name = "REF")]
     pub base: Option<ArtifactRef>,
 
-    /// The artifact this one was made from (a lineage edge).
+    /// The artifact this one was made from (a lineage edge); not with a run record, whose
+    /// inputs are the parents.
     #[arg(long, value_name = "REF")]
     pub parent: Option<ArtifactRef>,
+
+    /// Push even if the run record names inputs the registry does not hold; they are recorded
+    /// on the edges (`unregistered_inputs`) by path and file digests.
+    #[arg(long)]
+    pub allow_unregistered_inputs: bool,
 
     /// How it was made from --parent (default: adapter for adapters, else finetune).
     #[arg(long, requires = "parent", value_parser = relation_parser())]

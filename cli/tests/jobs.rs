@@ -86,6 +86,124 @@ async fn merge_on_the_server_equals_a_local_merge() {
         local.to_str().unwrap(),
     ])
     .await;
+    // Pushed, the local run keeps its provenance: the same edges as the server's job.
+    let pushed = cli
+        .ok(&[
+            "--json",
+            "push",
+            local.to_str().unwrap(),
+            "--collab",
+            "lab",
+            "--name",
+            "soup-local",
+        ])
+        .await
+        .json();
+    assert_eq!(pushed["artifact"]["kind"], "merge");
+    let edges_of = |lineage: &serde_json::Value, child: &serde_json::Value| {
+        let mut edges: Vec<(String, String, String, String)> = lineage["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| &e["child"] == child)
+            .map(|e| {
+                (
+                    e["parent"].to_string(),
+                    e["relation"].to_string(),
+                    e["method"].to_string(),
+                    e["params"].to_string(),
+                )
+            })
+            .collect();
+        edges.sort();
+        edges
+    };
+    let soup = cli.ok(&["--json", "show", "lab/soup"]).await.json()["artifact"].clone();
+    let server_edges = edges_of(
+        &cli.ok(&["--json", "lineage", "lab/soup"]).await.json(),
+        &soup["id"],
+    );
+    let local_edges = edges_of(
+        &cli.ok(&["--json", "lineage", "lab/soup-local"])
+            .await
+            .json(),
+        &pushed["artifact"]["id"],
+    );
+    assert_eq!(server_edges.len(), 3);
+    assert_eq!(local_edges, server_edges);
+    assert_eq!(pushed["artifact"]["base"], soup["base"]);
+
+    // A run whose input the registry does not hold: refused (5), unless allowed, and then
+    // recorded by its digests.
+    let stranger = root.join("stranger");
+    cli.ok(&[
+        "local",
+        "tiny",
+        "-o",
+        stranger.to_str().unwrap(),
+        "--seed",
+        "9",
+    ])
+    .await;
+    std::fs::write(
+        &local_recipe,
+        recipe(&path("base"), &path("a"), &stranger.display().to_string()),
+    )
+    .unwrap();
+    let odd = root.join("odd-merge");
+    cli.ok(&[
+        "local",
+        "merge",
+        "--config",
+        local_recipe.to_str().unwrap(),
+        "-o",
+        odd.to_str().unwrap(),
+    ])
+    .await;
+    let push_odd = |extra: &'static [&'static str]| {
+        let mut args = vec![
+            "--json".to_string(),
+            "push".to_string(),
+            odd.display().to_string(),
+            "--collab".to_string(),
+            "lab".to_string(),
+            "--name".to_string(),
+            "odd".to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    };
+    let args = push_odd(&[]);
+    let refused = cli
+        .run(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        .await;
+    assert_eq!(refused.code, 5, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("error[unregistered_input]") && refused.stderr.contains("stranger"),
+        "{}",
+        refused.stderr
+    );
+    let ls = cli.ok(&["--json", "ls", "--collab", "lab"]).await.json();
+    assert!(
+        !ls.as_array().unwrap().iter().any(|a| a["name"] == "odd"),
+        "nothing committed"
+    );
+    let args = push_odd(&["--allow-unregistered-inputs"]);
+    let odd_pushed = cli
+        .ok(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        .await
+        .json();
+    let odd_edges = edges_of(
+        &cli.ok(&["--json", "lineage", "lab/odd"]).await.json(),
+        &odd_pushed["artifact"]["id"],
+    );
+    assert_eq!(odd_edges.len(), 2, "base and a are registered");
+    assert!(
+        odd_edges
+            .iter()
+            .all(|e| e.3.contains("unregistered_inputs") && e.3.contains("stranger"))
+    );
+
     let pulled = root.join("pulled");
     cli.ok(&["pull", "lab/soup", "-o", pulled.to_str().unwrap()])
         .await;

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::adapter::{self, AdapterSummary};
 use crate::config::{self, LlamaConfig};
 use crate::error::FormatError;
+use crate::moe::lora_moe::{self, BUNDLE_FORMAT, BUNDLE_JSON, LoraMoeBundle};
 use crate::safetensors_header::{self, SafetensorsInfo, TensorInfo};
 
 /// The largest JSON file (config, index, adapter config) inspection reads.
@@ -105,6 +106,9 @@ pub enum Kind {
     Base,
     Checkpoint,
     Adapter,
+    /// A mixture of experts: a Mixtral checkpoint (`config.json` with `num_local_experts`) or a
+    /// LoRA-MoE bundle (`clreg_moe.json`, checked against the base's shapes).
+    Mixture,
     /// Anything else: only the safetensors headers are checked.
     Other,
 }
@@ -123,11 +127,14 @@ pub struct Report {
     pub config: Option<LlamaConfig>,
 }
 
-/// The kind the files suggest: an adapter config makes an adapter, a model config a base (the
-/// CLI makes it a checkpoint when a base is named), safetensors alone `Other`.
+/// The kind the files suggest: a LoRA-MoE description makes a mixture, an adapter config an
+/// adapter, a model config a base (the CLI makes it a checkpoint when a base is named),
+/// safetensors alone `Other`.
 pub fn detect_kind(paths: &[String]) -> Option<Kind> {
     let has = |p: &str| paths.iter().any(|x| x == p);
-    if has(ADAPTER_CONFIG) {
+    if has(BUNDLE_JSON) {
+        Some(Kind::Mixture)
+    } else if has(ADAPTER_CONFIG) {
         Some(Kind::Adapter)
     } else if has(CONFIG) {
         Some(Kind::Base)
@@ -209,7 +216,27 @@ pub fn inspect_artifact(
 
     match kind {
         Kind::Other => Ok(summarise(all.iter().map(|(_, t)| *t), None, None, None)),
-        Kind::Base | Kind::Checkpoint => {
+        Kind::Mixture if has(BUNDLE_JSON) => {
+            let bundle: LoraMoeBundle = serde_json::from_slice(&read_json(files, BUNDLE_JSON)?)
+                .map_err(|e| {
+                    FormatError::model(BUNDLE_JSON, format!("not a LoRA-MoE description: {e}"))
+                })?;
+            let weights = headers.get(bundle.weights.as_str()).ok_or_else(|| {
+                FormatError::model(
+                    &bundle.weights,
+                    "the bundle's weights file is missing; push the whole bundle directory",
+                )
+            })?;
+            let Some(base) = base_shapes else {
+                return Err(FormatError::model(
+                    BUNDLE_JSON,
+                    "cannot check a LoRA-MoE bundle without its base model; name the base",
+                ));
+            };
+            check_bundle(&bundle, weights, base)?;
+            Ok(summarise(weights.tensors.iter(), None, None, None))
+        }
+        Kind::Base | Kind::Checkpoint | Kind::Mixture => {
             if !has(CONFIG) {
                 return Err(FormatError::model(
                     CONFIG,
@@ -229,6 +256,13 @@ pub fn inspect_artifact(
             } else {
                 headers.keys().copied().collect::<Vec<_>>().join(", ")
             };
+            if kind == Kind::Mixture && cfg.num_local_experts().is_none() {
+                return Err(FormatError::model(
+                    CONFIG,
+                    "a mixture is a Mixtral checkpoint (config.json with num_local_experts) or a \
+                     LoRA-MoE bundle (clreg_moe.json); this is neither",
+                ));
+            }
             check_model_tensors(&cfg, &all, &owner, &weights_file)?;
             if kind == Kind::Checkpoint
                 && let Some(base) = base_shapes
@@ -273,6 +307,80 @@ pub fn inspect_artifact(
             Ok(summarise(weights.tensors.iter(), None, Some(summary), None))
         }
     }
+}
+
+/// A LoRA-MoE bundle against its base: every routed module is a 2-D weight of the base, with
+/// a router `[experts, in]` and per expert A `[r, in]`, B `[out, r]` (1 ≤ r ≤ the bundle's
+/// rank), and nothing else in the weights file.
+fn check_bundle(
+    bundle: &LoraMoeBundle,
+    weights: &SafetensorsInfo,
+    base: &BTreeMap<String, Vec<u64>>,
+) -> Result<(), FormatError> {
+    let file = bundle.weights.as_str();
+    let bad = |reason: String| FormatError::model(file, reason);
+    if bundle.format != BUNDLE_FORMAT || bundle.version != 1 {
+        return Err(FormatError::model(
+            BUNDLE_JSON,
+            format!(
+                "format `{}` version {} is not {BUNDLE_FORMAT} version 1",
+                bundle.format, bundle.version
+            ),
+        ));
+    }
+    let n = bundle.experts.len();
+    if n == 0 || bundle.modules.is_empty() || bundle.router.top_k == 0 || bundle.router.top_k > n {
+        return Err(FormatError::model(
+            BUNDLE_JSON,
+            format!(
+                "{n} expert(s), {} module(s), top_k {}: a bundle needs experts, modules and 1 ≤ top_k ≤ experts",
+                bundle.modules.len(),
+                bundle.router.top_k
+            ),
+        ));
+    }
+    let mut expected = BTreeSet::new();
+    for m in &bundle.modules {
+        let Some([out, inp]) = base.get(&format!("{m}.weight")).map(Vec::as_slice) else {
+            return Err(bad(format!(
+                "routed module `{m}` is not a linear layer of the base model; rebuild the bundle on this base"
+            )));
+        };
+        let (out, inp) = (*out, *inp);
+        let shape = |key: &str| weights.get(key).map(|t| t.shape.clone());
+        let router = lora_moe::router_key(m);
+        if shape(&router) != Some(vec![n as u64, inp]) {
+            return Err(bad(format!(
+                "`{router}` must have shape [{n}, {inp}] (experts × the module's input); it has {:?}",
+                shape(&router)
+            )));
+        }
+        expected.insert(router);
+        for e in 0..n {
+            let (ak, bk) = lora_moe::expert_keys(m, e);
+            let (a, b) = (shape(&ak), shape(&bk));
+            let r = a.as_ref().and_then(|a| a.first().copied()).unwrap_or(0);
+            if r == 0
+                || r > bundle.rank as u64
+                || a != Some(vec![r, inp])
+                || b != Some(vec![out, r])
+            {
+                return Err(bad(format!(
+                    "expert {e} on `{m}`: A {a:?} and B {b:?} must be [r, {inp}] and [{out}, r] with 1 ≤ r ≤ {}",
+                    bundle.rank
+                )));
+            }
+            expected.insert(ak);
+            expected.insert(bk);
+        }
+    }
+    if let Some(extra) = weights.tensors.iter().find(|t| !expected.contains(&t.name)) {
+        return Err(bad(format!(
+            "tensor `{}` is not a router or expert of a routed module; remove it",
+            extra.name
+        )));
+    }
+    Ok(())
 }
 
 fn check_index(

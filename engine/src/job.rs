@@ -234,9 +234,9 @@ impl JobEvent {
     }
 }
 
-/// What a job produced.
+/// What a job produced. Adjacently tagged: the reports have `kind` fields of their own.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "kind", content = "output", rename_all = "snake_case")]
 pub enum JobOutput {
     Merge(MergeReport),
     Mix(MixReport),
@@ -462,5 +462,37 @@ mod tests {
             assert_eq!(serde_json::from_str::<Device>(&json).unwrap(), device);
         }
         assert!("gpu".parse::<Device>().is_err());
+    }
+
+    /// A worker reads a job's output back from JSON: every kind of output must survive the
+    /// trip (a mix report's own `kind` once collided with the tag).
+    #[test]
+    fn a_mix_output_reads_back_from_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("base");
+        let tiny = crate::tiny::TinyConfig::default();
+        std::fs::create_dir_all(&base).unwrap();
+        crate::tiny::write_tiny_llama(&base, &tiny, 1, None).unwrap();
+        let recipe = MoeRecipe::from_yaml(&format!(
+            "base_model: {0}\ngate_mode: random\nseed: 2\nexperts:\n  - source_model: {0}\n  - source_model: {0}\n",
+            base.display()
+        ))
+        .unwrap();
+        let spec = JobSpec::Mix(MixSpec {
+            recipe,
+            output: dir.path().join("out"),
+            layout: MixLayout::Mixtral,
+            router_training: None,
+        });
+        let cancel = AtomicBool::new(false);
+        let ctx = RunContext {
+            cancel: &cancel,
+            events: &|_| {},
+            digests: Digests::default(),
+            device: Device::Cpu,
+        };
+        let output = run(&spec, &ctx).unwrap();
+        let json = serde_json::to_string(&output).unwrap();
+        assert_eq!(serde_json::from_str::<JobOutput>(&json).unwrap(), output);
     }
 }

@@ -17,6 +17,7 @@ pub mod job;
 pub mod merge;
 pub mod model;
 pub mod moe;
+pub mod provenance;
 pub mod safetensors_header;
 pub mod synth;
 pub mod tiny;

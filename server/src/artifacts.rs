@@ -254,11 +254,10 @@ pub async fn commit(
         }
         ArtifactKind::Checkpoint => Kind::Checkpoint,
         ArtifactKind::Adapter => Kind::Adapter,
-        other => {
-            return Err(ApiError::bad_request(format!(
-                "artifacts of kind `{other}` are produced by merge and mix jobs, not pushed; push a base, checkpoint or adapter"
-            )));
-        }
+        // A merge is a checkpoint or, merged from adapters, an adapter (`clreg local merge`).
+        ArtifactKind::Merge if req.files.contains_key(inspect::ADAPTER_CONFIG) => Kind::Adapter,
+        ArtifactKind::Merge => Kind::Checkpoint,
+        ArtifactKind::Mixture => Kind::Mixture,
     };
     let author = Author {
         id: caller.id,

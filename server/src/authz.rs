@@ -98,6 +98,8 @@ pub const ROUTES: &[(&str, &str, Rule)] = &[
     ),
     ("HEAD", "/api/v1/blobs/{digest}", Rule::User),
     ("GET", "/api/v1/blobs/{digest}", Rule::BlobReader),
+    // Filtered to the artifacts the caller may read: the handler checks.
+    ("GET", "/api/v1/blobs/{digest}/artifacts", Rule::User),
     ("POST", "/api/v1/blobs/uploads", Rule::User),
     ("GET", "/api/v1/blobs/uploads/{id}", Rule::User),
     ("PATCH", "/api/v1/blobs/uploads/{id}", Rule::User),

@@ -222,10 +222,21 @@ async fn refusals_failures_and_cancel() {
         .await;
     assert_eq!(status, 400, "{body}");
     assert!(
-        body["message"]
-            .as_str()
-            .unwrap()
-            .contains("clreg local mix")
+        body["message"].as_str().unwrap().contains("recipe"),
+        "{body}"
+    );
+    // A mix recipe may not make the server read one of its own files.
+    let (status, body) = alice
+        .post(
+            "/collaborations/lab/jobs",
+            &json!({"kind": "mix", "name": "x", "recipe":
+                "base_model: lab/base\ngate_mode: hidden\nexperts:\n  - source_model: lab/base\n    prompts_file: /etc/passwd\n  - source_model: lab/base\n    positive_prompts: [a]\n"}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("prompts_file"),
+        "{body}"
     );
     let (_, jobs) = alice.get("/collaborations/lab/jobs").await;
     assert_eq!(jobs.as_array().unwrap().len(), 0, "refusals queue nothing");
@@ -898,5 +909,211 @@ async fn a_removed_members_job_and_a_dead_workers_cancelled_job_end_cleanly() {
         listed.as_array().unwrap().len(),
         3,
         "nothing committed: {listed}"
+    );
+}
+
+/// A copy of `base` whose every weight moved by a few units in the last place (seeded): close
+/// to the base, as a fine-tune is, so that it may join a mixture of that base.
+fn fine_tune(base: &std::path::Path, name: &str, seed: u8) -> PathBuf {
+    let dir = base.with_file_name(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    for entry in std::fs::read_dir(base).unwrap() {
+        let path = entry.unwrap().path();
+        let mut bytes = std::fs::read(&path).unwrap();
+        if path.extension().is_some_and(|e| e == "safetensors") {
+            let header = 8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+            for (i, b) in bytes[header..].iter_mut().enumerate() {
+                // The low byte of each little-endian word: its lowest mantissa bits.
+                if i % 4 == 0 {
+                    *b ^= 1 + ((i / 4) as u8 ^ seed) % 3;
+                }
+            }
+        }
+        std::fs::write(dir.join(path.file_name().unwrap()), bytes).unwrap();
+    }
+    dir
+}
+
+/// Every file of an artifact as the server serves it.
+async fn served_files(
+    client: &Client,
+    artifact: &Value,
+) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let id = artifact["id"].as_str().unwrap();
+    let mut out = std::collections::BTreeMap::new();
+    for f in artifact["files"].as_array().unwrap() {
+        let path = f["path"].as_str().unwrap();
+        let response = client
+            .request(
+                reqwest::Method::GET,
+                &format!("/artifacts/{id}/files/{}", path.replace('/', "%2F")),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        out.insert(path.to_string(), response.bytes().await.unwrap().to_vec());
+    }
+    out
+}
+
+#[tokio::test]
+async fn mix_jobs_commit_a_mixtral_checkpoint_and_a_lora_moe_bundle_equal_to_local_mixes() {
+    use clreg_engine::moe::{MoeRecipe, mix_lora, mix_mixtral};
+    let server = server_with_worker().await;
+    let root = server.dir.path();
+    let alice = server.user("alice").await;
+    alice.create_collab("lab", "semi").await;
+    let tiny = clreg_engine::tiny::TinyConfig::default();
+    let base_dir = tiny_model(root, "base", 1, None);
+    // `gate_mode: hidden` reads the prompts through the base's tokenizer.
+    clreg_engine::tiny::write_tiny_tokenizer(&base_dir, &tiny).unwrap();
+    let fts = [
+        fine_tune(&base_dir, "ft1", 1),
+        fine_tune(&base_dir, "ft2", 2),
+    ];
+    let loras = [
+        clreg_tests::tiny_adapter(root, "l1", 4, &tiny),
+        clreg_tests::tiny_adapter(root, "l2", 5, &tiny),
+    ];
+    let base = alice
+        .push("lab", "base", ArtifactKind::Base, None, &base_dir)
+        .await;
+    let mut inputs = Vec::new();
+    for (name, dir, kind) in [
+        ("ft1", &fts[0], ArtifactKind::Checkpoint),
+        ("ft2", &fts[1], ArtifactKind::Checkpoint),
+        ("l1", &loras[0], ArtifactKind::Adapter),
+        ("l2", &loras[1], ArtifactKind::Adapter),
+    ] {
+        inputs.push(alice.push("lab", name, kind, Some("lab/base"), dir).await);
+    }
+    let recipe = |base: &str, e1: &str, e2: &str| {
+        format!(
+            "base_model: {base}\ngate_mode: hidden\nexperts_per_token: 2\nseed: 3\nexperts:\n  - source_model: {e1}\n    positive_prompts: [\"w5 w6 w7\"]\n  - source_model: {e2}\n    positive_prompts: [\"w40 w41\"]\n"
+        )
+    };
+    for (lora, e1, e2, local_in) in [
+        (false, "lab/ft1", "lab/ft2:1", &fts),
+        (true, "lab/l1", "lab/l2", &loras),
+    ] {
+        let name = if lora { "lora-moe" } else { "moe" };
+        let (status, job) = alice
+            .post(
+                "/collaborations/lab/jobs",
+                &json!({"kind": "mix", "name": name, "lora": lora,
+                        "recipe": recipe("lab/base", e1, e2)}),
+            )
+            .await;
+        assert_eq!(status, 201, "{job}");
+        let done = wait(&alice, job["id"].as_str().unwrap()).await;
+        assert_eq!(done["state"], "succeeded", "{done}");
+        let id = done["result"]["artifacts"][0].as_str().unwrap();
+        let (_, artifact) = alice.get(&format!("/artifacts/{id}")).await;
+        assert_eq!(artifact["kind"], "mixture");
+        assert_eq!(artifact["base"], base["id"]);
+
+        // The same mix of the same files, locally: every weight file is byte-identical.
+        let local_recipe = MoeRecipe::from_yaml(&recipe(
+            &base_dir.display().to_string(),
+            &local_in[0].display().to_string(),
+            &local_in[1].display().to_string(),
+        ))
+        .unwrap();
+        let out = root.join(format!("local-{name}"));
+        let cancel = AtomicBool::new(false);
+        if lora {
+            mix_lora(&local_recipe, &out, &|_| {}, &cancel).unwrap();
+        } else {
+            mix_mixtral(&local_recipe, &out, None, &|_| {}, &|_| {}, &cancel).unwrap();
+        }
+        let served = served_files(&alice, &artifact).await;
+        let weights: Vec<&String> = served
+            .keys()
+            .filter(|p| p.ends_with(".safetensors"))
+            .collect();
+        assert!(!weights.is_empty(), "{artifact}");
+        for path in weights {
+            assert_eq!(
+                served[path],
+                std::fs::read(out.join(path)).unwrap(),
+                "{name}: {path} differs from the local mix"
+            );
+        }
+        if !lora {
+            let cfg: Value = serde_json::from_slice(&served["config.json"]).unwrap();
+            assert_eq!(cfg["architectures"][0], "MixtralForCausalLM");
+        }
+
+        // Lineage: the base and each expert, with the run's settings.
+        let (_, lineage) = alice.get(&format!("/artifacts/{id}/lineage")).await;
+        let edges: Vec<&Value> = lineage["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["child"] == id)
+            .collect();
+        assert_eq!(edges.len(), 3, "{lineage}");
+        let experts = if lora { &inputs[2..] } else { &inputs[..2] };
+        for (i, expert) in experts.iter().enumerate() {
+            let e = edges.iter().find(|e| e["parent"] == expert["id"]).unwrap();
+            assert_eq!(e["relation"], "mix");
+            assert_eq!(e["params"]["role"], "expert");
+            assert_eq!(e["params"]["expert"], i);
+            assert_eq!(e["params"]["seed"], 3);
+        }
+        assert!(
+            edges
+                .iter()
+                .any(|e| e["parent"] == base["id"] && e["params"]["role"] == "base")
+        );
+    }
+
+    // A bundle is checked against its base at commit: one whose router has the wrong width
+    // is refused, and so is a "mixture" that is a plain Llama.
+    let bundle = root.join("local-lora-moe");
+    let mut desc: Value =
+        serde_json::from_slice(&std::fs::read(bundle.join("clreg_moe.json")).unwrap()).unwrap();
+    desc["router"]["top_k"] = json!(5);
+    std::fs::write(bundle.join("clreg_moe.json"), desc.to_string()).unwrap();
+    let files = alice.upload_dir(&bundle).await;
+    let refused = alice
+        .commit(
+            "lab",
+            &clreg_types::CommitArtifact {
+                name: "bad-moe".into(),
+                kind: ArtifactKind::Mixture,
+                base: Some("lab/base".into()),
+                files,
+                parents: vec![],
+                description: String::new(),
+            },
+        )
+        .await;
+    assert_eq!(refused.0, 422, "{}", refused.1);
+    assert!(
+        refused.1["message"].as_str().unwrap().contains("top_k"),
+        "{}",
+        refused.1
+    );
+    let files = alice.upload_dir(&fts[0]).await;
+    let refused = alice
+        .commit(
+            "lab",
+            &clreg_types::CommitArtifact {
+                name: "not-moe".into(),
+                kind: ArtifactKind::Mixture,
+                base: Some("lab/base".into()),
+                files,
+                parents: vec![],
+                description: String::new(),
+            },
+        )
+        .await;
+    assert_eq!(refused.0, 422, "{}", refused.1);
+    assert!(
+        refused.1["message"].as_str().unwrap().contains("Mixtral"),
+        "{}",
+        refused.1
     );
 }

@@ -8,20 +8,31 @@ use reqwest::Method;
 use sha2::{Digest as _, Sha256};
 
 use super::Ctx;
-use crate::args::{EvalJobArgs, EvaluationsArgs, JobIdArgs, MergeJobArgs, TrainJobArgs};
+use crate::args::{
+    EvalJobArgs, EvaluationsArgs, JobIdArgs, MergeJobArgs, MixJobArgs, TrainJobArgs,
+};
 use crate::client::{Client, seg};
 use crate::error::{ExitStatus, LocalError};
 use crate::output::{short_time, table};
 
 /// `clreg merge`: submits a merge job; with `--wait`, follows it to its end.
 pub async fn merge(ctx: &Ctx, a: MergeJobArgs) -> Result<ExitStatus> {
+    recipe_job(ctx, JobKind::Merge, a, false).await
+}
+
+/// `clreg mix`: submits a mix job from a mergekit-moe recipe of references.
+pub async fn mix(ctx: &Ctx, a: MixJobArgs) -> Result<ExitStatus> {
+    recipe_job(ctx, JobKind::Mix, a.job, a.lora).await
+}
+
+async fn recipe_job(ctx: &Ctx, kind: JobKind, a: MergeJobArgs, lora: bool) -> Result<ExitStatus> {
     let recipe = std::fs::read_to_string(&a.config)
         .map_err(|e| LocalError::usage(format!("cannot read {}: {e}", a.config.display())))?;
     let req = SubmitJob {
-        kind: JobKind::Merge,
+        kind,
         name: Some(a.name.clone()),
         recipe: Some(recipe),
-        lora: false,
+        lora,
         requires: a.requires.clone(),
         description: a.description.clone(),
         base: None,

@@ -21,6 +21,7 @@ mod jobs;
 mod ledger;
 mod local;
 mod mix;
+mod provenance;
 mod pull;
 mod push;
 mod train;
@@ -132,6 +133,7 @@ pub async fn run(args: Args) -> Result<ExitStatus> {
         },
         Command::Ledger(a) => ledger::ledger(&ctx, &a.collab).await,
         Command::Merge(a) => jobs::merge(&ctx, a).await,
+        Command::Mix(a) => jobs::mix(&ctx, a).await,
         Command::Train(a) => jobs::train(&ctx, *a).await,
         Command::Eval(a) => jobs::eval(&ctx, a).await,
         Command::Evaluations(a) => jobs::evaluations(&ctx, a).await,

@@ -30,8 +30,17 @@ pub async fn push(ctx: &Ctx, args: PushArgs) -> Result<ExitStatus> {
         );
     }
     let paths: Vec<String> = files.iter().map(|f| f.rel.clone()).collect();
+    let record = clreg_engine::provenance::read(&args.dir)
+        .map_err(|e| LocalError::engine(e.code(), e.to_string()))?;
+    if record.is_some() && args.parent.is_some() {
+        return Err(LocalError::usage(
+            "the directory holds a run record, whose inputs become the parents: drop --parent",
+        )
+        .into());
+    }
     let kind = match args
         .kind
+        .or_else(|| record.as_ref().map(super::provenance::kind_of))
         .or_else(|| detect_kind(&paths, args.base.is_some()))
     {
         Some(k) => k,
@@ -42,7 +51,7 @@ pub async fn push(ctx: &Ctx, args: PushArgs) -> Result<ExitStatus> {
             .into());
         }
     };
-    if kind != ArtifactKind::Base && args.base.is_none() {
+    if kind != ArtifactKind::Base && args.base.is_none() && record.is_none() {
         return Err(
             LocalError::usage(format!("a {kind} needs its base model: pass --base REF")).into(),
         );
@@ -54,17 +63,29 @@ pub async fn push(ctx: &Ctx, args: PushArgs) -> Result<ExitStatus> {
         .collect::<Result<Vec<_>>>()?;
 
     let client = ctx.client()?;
-    let base = match &args.base {
-        Some(r) => Some(
+    let run = match &record {
+        Some(r) => {
+            Some(super::provenance::resolve(&client, r, args.allow_unregistered_inputs).await?)
+        }
+        None => None,
+    };
+    let base = match (&args.base, &run) {
+        (Some(r), _) => Some(
             resolve(&client, r)
                 .await
                 .with_context(|| format!("resolving --base {r}"))?
                 .id,
         ),
-        None => None,
+        (None, Some(run)) if kind != ArtifactKind::Base => {
+            Some(run.base.clone().ok_or_else(|| {
+                LocalError::usage("the run's base model is not in the registry: pass --base REF")
+            })?)
+        }
+        (None, _) => None,
     };
-    let parents = match &args.parent {
-        Some(r) => {
+    let mut description = args.description.clone();
+    let parents = match (&args.parent, run) {
+        (Some(r), _) => {
             let parent = resolve(&client, r)
                 .await
                 .with_context(|| format!("resolving --parent {r}"))?;
@@ -81,7 +102,22 @@ pub async fn push(ctx: &Ctx, args: PushArgs) -> Result<ExitStatus> {
                 datasets,
             }]
         }
-        None => Vec::new(),
+        (None, Some(run)) => {
+            if run.parents.is_empty() && !run.unregistered.is_empty() {
+                // No edge to carry them: the description does.
+                let note = format!(
+                    "unregistered inputs: {}",
+                    serde_json::Value::from(run.unregistered.clone())
+                );
+                description = if description.is_empty() {
+                    note
+                } else {
+                    format!("{description} ({note})")
+                };
+            }
+            run.parents
+        }
+        (None, None) => Vec::new(),
     };
 
     let uploader = Uploader::new(client.clone(), ctx.cache()?);
@@ -124,7 +160,7 @@ pub async fn push(ctx: &Ctx, args: PushArgs) -> Result<ExitStatus> {
         base,
         files: manifest,
         parents,
-        description: args.description.clone(),
+        description,
     };
     let result: CommitResult = client
         .post(
@@ -177,6 +213,7 @@ fn detect_kind(paths: &[String], has_base: bool) -> Option<ArtifactKind> {
         Kind::Adapter => Some(ArtifactKind::Adapter),
         Kind::Base | Kind::Checkpoint if has_base => Some(ArtifactKind::Checkpoint),
         Kind::Base | Kind::Checkpoint => Some(ArtifactKind::Base),
+        Kind::Mixture => Some(ArtifactKind::Mixture),
         Kind::Other => None,
     }
 }

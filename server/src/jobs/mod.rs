@@ -4,11 +4,12 @@
 //! jobs under a lease, stage inputs ([`stage`]), run the engine in a child process
 //! ([`runner`]) and commit the outputs as artifacts with their lineage, exactly once.
 //!
-//! Kinds available now: `merge`, `train` and `eval` (train and eval data carried in the
-//! request or stored, as the policy allows: [`data`]). `mix` is refused at submission with a
-//! message saying so (it runs with `clreg local mix` meanwhile).
+//! Kinds: `merge`, `mix` (a Mixtral checkpoint, or a LoRA-MoE bundle with `lora`), `train` and
+//! `eval`; train and eval data travel with the request or are stored, as the policy allows
+//! ([`data`]). What each kind builds and commits is in `kinds`.
 
 pub mod data;
+mod kinds;
 pub mod runner;
 pub mod stage;
 pub mod worker;
@@ -34,6 +35,16 @@ pub fn recipe_refs(recipe: &clreg_engine::merge::Recipe) -> Vec<String> {
         .base_model
         .iter()
         .chain(recipe.models.iter().map(|m| &m.model))
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    refs.dedup();
+    refs
+}
+
+/// The references a mix recipe names: `base_model` and every `experts[].source_model`.
+pub fn mix_refs(recipe: &clreg_engine::moe::MoeRecipe) -> Vec<String> {
+    let mut refs: Vec<String> = std::iter::once(&recipe.base_model)
+        .chain(recipe.experts.iter().map(|e| &e.source_model))
         .map(|p| p.to_string_lossy().into_owned())
         .collect();
     refs.dedup();
@@ -157,10 +168,19 @@ pub async fn submit(
             .await?;
             vec![artifact]
         }
-        other => {
-            return Err(ApiError::bad_request(format!(
-                "{other} jobs are not available on this server yet; run `clreg local {other}` and push the result"
-            )));
+        JobKind::Mix => {
+            let text = req.recipe.as_deref().ok_or_else(|| {
+                ApiError::bad_request("a mix job needs a `recipe` (mergekit-moe YAML)")
+            })?;
+            let recipe = clreg_engine::moe::MoeRecipe::from_yaml(text)
+                .map_err(|e| ApiError::bad_request(format!("invalid mix recipe: {e}")))?;
+            // A path on the server is never read for a client.
+            if recipe.experts.iter().any(|e| e.prompts_file.is_some()) {
+                return Err(ApiError::bad_request(
+                    "`prompts_file` names a file on your machine: put the prompts in `positive_prompts` (and `negative_prompts`) instead",
+                ));
+            }
+            mix_refs(&recipe)
         }
     };
     // Every input: an artifact the submitter may download.

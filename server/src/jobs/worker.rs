@@ -6,19 +6,19 @@
 //! only while this worker still holds the lease, in the transaction that commits the outputs,
 //! so a job whose lease lapsed and that another worker took over can never commit twice.
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::Utc;
 use clreg_engine::Code;
-use clreg_engine::job::{Device, JobEvent, JobOutput, JobSpec, MergeSpec};
-use clreg_types::{ArtifactKind, CommitArtifact, ErrorCode, JobResult, ParentSpec, Relation};
+use clreg_engine::job::{Device, JobEvent, JobOutput};
+use clreg_types::{CommitArtifact, ErrorCode, JobResult};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, Statement, sea_query::Expr,
 };
 use serde_json::json;
 
+use super::kinds::Staged;
 use super::runner::{Child, Line, Order};
 use super::stage;
 use crate::artifacts::{self, Author};
@@ -239,7 +239,7 @@ async fn renew(state: &AppState, id: uuid::Uuid, worker: &str) -> Result<bool, A
 }
 
 /// The roles a user holds in a collaboration now.
-async fn submitter_roles(
+pub(super) async fn submitter_roles(
     state: &AppState,
     collab_id: i64,
     user_id: i64,
@@ -267,9 +267,9 @@ enum Outcome {
 
 /// Why a job failed, as it records it: the engine's own code (`invalid_tokenizer`,
 /// `non_finite_loss`, …) or the registry's (`policy_forbids`, `not_found`, …).
-struct Failure {
-    code: String,
-    message: String,
+pub(super) struct Failure {
+    pub code: String,
+    pub message: String,
 }
 
 impl From<sea_orm::DbErr> for Failure {
@@ -287,7 +287,7 @@ impl From<ApiError> for Failure {
     }
 }
 
-fn engine_failure(code: Code, message: String) -> Failure {
+pub(super) fn engine_failure(code: Code, message: String) -> Failure {
     Failure {
         code: code.as_str().to_string(),
         message,
@@ -331,9 +331,7 @@ async fn run_job(
     }
     let downloadable =
         artifacts::member_collabs(state, submitter.id, crate::authz::Action::Download).await?;
-    let mut local = HashMap::new();
-    let mut digests = HashMap::new();
-    let mut input_rows = BTreeMap::new();
+    let mut staged = Staged::default();
     for (reference, artifact_id) in &inputs {
         let row = artifact::Entity::find_by_id(artifact_id)
             .one(&state.db)
@@ -349,149 +347,22 @@ async fn run_job(
                 )
             })?;
         let (dir, known) = stage::stage_artifact(state, artifact_id).await?;
-        digests.extend(known);
-        local.insert(reference.clone(), dir);
-        input_rows.insert(reference.clone(), row);
+        staged.digests.extend(known);
+        staged.dirs.insert(reference.clone(), dir);
+        staged.rows.insert(reference.clone(), row);
     }
     std::fs::create_dir_all(scratch).map_err(ApiError::internal)?;
     let output = scratch.join("output");
-    let spec = match request.kind {
-        clreg_types::JobKind::Merge => {
-            let text = request.recipe.as_deref().unwrap_or_default();
-            let mut recipe = clreg_engine::merge::Recipe::from_yaml(text)
-                .map_err(|e| engine_failure(e.code(), e.to_string()))?;
-            let path_of = |p: &PathBuf| local.get(&p.to_string_lossy().into_owned()).cloned();
-            if let Some(base) = &recipe.base_model {
-                recipe.base_model = path_of(base);
-            }
-            for m in &mut recipe.models {
-                if let Some(dir) = path_of(&m.model) {
-                    m.model = dir;
-                }
-            }
-            JobSpec::Merge(MergeSpec {
-                recipe,
-                output: output.clone(),
-            })
-        }
-        clreg_types::JobKind::Train => {
-            // The policy may have been tightened, or the submitter's roles changed, since the
-            // job was submitted: ask again now.
-            let roles = submitter_roles(state, collab.id, submitter.id).await?;
-            let policy: clreg_types::Policy = collab.policy.into();
-            for (set, role) in [
-                (&request.data, super::data::DataRole::Current),
-                (&request.past, super::data::DataRole::Past),
-            ] {
-                for d in set {
-                    crate::policy::decide(
-                        &collab.name,
-                        policy,
-                        &roles,
-                        super::data::data_use(d, role, false),
-                    )?;
-                }
-            }
-            let config = super::train_config(&request)?;
-            let base_ref = request.base.clone().unwrap_or_default();
-            let dir_of = |r: &String| {
-                local
-                    .get(r)
-                    .cloned()
-                    .ok_or_else(|| ApiError::internal(format!("input `{r}` was not staged")))
-            };
-            JobSpec::Train(clreg_engine::job::TrainSpec {
-                base: dir_of(&base_ref)?,
-                adapters: request
-                    .adapters
-                    .iter()
-                    .map(dir_of)
-                    .collect::<Result<_, _>>()?,
-                data: super::data::stage(state, claimed.id, &request.data, scratch).await?,
-                past: super::data::stage(state, claimed.id, &request.past, scratch).await?,
-                output: output.clone(),
-                checkpoint_dir: None,
-                checkpoint_every: None,
-                resume: false,
-                config,
-            })
-        }
-        clreg_types::JobKind::Eval => {
-            let roles = submitter_roles(state, collab.id, submitter.id).await?;
-            let policy: clreg_types::Policy = collab.policy.into();
-            for t in &request.tasks {
-                crate::policy::decide(
-                    &collab.name,
-                    policy,
-                    &roles,
-                    super::data::data_use(&t.data, super::data::DataRole::Current, true),
-                )?;
-            }
-            let reference = request.artifact.clone().unwrap_or_default();
-            let row = input_rows
-                .get(&reference)
-                .ok_or_else(|| ApiError::internal("eval job without its artifact"))?;
-            let dir = local
-                .get(&reference)
-                .cloned()
-                .ok_or_else(|| ApiError::internal("the artifact was not staged"))?;
-            // An adapter is scored on its base.
-            let (model, adapters) = if row.kind == ArtifactKind::Adapter.as_str() {
-                let base_id = row
-                    .base_id
-                    .clone()
-                    .ok_or_else(|| ApiError::internal("adapter without base"))?;
-                let base_readable = artifact::Entity::find_by_id(&base_id)
-                    .one(&state.db)
-                    .await?
-                    .is_some_and(|b| downloadable.contains(&b.collab_id));
-                if !base_readable {
-                    return Err(ApiError::new(
-                        ErrorCode::NotFound,
-                        format!(
-                            "the adapter's base model is not readable by {}; it cannot be scored",
-                            submitter.name
-                        ),
-                    )
-                    .into());
-                }
-                let (base_dir, known) = stage::stage_artifact(state, &base_id).await?;
-                digests.extend(known);
-                (base_dir, vec![dir])
-            } else {
-                (dir, vec![])
-            };
-            let data: Vec<clreg_types::JobData> =
-                request.tasks.iter().map(|t| t.data.clone()).collect();
-            let paths = super::data::stage(state, claimed.id, &data, scratch).await?;
-            let mut tasks = Vec::with_capacity(paths.len());
-            for (t, path) in request.tasks.iter().zip(paths) {
-                tasks.push(clreg_engine::job::EvalTask {
-                    name: t.task.clone(),
-                    path,
-                    metric: super::metric_of(&t.metric)?,
-                });
-            }
-            JobSpec::Eval(clreg_engine::job::EvalSpec {
-                model,
-                adapters,
-                tasks,
-                // Reports keep no examples: dataset content never lands in the database (a
-                // policy tightened later could not purge it from reports).
-                options: clreg_engine::eval::EvalOptions {
-                    report_examples: 0,
-                    ..Default::default()
-                },
-                output: None,
-            })
-        }
-        other => {
-            return Err(ApiError::bad_request(format!(
-                "{other} jobs are not available on this server yet"
-            ))
-            .into());
-        }
+    let cx = super::kinds::Context {
+        state,
+        job: claimed.id,
+        collab: &collab,
+        submitter: &submitter,
+        downloadable: &downloadable,
+        scratch,
+        output: &output,
     };
+    let spec = super::kinds::spec(&cx, &request, &mut staged).await?;
     let program = match &state.config.job_runner {
         Some(p) => p.clone(),
         None => std::env::current_exe().map_err(ApiError::internal)?,
@@ -499,7 +370,7 @@ async fn run_job(
     let order = Order {
         spec,
         device,
-        digests: digests.into_iter().collect(),
+        digests: std::mem::take(&mut staged.digests).into_iter().collect(),
     };
     let mut child = Child::start(&program, &order).await.map_err(|e| {
         ApiError::internal(format!("cannot start {} run-job: {e}", program.display()))
@@ -594,146 +465,31 @@ async fn run_job(
         let artifact = request
             .artifact
             .as_ref()
-            .and_then(|r| input_rows.get(r))
+            .and_then(|r| staged.rows.get(r))
             .map(|a| a.id.clone())
             .ok_or_else(|| ApiError::internal("eval job without its artifact"))?;
         return Ok(Outcome::Evaluated { artifact, reports });
     }
     // Outputs → blobs the submitter holds → a prepared commit with its lineage.
+    let provenance = clreg_engine::provenance::read(&output)
+        .map_err(|e| engine_failure(e.code(), e.to_string()))?
+        .ok_or_else(|| ApiError::internal("the run wrote no record of its inputs"))?;
+    let plan = super::kinds::commit_plan(&staged, &output_report, &provenance)?;
     let files = stage::upload_dir(state, &output, submitter.id).await?;
-    let (kind, engine_kind, parents, base) = match &output_report {
-        JobOutput::Merge(report) => {
-            let engine_kind = if report.output_kind == "adapter" {
-                clreg_engine::inspect::Kind::Adapter
-            } else {
-                clreg_engine::inspect::Kind::Checkpoint
-            };
-            let text = request.recipe.as_deref().unwrap_or_default();
-            let recipe = clreg_engine::merge::Recipe::from_yaml(text)
-                .map_err(|e| engine_failure(e.code(), e.to_string()))?;
-            let mut parents = Vec::new();
-            let mut seen = std::collections::BTreeSet::new();
-            let base_ref = recipe
-                .base_model
-                .as_ref()
-                .map(|p| p.to_string_lossy().into_owned());
-            let mut roles: Vec<(String, serde_json::Value)> = Vec::new();
-            if let Some(b) = &base_ref {
-                roles.push((b.clone(), json!({"role": "base"})));
-            }
-            for m in &recipe.models {
-                roles.push((
-                    m.model.to_string_lossy().into_owned(),
-                    json!({"role": "model", "weight": m.parameters.weight, "density": m.parameters.density}),
-                ));
-            }
-            for (reference, params) in roles {
-                let Some(row) = input_rows.get(&reference) else {
-                    continue;
-                };
-                if !seen.insert(row.id.clone()) {
-                    continue;
-                }
-                let mut map: BTreeMap<String, serde_json::Value> =
-                    serde_json::from_value(params).unwrap_or_default();
-                map.insert("flavour".into(), json!(report.flavour));
-                if let Some(seed) = recipe.seed {
-                    map.insert("seed".into(), json!(seed));
-                }
-                parents.push(ParentSpec {
-                    parent: row.id.clone(),
-                    relation: Relation::Merge,
-                    method: report.method.name().to_string(),
-                    params: map,
-                    datasets: vec![],
-                });
-            }
-            // The base of a merge: the recipe's base model's base, else the first model's.
-            let first = base_ref
-                .as_ref()
-                .and_then(|b| input_rows.get(b))
-                .or_else(|| input_rows.values().next())
-                .ok_or_else(|| ApiError::internal("merge without inputs"))?;
-            let base = if first.kind == ArtifactKind::Base.as_str() {
-                Some(first.id.clone())
-            } else {
-                first.base_id.clone()
-            };
-            (ArtifactKind::Merge, engine_kind, parents, base)
-        }
-        JobOutput::Train(record) => {
-            let adapter = record.output_kind == "adapter";
-            let (kind, engine_kind, relation) = if adapter {
-                (
-                    ArtifactKind::Adapter,
-                    clreg_engine::inspect::Kind::Adapter,
-                    Relation::Adapter,
-                )
-            } else {
-                (
-                    ArtifactKind::Checkpoint,
-                    clreg_engine::inspect::Kind::Checkpoint,
-                    Relation::Finetune,
-                )
-            };
-            let method = serde_json::to_value(record.config.method)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default();
-            // Every setting of the run is on the edge, as clreg_train.json records it.
-            let params: BTreeMap<String, serde_json::Value> = serde_json::to_value(&record.config)
-                .ok()
-                .and_then(|v| serde_json::from_value(v).ok())
-                .unwrap_or_default();
-            let datasets: Vec<clreg_types::Digest> = request
-                .data
-                .iter()
-                .chain(&request.past)
-                .map(|d| d.digest.clone())
-                .collect();
-            let base_row = request
-                .base
-                .as_ref()
-                .and_then(|b| input_rows.get(b))
-                .ok_or_else(|| ApiError::internal("train job without its base"))?;
-            let mut parents = vec![ParentSpec {
-                parent: base_row.id.clone(),
-                relation,
-                method: method.clone(),
-                params: params.clone(),
-                datasets,
-            }];
-            for (round, reference) in request.adapters.iter().enumerate() {
-                if let Some(row) = input_rows.get(reference) {
-                    parents.push(ParentSpec {
-                        parent: row.id.clone(),
-                        relation: Relation::Finetune,
-                        method: method.clone(),
-                        params: BTreeMap::from([
-                            ("role".to_string(), json!("earlier_adapter")),
-                            ("round".to_string(), json!(round + 1)),
-                        ]),
-                        datasets: vec![],
-                    });
-                }
-            }
-            (kind, engine_kind, parents, Some(base_row.id.clone()))
-        }
-        _ => return Err(ApiError::internal("unexpected job output").into()),
-    };
     let author = Author {
         id: submitter.id,
         name: submitter.name.clone(),
     };
     let request_commit = CommitArtifact {
         name: claimed.name.clone().unwrap_or_default(),
-        kind,
-        base,
+        kind: plan.kind,
+        base: plan.base,
         files,
-        parents,
+        parents: plan.parents,
         description: request.description.clone(),
     };
-    let prepared = artifacts::prepare(state, &author, &collab, engine_kind, request_commit).await?;
+    let prepared =
+        artifacts::prepare(state, &author, &collab, plan.inspect, request_commit).await?;
     Ok(Outcome::Done(Box::new(prepared)))
 }
 

@@ -22,6 +22,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(show))
         .routes(routes!(lineage))
         .routes(routes!(file))
+        .routes(routes!(holding))
 }
 
 #[derive(Debug, Deserialize)]
@@ -141,4 +142,37 @@ async fn file(
         &headers,
     )
     .await
+}
+
+/// The artifacts holding a blob, among those the caller may read, newest first: how `clreg
+/// push` finds the registry artifacts a local run's record names (by the sha256 of their files).
+#[utoipa::path(get, path = "/api/v1/blobs/{digest}/artifacts", params(("digest" = String, Path)),
+    responses((status = 200, body = Vec<Artifact>), (status = 422, body = ErrorBody)))]
+async fn holding(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(digest): ApiPath<String>,
+) -> Result<ApiJson<Vec<Artifact>>, ApiError> {
+    let digest: clreg_types::Digest = digest.parse().map_err(|e: clreg_types::DigestError| {
+        ApiError::new(ErrorCode::InvalidDigest, e.to_string())
+    })?;
+    let readable = artifacts::member_collabs(&state, caller.id, crate::authz::Action::Read).await?;
+    let ids: Vec<String> = artifact_file::Entity::find()
+        .filter(artifact_file::Column::Digest.eq(digest.hex()))
+        .all(&state.db)
+        .await?
+        .into_iter()
+        .map(|f| f.artifact_id)
+        .collect();
+    let rows = artifact::Entity::find()
+        .filter(artifact::Column::Id.is_in(ids))
+        .filter(artifact::Column::CollabId.is_in(readable))
+        .order_by_desc(artifact::Column::CreatedAt)
+        .all(&state.db)
+        .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for a in rows {
+        out.push(artifacts::to_wire(&state, a).await?);
+    }
+    Ok(ApiJson(out))
 }

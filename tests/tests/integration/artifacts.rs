@@ -544,7 +544,9 @@ async fn bad_adapters_manifests_and_paths_are_refused() {
         1,
         "only the base is stored"
     );
-    // Merges are made by jobs, not pushed.
-    req.kind = ArtifactKind::Merge;
-    assert_error(&bob.commit("lab", &req).await, 400, "bad_request");
+    // A mixture is checked as one: an adapter's files are neither a Mixtral checkpoint nor a
+    // LoRA-MoE bundle.
+    req.kind = ArtifactKind::Mixture;
+    req.parents = vec![];
+    assert_error(&bob.commit("lab", &req).await, 422, "invalid_model");
 }
