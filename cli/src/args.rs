@@ -206,7 +206,10 @@ The result is an adapter (or, for --method fft, a checkpoint) named --name.")]
 
     /// Score a registry model on tasks on the server: an eval job; the scores become the
     /// collaboration's evaluations.
-    #[command(after_help = "\
+    #[command(
+        args_conflicts_with_subcommands = true,
+        subcommand_negates_reqs = true,
+        after_help = "\
 Examples:
   clreg eval org-a/round1 --collab org-a --task cstance:exact:cstance-test.json --wait
   clreg eval org-a/llama --collab joint --stored-task fomc:exact:sha256:… --wait
@@ -215,8 +218,15 @@ Examples:
 registered; the only way in a semi-cooperative collaboration, deleted when the job ends,
 reports keep no examples of it). --stored-task NAME:METRIC:DIGEST uses a stored dataset
 (fully-cooperative only). Metrics: exact, first_char, rouge_l, edit_sim, sari, final_number,
-mc. An adapter is scored on its base.")]
-    Eval(EvalJobArgs),
+mc. An adapter is scored on its base.
+
+`clreg eval import FILE --artifact REF --collab C` imports scores computed elsewhere."
+    )]
+    Eval(EvalCommand),
+
+    /// Create round series and report their score matrix, BWT, FWT and gains.
+    #[command(subcommand)]
+    Series(SeriesCommand),
 
     /// List a collaboration's evaluations (scores of artifacts on tasks).
     #[command(
@@ -229,13 +239,126 @@ mc. An adapter is scored on its base.")]
     Jobs(JobsCommand),
 }
 
+/// `clreg eval REF …` submits an eval job; `clreg eval import …` imports results.
+#[derive(Debug, ClapArgs)]
+pub struct EvalCommand {
+    #[command(subcommand)]
+    pub import: Option<EvalSubcommand>,
+    #[command(flatten)]
+    pub job: EvalJobArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EvalSubcommand {
+    /// Import scores computed elsewhere: an lm-evaluation-harness results*.json (one
+    /// evaluation per task) or a TRACE inference output (one task).
+    #[command(after_help = "\
+Examples:
+  clreg eval import results_2026-11-30.json --artifact org-a/round3 --collab org-a
+  clreg eval import fomc_output.json --format trace --task fomc --artifact org-a/round3 --collab org-a
+  clreg eval import py150_output.json --format trace --task py150 --metric edit_sim \\
+      --artifact org-a/round3 --collab org-a
+
+From a harness file each task's acc_norm, else acc, else exact_match is taken. From a TRACE
+file its own accuracy, similarity/100, sari/100 or rouge-L, or with --metric its generations
+rescored by clreg. Only the scores are kept; a TRACE file's generations and labels are not.")]
+    Import(EvalImportArgs),
+}
+
+#[derive(Debug, ClapArgs)]
+pub struct EvalImportArgs {
+    /// The results file.
+    pub file: std::path::PathBuf,
+    /// The artifact these are scores of (a reference).
+    #[arg(long = "artifact", value_name = "REF")]
+    pub scored: String,
+    /// Collaboration the evaluations go to.
+    #[arg(long, value_name = "COLLAB")]
+    pub collab: String,
+    /// The file's format.
+    #[arg(long, default_value = "lm-eval", value_parser = ["lm-eval", "trace"])]
+    pub format: String,
+    /// trace: the task's name.
+    #[arg(long)]
+    pub task: Option<String>,
+    /// trace: rescore the generations with this metric (exact, first_char, rouge_l, edit_sim,
+    /// sari, final_number).
+    #[arg(long)]
+    pub metric: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SeriesCommand {
+    /// Create a series: a base model and the tasks in training order.
+    #[command(after_help = "\
+Examples:
+  clreg series create seq --collab org-a --base org-a/llama --tasks cstance,fomc,meetingbank
+  clreg series create trace8 --collab org-a --base org-a/llama \\
+      --tasks cstance,fomc,meetingbank,py150,scienceqa,numglue-cm,gsm8k,gsm8k-cot \\
+      --round-of-task 1,2,3,4,5,6,7,7
+
+A column is a task name, or task:metric when the task was scored with more than one metric.
+Scores come from the collaboration's evaluations (eval jobs, imports).")]
+    Create(SeriesCreateArgs),
+    /// Append the next round: the artifact after training on the next task.
+    #[command(after_help = "Example:\n  clreg series add seq org-a/round2 --collab org-a")]
+    Add(SeriesAddArgs),
+    /// The score matrix (rounds × tasks, base row), BWT, FWT, relative BWT, gains, missing
+    /// cells, and the BWT history.
+    #[command(
+        after_help = "Examples:\n  clreg series report seq --collab org-a\n  clreg series report seq --collab org-a --json"
+    )]
+    Report(SeriesRefArgs),
+    /// List a collaboration's series.
+    #[command(after_help = "Example:\n  clreg series ls --collab org-a")]
+    Ls(CollabArg),
+}
+
+#[derive(Debug, ClapArgs)]
+pub struct SeriesCreateArgs {
+    /// The series' name.
+    pub name: String,
+    #[arg(long, value_name = "COLLAB")]
+    pub collab: String,
+    /// The base model (a reference).
+    #[arg(long, value_name = "REF")]
+    pub base: String,
+    /// The tasks in training order, comma-separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub tasks: Vec<String>,
+    /// The round each task is trained in, comma-separated (default: task j in round j).
+    #[arg(long, value_delimiter = ',')]
+    pub round_of_task: Option<Vec<usize>>,
+    /// A sentence about the series.
+    #[arg(long, default_value = "", hide_default_value = true)]
+    pub description: String,
+}
+
+#[derive(Debug, ClapArgs)]
+pub struct SeriesAddArgs {
+    /// The series' name.
+    pub name: String,
+    /// The artifact of the new round (a reference).
+    pub artifact: String,
+    #[arg(long, value_name = "COLLAB")]
+    pub collab: String,
+}
+
+#[derive(Debug, ClapArgs)]
+pub struct SeriesRefArgs {
+    /// The series' name.
+    pub name: String,
+    #[arg(long, value_name = "COLLAB")]
+    pub collab: String,
+}
+
 #[derive(Debug, ClapArgs)]
 pub struct EvalJobArgs {
     /// The artifact to score (a reference).
-    pub artifact: String,
+    pub artifact: Option<String>,
     /// Collaboration the job runs in (and the evaluations go to).
     #[arg(long, value_name = "COLLAB")]
-    pub collab: String,
+    pub collab: Option<String>,
     /// A task whose data travels with the job: NAME:METRIC:FILE.
     #[arg(long = "task", value_name = "NAME:METRIC:FILE")]
     pub tasks: Vec<String>,

@@ -395,3 +395,203 @@ async fn train_on_the_server_with_carried_data_equals_a_local_train() {
         refused.stderr
     );
 }
+
+/// The issue's walk-through on tiny tasks: three sequential rounds trained on the server (LoRA,
+/// then O-LoRA on the earlier adapter, then LoRA), each scored on every task by an eval job, a
+/// series over them, and its report, whose BWT is `clreg local bwt` of the same matrix.
+#[tokio::test]
+async fn three_rounds_trained_and_scored_on_the_server_report_the_bwt_of_clreg_local_bwt() {
+    let server = TestServer::with_worker(server_binary()).await;
+    let root = server.dir.path();
+    let cli = Cli::alice_in_lab(&server, &server.url, "semi").await;
+    let base = root.join("base");
+    cli.ok(&[
+        "local",
+        "tiny",
+        "-o",
+        base.to_str().unwrap(),
+        "--seed",
+        "1",
+        "--tokenizer",
+        "bytes",
+    ])
+    .await;
+    cli.ok(&[
+        "push",
+        base.to_str().unwrap(),
+        "--collab",
+        "lab",
+        "--name",
+        "base",
+    ])
+    .await;
+    let tasks = ["colour", "parity", "size"];
+    let answers = [["red", "blue"], ["even", "odd"], ["big", "small"]];
+    let mut files = Vec::new();
+    for (task, answer) in tasks.iter().zip(answers) {
+        let examples: Vec<serde_json::Value> = (0..8)
+            .map(|i| serde_json::json!({"prompt": format!("{task} {i}:"), "answer": answer[i % 2]}))
+            .collect();
+        let file = root.join(format!("{task}.json"));
+        std::fs::write(&file, serde_json::to_string(&examples).unwrap()).unwrap();
+        cli.ok(&[
+            "dataset",
+            "push",
+            file.to_str().unwrap(),
+            "--collab",
+            "lab",
+            "--task",
+            task,
+            "--metric",
+            "exact",
+            "--manifest-only",
+        ])
+        .await;
+        files.push(file.display().to_string());
+    }
+    let settings = [
+        "--lr",
+        "0.02",
+        "--max-steps",
+        "2",
+        "--batch-size",
+        "4",
+        "--grad-accum",
+        "1",
+        "--max-len",
+        "24",
+        "--r",
+        "2",
+        "--seed",
+        "3",
+    ];
+    for (round, (method, earlier)) in [
+        ("lora", None),
+        ("olora", Some("lab/r1")),
+        ("lora", Some("lab/r2")),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let name = format!("r{}", round + 1);
+        let mut args = vec![
+            "--json",
+            "train",
+            "--collab",
+            "lab",
+            "--base",
+            "lab/base",
+            "--data",
+            &files[round],
+            "--name",
+            &name,
+            "--method",
+            method,
+            "--wait",
+        ];
+        if let Some(e) = earlier {
+            args.extend(["--adapter", e]);
+        }
+        args.extend(settings);
+        let done = cli.ok(&args).await.json();
+        assert_eq!(done["state"], "succeeded", "{done}");
+    }
+    // Every model on every task, by eval jobs whose data travels with them.
+    let task_args: Vec<String> = tasks
+        .iter()
+        .zip(&files)
+        .flat_map(|(t, f)| ["--task".to_string(), format!("{t}:exact:{f}")])
+        .collect();
+    for model in ["lab/base", "lab/r1", "lab/r2", "lab/r3"] {
+        let mut args = vec!["--json", "eval", model, "--collab", "lab", "--wait"];
+        args.extend(task_args.iter().map(String::as_str));
+        let done = cli.ok(&args).await.json();
+        assert_eq!(done["state"], "succeeded", "{done}");
+    }
+    cli.ok(&[
+        "series",
+        "create",
+        "seq",
+        "--collab",
+        "lab",
+        "--base",
+        "lab/base",
+        "--tasks",
+        "colour,parity,size",
+    ])
+    .await;
+    for r in ["lab/r1", "lab/r2", "lab/r3"] {
+        cli.ok(&["series", "add", "seq", r, "--collab", "lab"])
+            .await;
+    }
+    let report = cli
+        .ok(&["--json", "series", "report", "seq", "--collab", "lab"])
+        .await
+        .json();
+    assert_eq!(report["missing"].as_array().unwrap().len(), 0, "{report}");
+    assert_eq!(report["history"].as_array().unwrap().len(), 3, "{report}");
+    // The same matrix through `clreg local bwt`.
+    let row = |r: &serde_json::Value| -> Vec<f64> {
+        r["scores"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect()
+    };
+    let matrix = serde_json::json!({
+        "tasks": tasks,
+        "rounds": report["matrix"].as_array().unwrap().iter().map(row).collect::<Vec<_>>(),
+        "base": row(&report["base"]),
+    });
+    let file = root.join("matrix.json");
+    std::fs::write(&file, matrix.to_string()).unwrap();
+    let local = cli
+        .ok(&["--json", "local", "bwt", file.to_str().unwrap()])
+        .await
+        .json();
+    for key in ["bwt", "fwt", "final_average", "average_gain"] {
+        assert_eq!(report["transfer"][key], local[key], "{key}");
+    }
+    assert_eq!(report["history"][2]["bwt"], local["bwt"]);
+    let text = cli
+        .ok(&["series", "report", "seq", "--collab", "lab"])
+        .await;
+    assert!(text.stdout.contains("BWT"), "{}", text.stdout);
+    assert!(text.stdout.contains("history"), "{}", text.stdout);
+
+    // Scores from elsewhere import: a harness file for the base, listed with the rest.
+    let harness = root.join("results.json");
+    std::fs::write(
+        &harness,
+        r#"{"results": {"arc_challenge": {"acc,none": 0.25, "acc_norm,none": 0.3}}}"#,
+    )
+    .unwrap();
+    let imported = cli
+        .ok(&[
+            "--json",
+            "eval",
+            "import",
+            harness.to_str().unwrap(),
+            "--artifact",
+            "lab/base",
+            "--collab",
+            "lab",
+        ])
+        .await
+        .json();
+    assert_eq!(imported[0]["metric"], "acc_norm");
+    assert_eq!(imported[0]["score"], 0.3);
+    let listed = cli
+        .ok(&[
+            "--json",
+            "evaluations",
+            "--collab",
+            "lab",
+            "--artifact",
+            "lab/base",
+        ])
+        .await
+        .json();
+    assert_eq!(listed.as_array().unwrap().len(), 4);
+}

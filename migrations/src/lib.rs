@@ -18,6 +18,9 @@ mod m20261128_000011_ledger_events;
 mod m20261130_000012_blob_grants;
 mod m20261130_000013_jobs;
 mod m20261130_000014_evaluations;
+mod m20261130_000015_series;
+mod m20261130_000016_series_rounds;
+mod m20261130_000017_series_snapshots;
 
 pub struct Migrator;
 
@@ -39,6 +42,9 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000012_blob_grants::Migration),
             Box::new(m20261130_000013_jobs::Migration),
             Box::new(m20261130_000014_evaluations::Migration),
+            Box::new(m20261130_000015_series::Migration),
+            Box::new(m20261130_000016_series_rounds::Migration),
+            Box::new(m20261130_000017_series_snapshots::Migration),
         ]
     }
 }

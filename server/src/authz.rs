@@ -30,7 +30,7 @@ pub enum Action {
     TightenPolicy,
     /// Submit train jobs.
     SubmitTrain,
-    /// Submit merge, mix and eval jobs; import evaluations.
+    /// Submit merge, mix and eval jobs; import evaluations; create and extend round series.
     SubmitJob,
     /// Cancel a job (owners any job; others their own, which the handler checks).
     CancelJob,
@@ -171,6 +171,36 @@ pub const ROUTES: &[(&str, &str, Rule)] = &[
     (
         "GET",
         "/api/v1/collaborations/{c}/evaluations",
+        Rule::Member(Action::Read),
+    ),
+    (
+        "POST",
+        "/api/v1/collaborations/{c}/evaluations",
+        Rule::Member(Action::SubmitJob),
+    ),
+    (
+        "GET",
+        "/api/v1/collaborations/{c}/series",
+        Rule::Member(Action::Read),
+    ),
+    (
+        "POST",
+        "/api/v1/collaborations/{c}/series",
+        Rule::Member(Action::SubmitJob),
+    ),
+    (
+        "GET",
+        "/api/v1/collaborations/{c}/series/{s}",
+        Rule::Member(Action::Read),
+    ),
+    (
+        "POST",
+        "/api/v1/collaborations/{c}/series/{s}/rounds",
+        Rule::Member(Action::SubmitJob),
+    ),
+    (
+        "GET",
+        "/api/v1/collaborations/{c}/series/{s}/report",
         Rule::Member(Action::Read),
     ),
     ("GET", "/api/v1/jobs/{id}/log", Rule::Member(Action::Read)),

@@ -128,7 +128,8 @@ pub fn wire_code(code: Code) -> ErrorCode {
         | Code::BaseMismatch => ErrorCode::InvalidModel,
         Code::InvalidAdapter => ErrorCode::InvalidAdapter,
         Code::AdapterMismatch => ErrorCode::AdapterMismatch,
-        Code::InvalidDataset | Code::EmptyTask | Code::InvalidResults => ErrorCode::InvalidDataset,
+        Code::InvalidDataset | Code::EmptyTask => ErrorCode::InvalidDataset,
+        Code::InvalidResults => ErrorCode::InvalidResults,
         Code::InvalidOption
         | Code::InvalidRecipe
         | Code::InvalidInput

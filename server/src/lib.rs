@@ -8,10 +8,12 @@ pub mod blobs;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod evaluations;
 pub mod jobs;
 pub mod ledger;
 pub mod policy;
 pub mod routes;
+pub mod series;
 pub mod state;
 
 use std::future::Future;

@@ -56,6 +56,7 @@ codes! {
     InvalidAdapter => ("invalid_adapter", 422),
     AdapterMismatch => ("adapter_mismatch", 422),
     InvalidDataset => ("invalid_dataset", 422),
+    InvalidResults => ("invalid_results", 422),
     Internal => ("internal", 500),
     Busy => ("busy", 503),
 }

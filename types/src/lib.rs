@@ -12,9 +12,13 @@ use utoipa::ToSchema;
 
 pub mod digest;
 pub mod error;
+pub mod series;
 
 pub use digest::{Digest, DigestError};
 pub use error::{ErrorBody, ErrorCode};
+pub use series::{
+    AddRound, CreateSeries, HistoryPoint, ScoreRow, Series, SeriesReport, SeriesRound, Transfer,
+};
 
 /// The path prefix of the JSON API.
 pub const API_PREFIX: &str = "/api/v1";
@@ -472,6 +476,37 @@ pub struct Evaluation {
     pub created_at: DateTime<Utc>,
 }
 
+/// The format of an imported results file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ResultsFormat {
+    /// lm-evaluation-harness `results*.json`: one evaluation per task.
+    LmEval,
+    /// A TRACE inference output of one task (`eval`, `prompts`, `results`, `labels`).
+    Trace,
+}
+
+/// `POST /collaborations/{c}/evaluations`: scores computed elsewhere, imported.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImportEvaluations {
+    /// The artifact scored (a reference).
+    pub artifact: String,
+    pub format: ResultsFormat,
+    /// The file's text.
+    pub content: String,
+    /// trace: the task's name (the file does not say).
+    #[serde(default)]
+    pub task: Option<String>,
+    /// trace: rescore the saved generations with this clreg metric (exact, rouge_l, …)
+    /// instead of taking the file's own headline score.
+    #[serde(default)]
+    pub metric: Option<String>,
+    /// The file's name, for messages and the record.
+    #[serde(default)]
+    pub file: Option<String>,
+}
+
 /// A job as the API shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Job {
@@ -586,5 +621,19 @@ mod tests {
         let v: serde_json::Value =
             serde_json::from_str(r#"{"b": 1, "a": {"d": [1, 2], "c": null}}"#).unwrap_or_default();
         assert_eq!(canonical_json(&v), r#"{"a":{"c":null,"d":[1,2]},"b":1}"#);
+    }
+
+    /// A ledger payload is hashed as written and verified as read back: every float must
+    /// survive the trip exactly (serde_json's default parser is off by an ulp for some, such
+    /// as computed BWT figures; the workspace enables `float_roundtrip`).
+    #[test]
+    fn canonical_json_reads_back_every_float_exactly() {
+        let mut x = 0.123_456_789_f64;
+        for _ in 0..100_000 {
+            x = (x * std::f64::consts::PI + std::f64::consts::E).fract() - 0.5;
+            let text = canonical_json(&serde_json::json!({ "v": x / 7.0 }));
+            let back: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            assert_eq!(canonical_json(&back), text);
+        }
     }
 }

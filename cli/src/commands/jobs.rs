@@ -106,6 +106,13 @@ pub async fn train(ctx: &Ctx, a: TrainJobArgs) -> Result<ExitStatus> {
 
 /// `clreg eval`: submits an eval job.
 pub async fn eval(ctx: &Ctx, a: EvalJobArgs) -> Result<ExitStatus> {
+    // Optional in the grammar only so that `clreg eval import …` parses.
+    let (Some(artifact), Some(collab)) = (a.artifact.clone(), a.collab.clone()) else {
+        return Err(LocalError::usage(
+            "give the artifact to score and --collab: clreg eval REF --collab C --task NAME:METRIC:FILE",
+        )
+        .into());
+    };
     let split = |spec: &str| -> Result<(String, String, String)> {
         let mut parts = spec.splitn(3, ':');
         match (parts.next(), parts.next(), parts.next()) {
@@ -160,10 +167,10 @@ pub async fn eval(ctx: &Ctx, a: EvalJobArgs) -> Result<ExitStatus> {
         data: vec![],
         past: vec![],
         config: None,
-        artifact: Some(a.artifact.clone()),
+        artifact: Some(artifact.clone()),
         tasks,
     };
-    submit(ctx, &a.collab, &a.artifact, req, a.wait).await
+    submit(ctx, &collab, &artifact, req, a.wait).await
 }
 
 /// `clreg evaluations`: the collaboration's scores.

@@ -5,7 +5,10 @@ use std::sync::Arc;
 
 use anyhow::Result;
 
-use crate::args::{Args, CollabCommand, Command, DatasetCommand, JobsCommand, LocalCommand};
+use crate::args::{
+    Args, CollabCommand, Command, DatasetCommand, EvalSubcommand, JobsCommand, LocalCommand,
+    SeriesCommand,
+};
 use crate::cache::Cache;
 use crate::client::Client;
 use crate::config::{self, Credentials};
@@ -24,6 +27,7 @@ mod mix;
 mod provenance;
 mod pull;
 mod push;
+mod series;
 mod train;
 
 /// What every command gets: how to print, and how to reach the server.
@@ -135,7 +139,16 @@ pub async fn run(args: Args) -> Result<ExitStatus> {
         Command::Merge(a) => jobs::merge(&ctx, a).await,
         Command::Mix(a) => jobs::mix(&ctx, a).await,
         Command::Train(a) => jobs::train(&ctx, *a).await,
-        Command::Eval(a) => jobs::eval(&ctx, a).await,
+        Command::Eval(a) => match a.import {
+            Some(EvalSubcommand::Import(i)) => series::import(&ctx, i).await,
+            None => jobs::eval(&ctx, a.job).await,
+        },
+        Command::Series(s) => match s {
+            SeriesCommand::Create(a) => series::create(&ctx, a).await,
+            SeriesCommand::Add(a) => series::add(&ctx, a).await,
+            SeriesCommand::Report(a) => series::report(&ctx, a).await,
+            SeriesCommand::Ls(a) => series::ls(&ctx, &a.collab).await,
+        },
         Command::Evaluations(a) => jobs::evaluations(&ctx, a).await,
         Command::Jobs(j) => match j {
             JobsCommand::Ls(a) => jobs::ls(&ctx, &a.collab).await,

@@ -22,7 +22,7 @@ use super::kinds::Staged;
 use super::runner::{Child, Line, Order};
 use super::stage;
 use crate::artifacts::{self, Author};
-use crate::db::entities::{artifact, collaboration, evaluation, job, user};
+use crate::db::entities::{artifact, collaboration, job, user};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -621,51 +621,26 @@ async fn finish(
                     )
                 }
                 (Some(Ending::Evaluated { artifact, reports }), _) => {
-                    let mut ids = Vec::with_capacity(reports.len());
+                    let mut scores = Vec::with_capacity(reports.len());
                     for report in reports {
-                        let metric = serde_json::to_value(report.metric)
-                            .ok()
-                            .and_then(|v| v.as_str().map(str::to_string))
-                            .unwrap_or_default();
-                        // One evaluation per (artifact, task, metric): the newest replaces.
-                        evaluation::Entity::delete_many()
-                            .filter(evaluation::Column::CollabId.eq(collab.id))
-                            .filter(evaluation::Column::ArtifactId.eq(artifact.as_str()))
-                            .filter(evaluation::Column::Task.eq(report.task.as_str()))
-                            .filter(evaluation::Column::Metric.eq(metric.as_str()))
-                            .exec(txn)
-                            .await?;
-                        let row = sea_orm::ActiveModelTrait::insert(
-                            evaluation::ActiveModel {
-                                collab_id: sea_orm::Set(collab.id),
-                                artifact_id: sea_orm::Set(artifact.clone()),
-                                task: sea_orm::Set(report.task.clone()),
-                                metric: sea_orm::Set(metric.clone()),
-                                score: sea_orm::Set(report.score),
-                                n: sea_orm::Set(i64::try_from(report.n).unwrap_or(i64::MAX)),
-                                job_id: sea_orm::Set(Some(id)),
-                                report: sea_orm::Set(
-                                    serde_json::to_string(report).map_err(ApiError::internal)?,
-                                ),
-                                created_by: sea_orm::Set(claimed_by),
-                                created_at: sea_orm::Set(now),
-                                ..Default::default()
-                            },
-                            txn,
-                        )
-                        .await?;
-                        crate::ledger::append(
-                            txn,
-                            Some((collab.id, &collab.name)),
-                            "evaluation.recorded",
-                            &worker,
-                            json!({"job": id, "evaluation": row.id, "artifact": artifact,
-                                   "task": report.task, "metric": metric,
-                                   "score": report.score, "n": report.n}),
-                        )
-                        .await?;
-                        ids.push(row.id);
+                        scores.push(crate::evaluations::Score {
+                            task: report.task.clone(),
+                            metric: serde_json::to_value(report.metric)
+                                .ok()
+                                .and_then(|v| v.as_str().map(str::to_string))
+                                .unwrap_or_default(),
+                            score: report.score,
+                            n: report.n as u64,
+                            report: serde_json::to_value(report).map_err(ApiError::internal)?,
+                        });
                     }
+                    let by = crate::evaluations::Recorder {
+                        user_id: claimed_by,
+                        actor: &worker,
+                        job: Some(id),
+                    };
+                    let ids =
+                        crate::evaluations::record(txn, &collab, artifact, &by, &scores).await?;
                     let result = JobResult {
                         artifacts: vec![],
                         evaluations: ids,

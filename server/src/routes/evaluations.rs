@@ -1,7 +1,8 @@
-//! Evaluations: scores of artifacts on tasks, as eval jobs recorded them.
+//! Evaluations: scores of artifacts on tasks, recorded by eval jobs or imported.
 
 use axum::extract::State;
-use clreg_types::Evaluation;
+use axum::http::StatusCode;
+use clreg_types::{ErrorBody, Evaluation, ImportEvaluations};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 use serde::Deserialize;
 use utoipa_axum::router::OpenApiRouter;
@@ -9,12 +10,18 @@ use utoipa_axum::routes;
 
 use crate::artifacts;
 use crate::auth::Caller;
-use crate::db::entities::{evaluation, user};
+use crate::db::entities::evaluation;
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
+use crate::evaluations;
 use crate::state::AppState;
 
+/// The largest results file an import carries (TRACE outputs hold every generation).
+const MAX_IMPORT: usize = 64 << 20;
+
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(list))
+    OpenApiRouter::new()
+        .routes(routes!(list, import))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_IMPORT))
 }
 
 #[derive(Debug, Deserialize)]
@@ -52,23 +59,22 @@ async fn list(
         .await?;
     let mut out = Vec::with_capacity(rows.len());
     for e in rows {
-        let created_by = user::Entity::find_by_id(e.created_by)
-            .one(&state.db)
-            .await?
-            .map(|u| u.name)
-            .unwrap_or_default();
-        out.push(Evaluation {
-            id: e.id,
-            collab: access.collab.name.clone(),
-            artifact: e.artifact_id,
-            task: e.task,
-            metric: e.metric,
-            score: e.score,
-            n: u64::try_from(e.n).unwrap_or(0),
-            job: e.job_id,
-            created_by,
-            created_at: e.created_at,
-        });
+        out.push(evaluations::to_wire(&state.db, &access.collab, e).await?);
     }
     Ok(ApiJson(out))
+}
+
+/// Import scores computed elsewhere: an lm-evaluation-harness `results*.json` (one evaluation
+/// per task) or a TRACE inference output (one task; only the score is kept).
+#[utoipa::path(post, path = "/api/v1/collaborations/{c}/evaluations", params(("c" = String, Path)), request_body = ImportEvaluations,
+    responses((status = 201, body = Vec<Evaluation>), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn import(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(c): ApiPath<String>,
+    ApiJson(req): ApiJson<ImportEvaluations>,
+) -> Result<(StatusCode, ApiJson<Vec<Evaluation>>), ApiError> {
+    let access = caller.access(&state, &c).await?;
+    let imported = evaluations::import(&state, &caller, &access, req).await?;
+    Ok((StatusCode::CREATED, ApiJson(imported)))
 }

@@ -16,6 +16,7 @@ mod evaluations;
 mod health;
 mod jobs;
 mod ledger;
+mod series;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -38,6 +39,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(ledger::router())
         .merge(jobs::router())
         .merge(evaluations::router())
+        .merge(series::router())
         .split_for_parts()
 }
 

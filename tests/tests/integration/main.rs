@@ -12,6 +12,7 @@ mod datasets;
 mod ledger;
 mod possession;
 mod routes_table;
+mod series;
 /// The harness lives in the crate's library so the CLI's tests share it.
 mod support {
     pub use clreg_tests::*;

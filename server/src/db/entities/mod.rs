@@ -12,5 +12,8 @@ pub mod job;
 pub mod ledger_event;
 pub mod lineage_edge;
 pub mod member;
+pub mod series;
+pub mod series_round;
+pub mod series_snapshot;
 pub mod upload;
 pub mod user;
