@@ -1117,3 +1117,164 @@ async fn mix_jobs_commit_a_mixtral_checkpoint_and_a_lora_moe_bundle_equal_to_loc
         refused.1
     );
 }
+
+/// A dataset stored in a fully-cooperative collaboration by `client`; returns its digest.
+async fn stored_dataset(client: &Client, name: &str, content: &str) -> clreg_types::Digest {
+    let digest = client.upload(content.as_bytes(), 1 << 20).await;
+    let (status, body) = client
+        .post(
+            "/collaborations/lab/datasets",
+            &json!({"name": name, "task": name, "metric": "exact", "digest": digest,
+                    "size": content.len(), "examples": 8, "store_content": true}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    digest
+}
+
+#[tokio::test]
+async fn full_collaborations_replay_and_joint_train_on_stored_data_as_a_local_run_does() {
+    let server = server_with_worker().await;
+    let root = server.dir.path();
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    alice.create_collab("lab", "full").await;
+    alice.add_member("lab", "bob", "contributor").await;
+    let tiny = clreg_engine::tiny::TinyConfig::default();
+    let base = tiny_model(root, "base", 1, None);
+    clreg_engine::tiny::write_tiny_tokenizer(&base, &tiny).unwrap();
+    alice
+        .push("lab", "base", ArtifactKind::Base, None, &base)
+        .await;
+    let task = |word: &str| {
+        serde_json::to_string(
+            &(0..8)
+                .map(|i| json!({"prompt": format!("w{i} w{}", i + 1), "answer": format!("{word}{}", i % 2)}))
+                .collect::<Vec<_>>(),
+        )
+        .unwrap()
+    };
+    let (current, past) = (task("w7"), task("w9"));
+    let current_digest = stored_dataset(&alice, "current", &current).await;
+    // Bob's data: in a fully-cooperative collaboration it may feed Alice's replay.
+    let past_digest = stored_dataset(&bob, "past", &past).await;
+    std::fs::write(root.join("current.json"), &current).unwrap();
+    std::fs::write(root.join("past.json"), &past).unwrap();
+
+    for (name, schedule) in [
+        ("replayed", json!({"kind": "replay", "fraction": 0.5})),
+        ("joint", json!({"kind": "joint"})),
+    ] {
+        let config = json!({"method": "lora", "max_steps": 3, "batch_size": 2, "grad_accum": 1,
+                            "lr": 0.01, "max_len": 32, "seed": 5, "schedule": schedule});
+        let (status, job) = alice
+            .post(
+                "/collaborations/lab/jobs",
+                &json!({"kind": "train", "name": name, "base": "lab/base",
+                        "data": [{"digest": current_digest}], "past": [{"digest": past_digest}],
+                        "config": config}),
+            )
+            .await;
+        assert_eq!(status, 201, "{job}");
+        let done = wait(&alice, job["id"].as_str().unwrap()).await;
+        assert_eq!(done["state"], "succeeded", "{done}");
+        let id = done["result"]["artifacts"][0].as_str().unwrap();
+        let (_, lineage) = alice.get(&format!("/artifacts/{id}/lineage")).await;
+        let edge = &lineage["edges"][0];
+        assert_eq!(edge["params"]["schedule"], schedule);
+        assert_eq!(
+            edge["datasets"],
+            json!([current_digest.to_string(), past_digest.to_string()])
+        );
+
+        // The same run on the same files, locally: the same adapter, byte for byte.
+        let out = root.join(format!("local-{name}"));
+        let spec = clreg_engine::job::JobSpec::Train(clreg_engine::job::TrainSpec {
+            base: base.clone(),
+            adapters: vec![],
+            data: vec![root.join("current.json")],
+            past: vec![root.join("past.json")],
+            output: out.clone(),
+            checkpoint_dir: None,
+            checkpoint_every: None,
+            resume: false,
+            config: serde_json::from_value(config).unwrap(),
+        });
+        let cancel = AtomicBool::new(false);
+        let ctx = clreg_engine::job::RunContext {
+            cancel: &cancel,
+            events: &|_| {},
+            digests: Default::default(),
+            device: Default::default(),
+        };
+        clreg_engine::job::run(&spec, &ctx).unwrap();
+        let (_, artifact) = alice.get(&format!("/artifacts/{id}")).await;
+        let served = served_files(&alice, &artifact).await;
+        assert_eq!(
+            served["adapter_model.safetensors"],
+            std::fs::read(out.join("adapter_model.safetensors")).unwrap(),
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_running_job_is_cancelled_between_steps_and_leaves_nothing() {
+    let server = server_with_worker().await;
+    let root = server.dir.path();
+    let alice = server.user("alice").await;
+    alice.create_collab("lab", "semi").await;
+    let base = tiny_model(root, "base", 1, None);
+    clreg_engine::tiny::write_tiny_tokenizer(&base, &clreg_engine::tiny::TinyConfig::default())
+        .unwrap();
+    alice
+        .push("lab", "base", ArtifactKind::Base, None, &base)
+        .await;
+    let content = serde_json::to_string(
+        &(0..8)
+            .map(|i| json!({"prompt": format!("{MARKER} {i}"), "answer": "w3"}))
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let digest = clreg_tests::digest_of(content.as_bytes());
+    let (status, body) = alice
+        .post(
+            "/collaborations/lab/datasets",
+            &json!({"name": "d", "task": "t", "metric": "exact", "digest": digest,
+                    "size": content.len(), "examples": 8, "store_content": false}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    // Far more steps than the test waits for.
+    let (status, job) = alice
+        .post(
+            "/collaborations/lab/jobs",
+            &json!({"kind": "train", "name": "long", "base": "lab/base",
+                    "data": [{"digest": digest, "content": content}],
+                    "config": {"max_steps": 1000000, "batch_size": 2, "grad_accum": 1,
+                               "max_len": 32, "lr": 0.001}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{job}");
+    let id = job["id"].as_str().unwrap().to_string();
+    // Running, with steps done.
+    let mut running = false;
+    for _ in 0..600 {
+        let (_, j) = alice.get(&format!("/jobs/{id}")).await;
+        if j["state"] == "running" && j["message"].as_str().unwrap_or("").starts_with("step") {
+            running = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(running, "the job never reported a step");
+    let (status, asked) = alice.post(&format!("/jobs/{id}/cancel"), &json!({})).await;
+    assert_eq!(status, 200, "{asked}");
+    let ended = wait(&alice, &id).await;
+    assert_eq!(ended["state"], "cancelled", "{ended}");
+    let (_, listed) = alice.get("/collaborations/lab/artifacts").await;
+    assert_eq!(listed.as_array().unwrap().len(), 1, "only the base");
+    let events = ledger_of(&alice).await;
+    assert!(events.iter().any(|e| e.kind == "job.cancelled"));
+    nothing_left(&server, &alice, &id).await;
+}
