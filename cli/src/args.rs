@@ -218,7 +218,8 @@ Examples:
 registered; the only way in a semi-cooperative collaboration, deleted when the job ends,
 reports keep no examples of it). --stored-task NAME:METRIC:DIGEST uses a stored dataset
 (fully-cooperative only). Metrics: exact, first_char, rouge_l, edit_sim, sari, final_number,
-mc. An adapter is scored on its base.
+mc. An adapter is scored on its base, with the earlier adapters it was trained on top of
+(the model after that round).
 
 `clreg eval import FILE --artifact REF --collab C` imports scores computed elsewhere."
     )]

@@ -414,6 +414,12 @@ async fn three_rounds_trained_and_scored_on_the_server_report_the_bwt_of_clreg_l
         "1",
         "--tokenizer",
         "bytes",
+        "--hidden",
+        "128",
+        "--intermediate",
+        "256",
+        "--layers",
+        "2",
     ])
     .await;
     cli.ok(&[
@@ -449,11 +455,12 @@ async fn three_rounds_trained_and_scored_on_the_server_report_the_bwt_of_clreg_l
         .await;
         files.push(file.display().to_string());
     }
+    // Enough to move this small model's generations: edit similarity then tells models apart.
     let settings = [
         "--lr",
-        "0.02",
+        "0.01",
         "--max-steps",
-        "2",
+        "16",
         "--batch-size",
         "4",
         "--grad-accum",
@@ -461,7 +468,7 @@ async fn three_rounds_trained_and_scored_on_the_server_report_the_bwt_of_clreg_l
         "--max-len",
         "24",
         "--r",
-        "2",
+        "8",
         "--seed",
         "3",
     ];
@@ -500,7 +507,7 @@ async fn three_rounds_trained_and_scored_on_the_server_report_the_bwt_of_clreg_l
     let task_args: Vec<String> = tasks
         .iter()
         .zip(&files)
-        .flat_map(|(t, f)| ["--task".to_string(), format!("{t}:exact:{f}")])
+        .flat_map(|(t, f)| ["--task".to_string(), format!("{t}:edit_sim:{f}")])
         .collect();
     for model in ["lab/base", "lab/r1", "lab/r2", "lab/r3"] {
         let mut args = vec!["--json", "eval", model, "--collab", "lab", "--wait"];
@@ -554,6 +561,36 @@ async fn three_rounds_trained_and_scored_on_the_server_report_the_bwt_of_clreg_l
         assert_eq!(report["transfer"][key], local[key], "{key}");
     }
     assert_eq!(report["history"][2]["bwt"], local["bwt"]);
+    assert_ne!(local["bwt"], 0.0, "the rounds changed the scores: {report}");
+    // Round 2's row is the model after round 2: the base with r1 and r2 stacked, as a local
+    // evaluation of the pulled files scores it.
+    for r in ["base", "r1", "r2"] {
+        let dir = root.join(format!("pulled-{r}"));
+        cli.ok(&["pull", &format!("lab/{r}"), "-o", dir.to_str().unwrap()])
+            .await;
+    }
+    let p = |r: &str| root.join(format!("pulled-{r}")).display().to_string();
+    let mut args = vec![
+        "--json".to_string(),
+        "local".into(),
+        "eval".into(),
+        p("base"),
+        "--adapter".into(),
+        p("r1"),
+        p("r2"),
+        "--tasks".into(),
+    ];
+    args.extend(files.iter().map(|f| format!("{f}:edit_sim")));
+    let local_eval = cli
+        .ok(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        .await
+        .json();
+    for (j, scored) in local_eval.as_array().unwrap().iter().enumerate() {
+        assert_eq!(
+            report["matrix"][1]["scores"][j], scored["score"],
+            "task {j}"
+        );
+    }
     let text = cli
         .ok(&["series", "report", "seq", "--collab", "lab"])
         .await;

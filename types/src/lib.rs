@@ -408,7 +408,8 @@ pub struct SubmitJob {
     /// epochs, max_steps, schedule, seed, …); unknown keys are refused.
     #[serde(default)]
     pub config: Option<serde_json::Value>,
-    /// eval: the artifact to score (a reference; an adapter is scored on its base).
+    /// eval: the artifact to score (a reference; an adapter is scored on its base, with the
+    /// earlier rounds' adapters it was trained on top of).
     #[serde(default)]
     pub artifact: Option<String>,
     /// eval: the tasks, each a dataset scored with one metric.

@@ -10,12 +10,12 @@ use clreg_engine::inspect::Kind;
 use clreg_engine::job::{JobOutput, JobSpec, MergeSpec, MixLayout, MixSpec};
 use clreg_engine::provenance::{self, Input, Provenance};
 use clreg_types::{ArtifactKind, ErrorCode, JobKind, ParentSpec, Relation, SubmitJob};
-use sea_orm::EntityTrait;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 
 use super::data::{self, DataRole};
 use super::stage;
 use super::worker::{Failure, engine_failure, submitter_roles};
-use crate::db::entities::{artifact, collaboration, user};
+use crate::db::entities::{artifact, collaboration, lineage_edge, user};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -115,7 +115,7 @@ pub(super) async fn spec(
                 .cloned()
                 .ok_or_else(|| ApiError::internal("eval job without its artifact"))?;
             let dir = staged.dir(&reference)?;
-            // An adapter is scored on its base.
+            // An adapter is scored on its base, stacked on the adapters it was trained over.
             let (model, adapters) = if row.kind == ArtifactKind::Adapter.as_str() {
                 let base_id = row
                     .base_id
@@ -137,7 +137,16 @@ pub(super) async fn spec(
                 }
                 let (base_dir, known) = stage::stage_artifact(cx.state, &base_id).await?;
                 staged.digests.extend(known);
-                (base_dir, vec![dir])
+                // The model after a round is the base with every earlier round's adapter (as
+                // its training saw them) and this one.
+                let mut adapters = Vec::new();
+                for earlier in earlier_adapters(cx, &row.id).await? {
+                    let (earlier_dir, known) = stage::stage_artifact(cx.state, &earlier).await?;
+                    staged.digests.extend(known);
+                    adapters.push(earlier_dir);
+                }
+                adapters.push(dir);
+                (base_dir, adapters)
             } else {
                 (dir, vec![])
             };
@@ -166,6 +175,39 @@ pub(super) async fn spec(
             })
         }
     })
+}
+
+/// The adapters an adapter was trained on top of (its `earlier_adapter` edges, by round),
+/// each readable by the submitter.
+async fn earlier_adapters(cx: &Context<'_>, adapter: &str) -> Result<Vec<String>, Failure> {
+    let mut found: Vec<(u64, String)> = Vec::new();
+    for e in lineage_edge::Entity::find()
+        .filter(lineage_edge::Column::ChildId.eq(adapter))
+        .all(&cx.state.db)
+        .await?
+    {
+        let params: serde_json::Value = serde_json::from_str(&e.params).unwrap_or_default();
+        if params["role"] != "earlier_adapter" {
+            continue;
+        }
+        let readable = artifact::Entity::find_by_id(&e.parent_id)
+            .one(&cx.state.db)
+            .await?
+            .is_some_and(|a| cx.downloadable.contains(&a.collab_id));
+        if !readable {
+            return Err(ApiError::new(
+                ErrorCode::NotFound,
+                format!(
+                    "the adapter was trained on top of {}, which {} cannot read; it cannot be scored",
+                    e.parent_id, cx.submitter.name
+                ),
+            )
+            .into());
+        }
+        found.push((params["round"].as_u64().unwrap_or(0), e.parent_id));
+    }
+    found.sort();
+    Ok(found.into_iter().map(|(_, id)| id).collect())
 }
 
 fn recipe_text(request: &SubmitJob) -> &str {
