@@ -42,6 +42,10 @@ pub struct Config {
     /// Seconds a worker's claim on a job lasts without a heartbeat; a lapsed job is claimed
     /// again by another worker.
     pub job_lease_secs: u64,
+    /// The most bytes a worker's input cache (`<data_dir>/cache`) keeps beyond the inputs of
+    /// running jobs; the least recently used artifacts go first. Blobs hard-linked from a
+    /// local store cost nothing here.
+    pub job_cache_bytes: u64,
 }
 
 #[derive(Clone, Default, Deserialize)]
@@ -80,6 +84,7 @@ impl Default for Config {
             job_runner: None,
             worker_device: "cpu".to_string(),
             job_lease_secs: 30,
+            job_cache_bytes: 20 << 30,
         }
     }
 }
@@ -160,6 +165,9 @@ impl Config {
         }
         if let Some(v) = var("CLREG_JOB_LEASE_SECS") {
             self.job_lease_secs = parse("CLREG_JOB_LEASE_SECS", v)?;
+        }
+        if let Some(v) = var("CLREG_JOB_CACHE_BYTES") {
+            self.job_cache_bytes = parse("CLREG_JOB_CACHE_BYTES", v)?;
         }
         if let Some(v) = var("CLREG_S3_ENDPOINT") {
             self.s3.endpoint = Some(v);
@@ -258,6 +266,7 @@ impl fmt::Debug for Config {
             .field("job_runner", &self.job_runner)
             .field("worker_device", &self.worker_device)
             .field("job_lease_secs", &self.job_lease_secs)
+            .field("job_cache_bytes", &self.job_cache_bytes)
             .field(
                 "jwt_keys",
                 &self.jwt_keys.iter().map(|k| &k.kid).collect::<Vec<_>>(),

@@ -1278,3 +1278,88 @@ async fn a_running_job_is_cancelled_between_steps_and_leaves_nothing() {
     assert!(events.iter().any(|e| e.kind == "job.cancelled"));
     nothing_left(&server, &alice, &id).await;
 }
+
+/// The artifacts staged in the worker's input cache, by id.
+fn cached(server: &TestServer) -> Vec<String> {
+    let dir = server.state.config.data_dir.join("cache/artifacts");
+    let mut ids: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    ids.sort();
+    ids
+}
+
+#[tokio::test]
+async fn the_input_cache_evicts_the_least_recently_used_but_never_a_running_jobs_inputs() {
+    use clreg_server::jobs::stage;
+    let server = server_with_worker().await;
+    let alice = server.user("alice").await;
+    alice.create_collab("lab", "semi").await;
+    three_models(&server, &alice, None).await;
+    let merge = |name: &str| json!({"kind": "merge", "name": name, "recipe": RECIPE});
+    let (_, job) = alice.post("/collaborations/lab/jobs", &merge("m1")).await;
+    let done = wait(&alice, job["id"].as_str().unwrap()).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let id_of = |name: &str| {
+        let alice = alice.clone();
+        let name = name.to_string();
+        async move {
+            alice
+                .get(&format!("/collaborations/lab/artifacts/{name}/1"))
+                .await
+                .1
+        }
+    };
+    let b = id_of("b").await;
+    let b_id = b["id"].as_str().unwrap().to_string();
+    assert_eq!(cached(&server).len(), 3, "base, a and b are staged");
+
+    // b is in use (as by a running job); nothing else is.
+    let (_, _, held) = stage::stage_artifact(&server.state, &b_id).await.unwrap();
+    let left = stage::evict(&server.state, 0).await.unwrap();
+    let s3 = server
+        .state
+        .config
+        .store
+        .as_deref()
+        .is_some_and(|s| s.starts_with("s3://"));
+    if s3 {
+        // Downloaded blobs cost their size: everything but b goes, and b's blobs stay.
+        assert_eq!(cached(&server), vec![b_id.clone()]);
+        let b_bytes: u64 = b["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["size"].as_u64().unwrap())
+            .sum();
+        assert_eq!(left, b_bytes);
+        drop(held);
+        assert_eq!(stage::evict(&server.state, 0).await.unwrap(), 0);
+        assert!(cached(&server).is_empty());
+    } else {
+        // Blobs hard-linked from a local store cost nothing: nothing is evicted.
+        assert_eq!(left, 0);
+        assert_eq!(cached(&server).len(), 3);
+        drop(held);
+    }
+    // A job after eviction stages its inputs again and gives the same result.
+    let (_, job) = alice.post("/collaborations/lab/jobs", &merge("m2")).await;
+    let again = wait(&alice, job["id"].as_str().unwrap()).await;
+    assert_eq!(again["state"], "succeeded", "{again}");
+    let (_, m1) = alice.get("/collaborations/lab/artifacts/m1/1").await;
+    let (_, m2) = alice.get("/collaborations/lab/artifacts/m2/1").await;
+    let weights = |a: &Value| {
+        a["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["path"] == "model.safetensors")
+            .unwrap()["digest"]
+            .clone()
+    };
+    assert_eq!(weights(&m1), weights(&m2));
+}

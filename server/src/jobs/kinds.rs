@@ -26,6 +26,8 @@ pub(super) struct Staged {
     pub rows: BTreeMap<String, artifact::Model>,
     /// Local path → hex sha256 of every staged file (the engine hashes nothing again).
     pub digests: HashMap<PathBuf, String>,
+    /// The inputs' cache entries, held against eviction while the job runs.
+    pub held: Vec<stage::InUse>,
 }
 
 impl Staged {
@@ -135,14 +137,17 @@ pub(super) async fn spec(
                     )
                     .into());
                 }
-                let (base_dir, known) = stage::stage_artifact(cx.state, &base_id).await?;
+                let (base_dir, known, held) = stage::stage_artifact(cx.state, &base_id).await?;
                 staged.digests.extend(known);
+                staged.held.push(held);
                 // The model after a round is the base with every earlier round's adapter (as
                 // its training saw them) and this one.
                 let mut adapters = Vec::new();
                 for earlier in earlier_adapters(cx, &row.id).await? {
-                    let (earlier_dir, known) = stage::stage_artifact(cx.state, &earlier).await?;
+                    let (earlier_dir, known, held) =
+                        stage::stage_artifact(cx.state, &earlier).await?;
                     staged.digests.extend(known);
+                    staged.held.push(held);
                     adapters.push(earlier_dir);
                 }
                 adapters.push(dir);

@@ -3,8 +3,11 @@
 //! Inputs: blobs are cached by digest under `<data_dir>/cache/blobs/<hex>` (hard links from a
 //! local store, else a streamed download), and an artifact is laid out once under
 //! `<data_dir>/cache/artifacts/<id>/` as hard links to them; the registry's digests go to the
-//! engine, so nothing is hashed again. Outputs: each file is hashed on a blocking thread,
-//! streamed to its blob key unless the blob exists, and granted to the job's submitter.
+//! engine, so nothing is hashed again. A job holds a shared lock on each input's `.complete`
+//! marker while it runs; the cache keeps at most `job_cache_bytes` beyond that, evicting the
+//! least recently used artifacts (the marker's mtime is its last use) and the blobs no
+//! artifact links any more. Outputs: each file is hashed on a blocking thread, streamed to its
+//! blob key unless the blob exists, and granted to the job's submitter.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
@@ -80,12 +83,35 @@ async fn cached_blob(state: &AppState, digest: &Digest) -> Result<PathBuf, ApiEr
     Ok(path)
 }
 
-/// Lays out artifact `id` under the cache (once) and returns its directory and the digest of
-/// every file in it.
+/// Staging and eviction in this process: staging reads, eviction writes (so it never removes a
+/// blob between its lookup and its link into an artifact).
+static CACHE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+/// An input in use: a shared lock on its marker, released when dropped.
+#[derive(Debug)]
+pub struct InUse(#[allow(dead_code)] std::fs::File);
+
+/// Lays out artifact `id` under the cache (once), marks it used now and in use until the
+/// returned guard drops, and returns its directory and the digest of every file in it; then
+/// keeps the cache under its cap.
 pub async fn stage_artifact(
     state: &AppState,
     id: &str,
-) -> Result<(PathBuf, HashMap<PathBuf, String>), ApiError> {
+) -> Result<(PathBuf, HashMap<PathBuf, String>, InUse), ApiError> {
+    let staged = {
+        let _staging = CACHE.read().await;
+        lay_out(state, id).await?
+    };
+    if let Err(e) = evict(state, state.config.job_cache_bytes).await {
+        tracing::warn!(error = %e.message, "evicting from the input cache failed");
+    }
+    Ok(staged)
+}
+
+async fn lay_out(
+    state: &AppState,
+    id: &str,
+) -> Result<(PathBuf, HashMap<PathBuf, String>, InUse), ApiError> {
     let files = artifact_file::Entity::find()
         .filter(artifact_file::Column::ArtifactId.eq(id))
         .all(&state.db)
@@ -96,7 +122,8 @@ pub async fn stage_artifact(
         digests.insert(dir.join(&f.path), f.digest.clone());
     }
     if dir.join(".complete").is_file() {
-        return Ok((dir, digests));
+        let held = hold(&dir)?;
+        return Ok((dir, digests, held));
     }
     let partial = dir.with_extension(format!("partial-{}", uuid::Uuid::new_v4()));
     for f in &files {
@@ -121,7 +148,101 @@ pub async fn stage_artifact(
     }
     // The marker is ours, not the artifact's.
     digests.retain(|p, _| !p.ends_with(".complete"));
-    Ok((dir, digests))
+    let held = hold(&dir)?;
+    Ok((dir, digests, held))
+}
+
+/// Marks a staged artifact used now and holds it (shared) against eviction.
+fn hold(dir: &Path) -> Result<InUse, ApiError> {
+    let marker = dir.join(".complete");
+    let file = std::fs::File::options()
+        .write(true)
+        .open(&marker)
+        .map_err(|e| io("opening", &marker, e))?;
+    file.lock_shared().map_err(|e| io("locking", &marker, e))?;
+    file.set_modified(std::time::SystemTime::now())
+        .map_err(|e| io("touching", &marker, e))?;
+    Ok(InUse(file))
+}
+
+/// Bytes the cache's blobs take beyond the store (a blob hard-linked from a local store takes
+/// none), and each blob file with whether an artifact still links it.
+fn cache_usage(state: &AppState) -> Result<(u64, Vec<(PathBuf, bool)>), ApiError> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = cache_root(state).join("blobs");
+    let store = local_store_dir(state);
+    let mut bytes = 0;
+    let mut blobs = Vec::new();
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, blobs)),
+        Err(e) => return Err(io("listing", &dir, e)),
+    };
+    for entry in entries {
+        let path = entry.map_err(|e| io("listing", &dir, e))?.path();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let Ok(digest) = Digest::parse_lenient(&name) else {
+            continue; // a download in progress
+        };
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue;
+        };
+        let in_store = store
+            .as_ref()
+            .and_then(|s| std::fs::metadata(s.join(digest.object_key())).ok())
+            .is_some_and(|m| m.dev() == meta.dev() && m.ino() == meta.ino());
+        if !in_store {
+            bytes += meta.len();
+        }
+        let links = meta.nlink() - u64::from(in_store);
+        blobs.push((path, links > 1));
+    }
+    Ok((bytes, blobs))
+}
+
+/// Keeps the cache at most `cap` bytes: removes the least recently used artifacts no job holds,
+/// then the blobs no artifact links. Returns the bytes it now takes.
+pub async fn evict(state: &AppState, cap: u64) -> Result<u64, ApiError> {
+    let _evicting = CACHE.write().await;
+    let (mut bytes, _) = cache_usage(state)?;
+    if bytes <= cap {
+        return Ok(bytes);
+    }
+    let dir = cache_root(state).join("artifacts");
+    let mut staged: Vec<(std::time::SystemTime, PathBuf)> = Vec::new();
+    for entry in std::fs::read_dir(&dir).map_err(|e| io("listing", &dir, e))? {
+        let path = entry.map_err(|e| io("listing", &dir, e))?.path();
+        if let Ok(used) = std::fs::metadata(path.join(".complete")).and_then(|m| m.modified()) {
+            staged.push((used, path));
+        }
+    }
+    staged.sort();
+    for (_, path) in staged {
+        let marker = path.join(".complete");
+        let Ok(file) = std::fs::File::open(&marker) else {
+            continue;
+        };
+        if file.try_lock().is_err() {
+            continue; // a running job holds it
+        }
+        std::fs::remove_dir_all(&path).map_err(|e| io("removing", &path, e))?;
+        drop(file);
+        let (_, blobs) = cache_usage(state)?;
+        for (blob, linked) in blobs {
+            if !linked {
+                std::fs::remove_file(&blob).map_err(|e| io("removing", &blob, e))?;
+            }
+        }
+        bytes = cache_usage(state)?.0;
+        tracing::info!(artifact = %path.display(), cache_bytes = bytes, "evicted from the input cache");
+        if bytes <= cap {
+            break;
+        }
+    }
+    Ok(bytes)
 }
 
 /// Hashes a file on a blocking thread.

@@ -346,8 +346,9 @@ async fn run_job(
                     ),
                 )
             })?;
-        let (dir, known) = stage::stage_artifact(state, artifact_id).await?;
+        let (dir, known, held) = stage::stage_artifact(state, artifact_id).await?;
         staged.digests.extend(known);
+        staged.held.push(held);
         staged.dirs.insert(reference.clone(), dir);
         staged.rows.insert(reference.clone(), row);
     }
