@@ -13,6 +13,7 @@ use serde_json::json;
 
 use crate::config::LlamaConfig;
 use crate::error::FormatError;
+use crate::formats::output::write_json;
 
 /// The size of a tiny Llama.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,12 +160,6 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<(), FormatError> {
             .map_err(|e| io(path, e))?;
     }
     Ok(())
-}
-
-fn write_json(path: &Path, value: &serde_json::Value) -> Result<(), FormatError> {
-    let mut text = serde_json::to_string_pretty(value).map_err(|e| io(path, e))?;
-    text.push('\n');
-    write_file(path, text.as_bytes())
 }
 
 fn write_safetensors(path: &Path, tensors: &[(String, F32Tensor)]) -> Result<(), FormatError> {

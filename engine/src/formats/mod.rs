@@ -8,6 +8,7 @@
 pub mod checkpoint;
 pub mod dtype;
 pub mod lora;
+pub mod output;
 pub mod staging;
 pub mod stfile;
 pub mod writer;

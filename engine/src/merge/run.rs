@@ -16,6 +16,7 @@ use crate::adapter::{self, AdapterConfig, TargetModules};
 use crate::formats::checkpoint::Checkpoint;
 use crate::formats::dtype::OutDtype;
 use crate::formats::lora::{self, LoraAdapter, LoraPair, a_key, b_key};
+use crate::formats::output;
 use crate::formats::staging::Staging;
 use crate::formats::writer::{CheckpointWriter, TensorSpec};
 use crate::inspect::{ADAPTER_CONFIG, CONFIG, INDEX};
@@ -27,15 +28,6 @@ use crate::merge::peft::{self, PeftCombination, PeftParams};
 use crate::merge::recipe::{Flavour, MergePlan, Method, Recipe};
 use crate::merge::record::{self, InputFiles, MergeRecord, RECORD};
 use crate::merge::task::{Sparsify, TaskVector};
-
-/// Files copied from the base (`tokenizer_source: base`) when present.
-pub const COPIED_FILES: &[&str] = &[
-    CONFIG,
-    "generation_config.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-];
 
 /// Where a merge stands, reported after each tensor (or module).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -329,42 +321,34 @@ fn finish_record(
         inputs: record::hash_inputs(hashed, &recipe.digests)?,
         recipe: recipe.clone(),
     };
-    let path = dir.join(RECORD);
-    let mut text = serde_json::to_string_pretty(&record)
-        .map_err(|e| crate::error::FormatError::io(&show(&path), e.to_string()))?;
-    text.push('\n');
-    std::fs::write(&path, text)
-        .map_err(|e| crate::error::FormatError::io(&show(&path), e.to_string()))?;
+    output::write_json(&dir.join(RECORD), &record)?;
     Ok(record)
 }
 
+/// The reference's config (with `torch_dtype` set to the output dtype, when one is chosen)
+/// and its side files.
 fn copy_side_files(from: &Path, to: &Path, dtype: Option<OutDtype>) -> Result<(), MergeError> {
     let io = |p: &Path, e: &dyn std::fmt::Display| {
         crate::error::FormatError::io(&show(p), e.to_string())
     };
-    for name in COPIED_FILES {
-        let src = from.join(name);
-        if !src.is_file() {
-            continue;
-        }
-        let dst = to.join(name);
-        if *name == CONFIG
-            && let Some(d) = dtype
-        {
-            let bytes = std::fs::read(&src).map_err(|e| io(&src, &e))?;
-            let mut v: serde_json::Value =
-                serde_json::from_slice(&bytes).map_err(|e| io(&src, &e))?;
-            if let Some(obj) = v.as_object_mut() {
-                obj.insert("torch_dtype".to_string(), serde_json::json!(d.torch_name()));
+    let (src, dst) = (from.join(CONFIG), to.join(CONFIG));
+    if src.is_file() {
+        match dtype {
+            Some(d) => {
+                let bytes = std::fs::read(&src).map_err(|e| io(&src, &e))?;
+                let mut v: serde_json::Value =
+                    serde_json::from_slice(&bytes).map_err(|e| io(&src, &e))?;
+                if let Some(obj) = v.as_object_mut() {
+                    obj.insert("torch_dtype".to_string(), serde_json::json!(d.torch_name()));
+                }
+                output::write_json(&dst, &v)?;
             }
-            let mut text = serde_json::to_string_pretty(&v).map_err(|e| io(&dst, &e))?;
-            text.push('\n');
-            std::fs::write(&dst, text).map_err(|e| io(&dst, &e))?;
-        } else {
-            std::fs::copy(&src, &dst).map_err(|e| io(&dst, &e))?;
+            None => {
+                std::fs::copy(&src, &dst).map_err(|e| io(&dst, &e))?;
+            }
         }
     }
-    Ok(())
+    Ok(output::copy_side_files(from, to)?)
 }
 
 /// Config, tensor-set, shape and dtype checks of every input against the reference.

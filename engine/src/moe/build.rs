@@ -25,12 +25,7 @@ use crate::moe::router::{self, Routers};
 use crate::moe::train::{self, RouterTraining, TrainProgress};
 
 /// Files copied from the base besides the weights and config.
-pub const SIDE_FILES: &[&str] = &[
-    "generation_config.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-];
+pub use crate::formats::output::SIDE_FILES;
 
 /// MLP tensor suffixes and the Mixtral expert names they become.
 pub const EXPERT_NAMES: [(&str, &str); 3] =
@@ -628,25 +623,7 @@ pub(crate) fn expert_record(
     }
 }
 
-pub(crate) fn write_json(path: &Path, v: &serde_json::Value) -> Result<(), MoeError> {
-    let io = |e: &dyn std::fmt::Display| crate::error::FormatError::io(&show(path), e.to_string());
-    let mut text = serde_json::to_string_pretty(v).map_err(|e| io(&e))?;
-    text.push('\n');
-    std::fs::write(path, text).map_err(|e| io(&e))?;
-    Ok(())
-}
-
-pub(crate) fn copy_side_files(from: &Path, to: &Path) -> Result<(), MoeError> {
-    for name in SIDE_FILES {
-        let src = from.join(name);
-        if src.is_file() {
-            let dst = to.join(name);
-            std::fs::copy(&src, &dst)
-                .map_err(|e| crate::error::FormatError::io(&show(&dst), e.to_string()))?;
-        }
-    }
-    Ok(())
-}
+pub(crate) use crate::formats::output::{copy_side_files, write_json};
 
 /// `model.layers.{l}.…` → l.
 pub(crate) fn layer_of(module: &str) -> Option<usize> {

@@ -94,12 +94,7 @@ pub struct MixRecord {
 impl MixRecord {
     /// Writes the record into `dir`.
     pub fn write(&self, dir: &Path) -> Result<(), FormatError> {
-        let path = dir.join(MIX_RECORD);
-        let io =
-            |e: &dyn std::fmt::Display| FormatError::io(&path.display().to_string(), e.to_string());
-        let mut text = serde_json::to_string_pretty(self).map_err(|e| io(&e))?;
-        text.push('\n');
-        std::fs::write(&path, text).map_err(|e| io(&e))
+        crate::formats::output::write_json(&dir.join(MIX_RECORD), self)
     }
 
     /// Reads the record of `dir`.

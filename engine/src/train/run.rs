@@ -422,15 +422,7 @@ pub fn train(
         tokens: tokens_total,
         tokens_per_second: run_tokens as f64 / run_started.elapsed().as_secs_f64().max(1e-9),
     };
-    let path = out.join(RECORD);
-    let text = serde_json::to_string_pretty(&record)
-        .map_err(|e| TrainError::Compute(format!("cannot encode {RECORD}: {e}")))?;
-    std::fs::write(&path, text + "\n").map_err(|e| {
-        TrainError::Format(crate::error::FormatError::io(
-            &path.display().to_string(),
-            e.to_string(),
-        ))
-    })?;
+    crate::formats::output::write_json(&out.join(RECORD), &record)?;
     staging.commit()?;
     Ok(record)
 }
