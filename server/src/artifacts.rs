@@ -567,6 +567,30 @@ async fn find_for_read(
     Ok((found, ()))
 }
 
+/// The artifacts of collaborations `within` that hold blob `digest`, newest first.
+pub async fn holding(
+    state: &AppState,
+    digest: &clreg_types::Digest,
+    within: BTreeSet<i64>,
+) -> Result<Vec<artifact::Model>, ApiError> {
+    let ids: Vec<String> = artifact_file::Entity::find()
+        .filter(artifact_file::Column::Digest.eq(digest.hex()))
+        .all(&state.db)
+        .await?
+        .into_iter()
+        .map(|f| f.artifact_id)
+        .collect();
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(artifact::Entity::find()
+        .filter(artifact::Column::Id.is_in(ids))
+        .filter(artifact::Column::CollabId.is_in(within))
+        .order_by_desc(artifact::Column::CreatedAt)
+        .all(&state.db)
+        .await?)
+}
+
 /// Collaborations where `user` holds a role that allows `action`.
 pub async fn member_collabs(
     state: &AppState,

@@ -367,31 +367,27 @@ pub async fn may_name(state: &AppState, user_id: i64, digest: &Digest) -> Result
     Ok(granted || may_read(state, user_id, digest).await?)
 }
 
+/// A digest from a request path: `invalid_digest` when it is not `sha256:<64 hex>`.
+pub fn parse_digest(s: &str) -> Result<Digest, ApiError> {
+    s.parse().map_err(|e: clreg_types::DigestError| {
+        ApiError::new(clreg_types::ErrorCode::InvalidDigest, e.to_string())
+    })
+}
+
 /// A blob is readable by members who may download an artifact containing it, or who may read the
 /// stored content of a dataset with that digest in a `full` collaboration.
 pub async fn may_read(state: &AppState, user_id: i64, digest: &Digest) -> Result<bool, ApiError> {
     use crate::artifacts::member_collabs;
     use crate::authz::Action;
-    use crate::db::entities::{artifact, artifact_file, collaboration, dataset};
+    use crate::db::entities::{collaboration, dataset};
     use sea_orm::{ColumnTrait, QueryFilter};
 
     let downloadable = member_collabs(state, user_id, Action::Download).await?;
-    let artifact_ids: Vec<String> = artifact_file::Entity::find()
-        .filter(artifact_file::Column::Digest.eq(digest.hex()))
-        .all(&state.db)
+    if !crate::artifacts::holding(state, digest, downloadable)
         .await?
-        .into_iter()
-        .map(|f| f.artifact_id)
-        .collect();
-    if !artifact_ids.is_empty() {
-        let in_reach = artifact::Entity::find()
-            .filter(artifact::Column::Id.is_in(artifact_ids))
-            .filter(artifact::Column::CollabId.is_in(downloadable))
-            .one(&state.db)
-            .await?;
-        if in_reach.is_some() {
-            return Ok(true);
-        }
+        .is_empty()
+    {
+        return Ok(true);
     }
     let dataset_readers = member_collabs(state, user_id, Action::Datasets).await?;
     let stored = dataset::Entity::find()

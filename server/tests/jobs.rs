@@ -1076,40 +1076,29 @@ async fn mix_jobs_commit_a_mixtral_checkpoint_and_a_lora_moe_bundle_equal_to_loc
         serde_json::from_slice(&std::fs::read(bundle.join("clreg_moe.json")).unwrap()).unwrap();
     desc["router"]["top_k"] = json!(5);
     std::fs::write(bundle.join("clreg_moe.json"), desc.to_string()).unwrap();
-    let files = alice.upload_dir(&bundle).await;
-    let refused = alice
-        .commit(
-            "lab",
-            &clreg_types::CommitArtifact {
+    let commit_mixture = |dir: PathBuf| {
+        let alice = alice.clone();
+        async move {
+            let files = alice.upload_dir(&dir).await;
+            let req = clreg_types::CommitArtifact {
                 name: "bad-moe".into(),
                 kind: ArtifactKind::Mixture,
                 base: Some("lab/base".into()),
                 files,
                 parents: vec![],
                 description: String::new(),
-            },
-        )
-        .await;
+            };
+            alice.commit("lab", &req).await
+        }
+    };
+    let refused = commit_mixture(bundle.clone()).await;
     assert_eq!(refused.0, 422, "{}", refused.1);
     assert!(
         refused.1["message"].as_str().unwrap().contains("top_k"),
         "{}",
         refused.1
     );
-    let files = alice.upload_dir(&fts[0]).await;
-    let refused = alice
-        .commit(
-            "lab",
-            &clreg_types::CommitArtifact {
-                name: "not-moe".into(),
-                kind: ArtifactKind::Mixture,
-                base: Some("lab/base".into()),
-                files,
-                parents: vec![],
-                description: String::new(),
-            },
-        )
-        .await;
+    let refused = commit_mixture(fts[0].clone()).await;
     assert_eq!(refused.0, 422, "{}", refused.1);
     assert!(
         refused.1["message"].as_str().unwrap().contains("Mixtral"),

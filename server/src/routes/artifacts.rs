@@ -153,23 +153,9 @@ async fn holding(
     caller: Caller,
     ApiPath(digest): ApiPath<String>,
 ) -> Result<ApiJson<Vec<Artifact>>, ApiError> {
-    let digest: clreg_types::Digest = digest.parse().map_err(|e: clreg_types::DigestError| {
-        ApiError::new(ErrorCode::InvalidDigest, e.to_string())
-    })?;
+    let digest = crate::blobs::parse_digest(&digest)?;
     let readable = artifacts::member_collabs(&state, caller.id, crate::authz::Action::Read).await?;
-    let ids: Vec<String> = artifact_file::Entity::find()
-        .filter(artifact_file::Column::Digest.eq(digest.hex()))
-        .all(&state.db)
-        .await?
-        .into_iter()
-        .map(|f| f.artifact_id)
-        .collect();
-    let rows = artifact::Entity::find()
-        .filter(artifact::Column::Id.is_in(ids))
-        .filter(artifact::Column::CollabId.is_in(readable))
-        .order_by_desc(artifact::Column::CreatedAt)
-        .all(&state.db)
-        .await?;
+    let rows = artifacts::holding(&state, &digest, readable).await?;
     let mut out = Vec::with_capacity(rows.len());
     for a in rows {
         out.push(artifacts::to_wire(&state, a).await?);

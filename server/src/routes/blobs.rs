@@ -4,7 +4,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use clreg_types::{BlobInfo, Digest, ErrorBody, ErrorCode, UploadStatus};
+use clreg_types::{BlobInfo, ErrorBody, ErrorCode, UploadStatus};
 use sea_orm::EntityTrait;
 use serde::Deserialize;
 use utoipa_axum::router::OpenApiRouter;
@@ -12,7 +12,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::Caller;
-use crate::blobs;
+use crate::blobs::{self, parse_digest};
 use crate::db::entities::{blob, upload};
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 use crate::state::AppState;
@@ -27,12 +27,6 @@ pub fn router() -> OpenApiRouter<AppState> {
             finish_upload,
             abort_upload
         ))
-}
-
-fn parse_digest(s: &str) -> Result<Digest, ApiError> {
-    s.parse().map_err(|e: clreg_types::DigestError| {
-        ApiError::new(ErrorCode::InvalidDigest, e.to_string())
-    })
 }
 
 /// Whether the caller may name a blob it has (so a client can skip uploading it): 200 with its
