@@ -160,6 +160,29 @@ pub fn new_api_key() -> (String, String, String) {
     (key, hash, prefix)
 }
 
+/// Whether a bearer token is an API key (rather than a JWT).
+pub fn is_api_key(token: &str) -> bool {
+    token.starts_with(KEY_PREFIX)
+}
+
+/// The user an API key belongs to, if the key exists and is not revoked.
+pub async fn user_of_api_key<C: sea_orm::ConnectionTrait>(
+    db: &C,
+    key: &str,
+) -> Result<Option<crate::db::entities::user::Model>, ApiError> {
+    use crate::db::entities::{api_key, user};
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    let Some(found) = api_key::Entity::find()
+        .filter(api_key::Column::KeyHash.eq(hash_api_key(key.trim())))
+        .one(db)
+        .await?
+        .filter(|k| k.revoked_at.is_none_or(|t| t > Utc::now()))
+    else {
+        return Ok(None);
+    };
+    Ok(user::Entity::find_by_id(found.user_id).one(db).await?)
+}
+
 /// API keys carry 256 random bits, so one sha256 is as strong as a slow password hash here.
 pub fn hash_api_key(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))

@@ -204,6 +204,34 @@ pub const ROUTES: &[(&str, &str, Rule)] = &[
         Rule::Member(Action::Read),
     ),
     ("GET", "/api/v1/jobs/{id}/log", Rule::Member(Action::Read)),
+    // The Hugging Face Hub–compatible read API (routes/hf.rs): metadata to readers, bytes to
+    // those who may download.
+    ("GET", "/hf/api/models/{c}/{n}", Rule::Member(Action::Read)),
+    (
+        "GET",
+        "/hf/api/models/{c}/{n}/revision/{rev}",
+        Rule::Member(Action::Read),
+    ),
+    (
+        "GET",
+        "/hf/api/models/{c}/{n}/tree/{rev}",
+        Rule::Member(Action::Read),
+    ),
+    (
+        "GET",
+        "/hf/api/models/{c}/{n}/tree/{rev}/{*path}",
+        Rule::Member(Action::Read),
+    ),
+    (
+        "POST",
+        "/hf/api/models/{c}/{n}/paths-info/{rev}",
+        Rule::Member(Action::Read),
+    ),
+    (
+        "GET",
+        "/hf/{c}/{n}/resolve/{rev}/{*path}",
+        Rule::Member(Action::Download),
+    ),
     // Owners cancel any job, others their own: the handler checks.
     (
         "POST",
@@ -270,14 +298,27 @@ async fn authenticate(
             "the Authorization header must be `Bearer <token>`",
         )
     })?;
-    let claims = state.keys.verify(token.trim())?;
-    let user = user::Entity::find_by_id(claims.uid)
-        .one(&state.db)
-        .await?
-        .filter(|u| u.name == claims.sub)
-        .ok_or_else(|| {
-            ApiError::new(ErrorCode::InvalidToken, "the token's user no longer exists")
-        })?;
+    let token = token.trim();
+    // An API key works as a bearer token too (Hugging Face clients send `HF_TOKEN` so).
+    let user = if crate::auth::is_api_key(token) {
+        crate::auth::user_of_api_key(&state.db, token)
+            .await?
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::InvalidApiKey,
+                    "unknown or revoked API key; ask a server admin for a new one",
+                )
+            })?
+    } else {
+        let claims = state.keys.verify(token)?;
+        user::Entity::find_by_id(claims.uid)
+            .one(&state.db)
+            .await?
+            .filter(|u| u.name == claims.sub)
+            .ok_or_else(|| {
+                ApiError::new(ErrorCode::InvalidToken, "the token's user no longer exists")
+            })?
+    };
     Ok(Caller {
         id: user.id,
         name: user.name,

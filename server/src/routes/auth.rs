@@ -1,14 +1,11 @@
 //! `POST /auth/token`: an API key for a short-lived JWT.
 
 use axum::extract::State;
-use chrono::Utc;
 use clreg_types::{ErrorBody, ErrorCode, TokenRequest, TokenResponse};
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::auth::hash_api_key;
-use crate::db::entities::{api_key, user};
+use crate::auth::user_of_api_key;
 use crate::error::{ApiError, ApiJson};
 use crate::state::AppState;
 
@@ -29,18 +26,11 @@ async fn token(
             "unknown or revoked API key; ask a server admin for a new one",
         )
     };
-    let key = api_key::Entity::find()
-        .filter(api_key::Column::KeyHash.eq(hash_api_key(req.api_key.trim())))
-        .one(&state.db)
-        .await?
-        .filter(|k| k.revoked_at.is_none_or(|t| t > Utc::now()))
-        .ok_or_else(invalid)?;
-    let owner = user::Entity::find_by_id(key.user_id)
-        .one(&state.db)
+    let owner = user_of_api_key(&state.db, &req.api_key)
         .await?
         .ok_or_else(invalid)?;
     let (token, expires_at) = state.keys.issue(&owner.name, owner.id)?;
-    tracing::info!(user = %owner.name, key_id = key.id, "token issued");
+    tracing::info!(user = %owner.name, "token issued");
     Ok(ApiJson(TokenResponse {
         token,
         expires_at,

@@ -14,6 +14,7 @@ mod collaborations;
 mod datasets;
 mod evaluations;
 mod health;
+mod hf;
 mod jobs;
 mod ledger;
 mod series;
@@ -50,6 +51,7 @@ pub fn app(state: AppState) -> Router {
     let doc = std::sync::Arc::new(doc);
     Router::new()
         .merge(api)
+        .merge(hf::router())
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route(
@@ -64,6 +66,7 @@ pub fn app(state: AppState) -> Router {
             crate::authz::authorize,
         ))
         .fallback(|| async { crate::error::ApiError::not_found("route") })
+        .layer(axum::middleware::from_fn(hf::hub_errors))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
 }

@@ -9,6 +9,7 @@ mod blobs;
 mod collaborations;
 mod concurrency;
 mod datasets;
+mod hf;
 mod ledger;
 mod possession;
 mod routes_table;

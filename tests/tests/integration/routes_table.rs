@@ -7,11 +7,18 @@ use reqwest::Method;
 
 use crate::support::{Client, TestServer};
 
-/// Routes outside the OpenAPI description (probes and the description itself).
+/// Routes outside the OpenAPI description (probes, the description itself, and the Hugging
+/// Face Hub–compatible API, whose contract is the Hub's).
 const PLAIN_ROUTES: &[(&str, &str)] = &[
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/api/v1/openapi.json"),
+    ("GET", "/hf/api/models/{c}/{n}"),
+    ("GET", "/hf/api/models/{c}/{n}/revision/{rev}"),
+    ("GET", "/hf/api/models/{c}/{n}/tree/{rev}"),
+    ("GET", "/hf/api/models/{c}/{n}/tree/{rev}/{*path}"),
+    ("POST", "/hf/api/models/{c}/{n}/paths-info/{rev}"),
+    ("GET", "/hf/{c}/{n}/resolve/{rev}/{*path}"),
 ];
 
 fn router_routes() -> BTreeSet<(String, String)> {
