@@ -18,6 +18,8 @@ clreg push "$W/smollm2" --collab "$C" --name smollm2
 clreg --quiet local synth -o "$W/suite" --seed 1 --train 16 --eval 2 --test 2
 clreg --quiet local train --base "$W/smollm2" --data "$W/suite/cstance/train.json" \
   --max-steps 2 --batch-size 2 --grad-accum 1 --lr 1e-3 --r 8 --seed 1 -o "$W/lora"
+# The adapter's lineage names its training data by digest: the manifest must be registered.
+clreg dataset push "$W/suite/cstance/train.json" --collab "$C" --task cstance --metric exact --manifest-only
 clreg push "$W/lora" --collab "$C" --name lora          # clreg_train.json: kind, base, lineage
 cat > "$W/moe.yml" <<YML
 base_model: $W/smollm2
@@ -56,10 +58,10 @@ def greedy(model, tok):
     return tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
 
 tok = AutoTokenizer.from_pretrained(f"{c}/smollm2", revision="main")
-base = AutoModelForCausalLM.from_pretrained(f"{c}/smollm2", revision="1", torch_dtype=torch.float32)
+base = AutoModelForCausalLM.from_pretrained(f"{c}/smollm2", revision="1", dtype=torch.float32)
 results = {"base": greedy(base, tok)}
 results["lora"] = greedy(PeftModel.from_pretrained(base, f"{c}/lora"), tok)
-moe = AutoModelForCausalLM.from_pretrained(f"{c}/moe", torch_dtype=torch.float32)
+moe = AutoModelForCausalLM.from_pretrained(f"{c}/moe", dtype=torch.float32)
 results["moe"] = greedy(moe, AutoTokenizer.from_pretrained(f"{c}/moe"))
 ok = True
 for name in ["base", "lora", "moe"]:
