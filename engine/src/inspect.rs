@@ -145,15 +145,28 @@ pub fn detect_kind(paths: &[String]) -> Option<Kind> {
     }
 }
 
+/// The most header bytes all safetensors files of one artifact may have together (one header
+/// may have [`safetensors_header::MAX_HEADER_LEN`]): a manifest naming one large-header blob
+/// under thousands of paths is refused after a few reads.
+pub const MAX_TOTAL_HEADER_LEN: u64 = 256 << 20;
+
 /// Reads and checks one safetensors header.
 pub fn read_header(files: &dyn FileAccess, path: &str) -> Result<SafetensorsInfo, FormatError> {
+    read_header_sized(files, path).map(|(info, _)| info)
+}
+
+/// [`read_header`] and the header's length.
+fn read_header_sized(
+    files: &dyn FileAccess,
+    path: &str,
+) -> Result<(SafetensorsInfo, u64), FormatError> {
     let size = files
         .size(path)
         .ok_or_else(|| FormatError::io(path, "listed but missing from the artifact"))?;
     let prefix = files.read_range(path, 0, size.min(8))?;
     let n = safetensors_header::header_len(&prefix, size, path)?;
     let header = files.read_range(path, 8, 8 + n)?;
-    safetensors_header::parse_header(&header, size, path)
+    Ok((safetensors_header::parse_header(&header, size, path)?, n))
 }
 
 fn read_json(files: &dyn FileAccess, path: &str) -> Result<Vec<u8>, FormatError> {
@@ -187,8 +200,20 @@ pub fn inspect_artifact(
     // Every safetensors header, and one owner per tensor name across files.
     let mut headers: BTreeMap<&str, SafetensorsInfo> = BTreeMap::new();
     let mut owner: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut header_bytes = 0u64;
     for path in paths.iter().filter(|p| p.ends_with(".safetensors")) {
-        headers.insert(path, read_header(files, path)?);
+        let (info, n) = read_header_sized(files, path)?;
+        header_bytes += n;
+        if header_bytes > MAX_TOTAL_HEADER_LEN {
+            return Err(FormatError::safetensors(
+                path,
+                format!(
+                    "the artifact's safetensors headers total over {MAX_TOTAL_HEADER_LEN} bytes \
+                     by this file; an artifact's tensor index must be smaller"
+                ),
+            ));
+        }
+        headers.insert(path, info);
     }
     for (path, info) in &headers {
         for t in &info.tensors {

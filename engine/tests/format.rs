@@ -852,3 +852,31 @@ mod trace {
         );
     }
 }
+
+/// One large header named under many paths (the blobs of a manifest may repeat) is refused
+/// once the headers read total more than `MAX_TOTAL_HEADER_LEN`, not read for every path.
+#[test]
+fn headers_repeated_under_many_paths_are_refused_past_the_total_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let header = format!(
+        "{{\"t\":{{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}}}{}",
+        " ".repeat(4 << 20)
+    );
+    std::fs::write(dir.path().join("w0.safetensors"), st_file(&header, 4)).unwrap();
+    let per = (header.len() as u64).max(1);
+    let copies = inspect::MAX_TOTAL_HEADER_LEN / per + 2;
+    for i in 1..copies {
+        std::fs::hard_link(
+            dir.path().join("w0.safetensors"),
+            dir.path().join(format!("w{i}.safetensors")),
+        )
+        .unwrap();
+    }
+    let err = inspect_dir(Kind::Other, dir.path(), None).unwrap_err();
+    assert!(err.to_string().contains("headers total"), "{err}");
+    // Under the cap the same files are fine (and tensor names must then be distinct: the
+    // duplicate-name check is what stops them).
+    let few = tempfile::tempdir().unwrap();
+    std::fs::write(few.path().join("w0.safetensors"), st_file(&header, 4)).unwrap();
+    assert!(inspect_dir(Kind::Other, few.path(), None).is_ok());
+}

@@ -24,8 +24,14 @@ use crate::db::entities::{
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// Finds an artifact by `collab/name[:version|latest]`, full id, or unique id prefix (≥ 8 hex).
-pub async fn find(state: &AppState, reference: &str) -> Result<artifact::Model, ApiError> {
+/// Finds an artifact among the collaborations `within` (those the caller may see) by
+/// `collab/name[:version|latest]`, full id, or unique id prefix (≥ 8 hex). Anything outside
+/// `within` is not found, and does not make a prefix ambiguous.
+pub async fn find(
+    state: &AppState,
+    reference: &str,
+    within: &BTreeSet<i64>,
+) -> Result<artifact::Model, ApiError> {
     let not_found = || ApiError::not_found(format!("artifact `{reference}`"));
     if let Some((collab_name, rest)) = reference.split_once('/') {
         let (name, version) = rest.split_once(':').unwrap_or((rest, "latest"));
@@ -33,6 +39,7 @@ pub async fn find(state: &AppState, reference: &str) -> Result<artifact::Model, 
             .filter(collaboration::Column::Name.eq(collab_name))
             .one(&state.db)
             .await?
+            .filter(|c| within.contains(&c.id))
             .ok_or_else(not_found)?;
         return by_name(state, collab.id, name, version)
             .await?
@@ -53,10 +60,12 @@ pub async fn find(state: &AppState, reference: &str) -> Result<artifact::Model, 
         return artifact::Entity::find_by_id(hex)
             .one(&state.db)
             .await?
+            .filter(|a| within.contains(&a.collab_id))
             .ok_or_else(not_found);
     }
     let mut found = artifact::Entity::find()
         .filter(artifact::Column::Id.starts_with(hex))
+        .filter(artifact::Column::CollabId.is_in(within.iter().copied()))
         .all(&state.db)
         .await?;
     match found.len() {
@@ -99,7 +108,8 @@ pub async fn find_for(
     caller: &Caller,
     reference: &str,
 ) -> Result<(artifact::Model, Access), ApiError> {
-    let found = find(state, reference).await?;
+    let visible = member_collabs(state, caller.id, Action::Read).await?;
+    let found = find(state, reference, &visible).await?;
     let collab = collaboration::Entity::find_by_id(found.collab_id)
         .one(&state.db)
         .await?
@@ -293,6 +303,9 @@ type ParentEdge = (
     Vec<Digest>,
 );
 
+/// The most files one artifact may have (a sharded checkpoint has tens).
+pub const MAX_FILES: usize = 4096;
+
 /// A manifest checked, inspected and resolved, ready to be inserted.
 #[derive(Debug, Clone)]
 pub struct Prepared {
@@ -317,6 +330,14 @@ pub async fn prepare(
     if req.files.is_empty() {
         return Err(ApiError::bad_request("the manifest lists no files"));
     }
+    if req.files.len() > MAX_FILES {
+        return Err(ApiError::bad_request(format!(
+            "the manifest lists {} files; an artifact has at most {MAX_FILES}",
+            req.files.len()
+        )));
+    }
+    clreg_types::check_manifest_paths(req.files.keys().map(String::as_str))
+        .map_err(|m| ApiError::new(ErrorCode::InvalidPath, m))?;
     // Every file: a safe path and a blob the server has, of the declared size.
     let mut files = BTreeMap::new();
     for (path, entry) in &req.files {
@@ -497,6 +518,19 @@ pub async fn insert<C: sea_orm::ConnectionTrait>(
         .order_by_desc(artifact::Column::Version)
         .one(txn)
         .await?;
+    // A name's kind is fixed by its first version: a checkpoint cannot take over a base's name
+    // (and a new version of a base needs the right to push bases, checked at commit).
+    if let Some(first) = &latest
+        && first.kind != req.kind.as_str()
+    {
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!(
+                "`{}` is a {} in `{}`; a new version must be a {} too: choose another name",
+                req.name, first.kind, collab.name, first.kind
+            ),
+        ));
+    }
     let version = latest.map_or(1, |a| a.version + 1);
     let model = artifact::ActiveModel {
         id: Set(id.clone()),
@@ -557,14 +591,8 @@ async fn find_for_read(
     user_id: i64,
     reference: &str,
 ) -> Result<(artifact::Model, ()), ApiError> {
-    let found = find(state, reference).await?;
-    if !member_collabs(state, user_id, Action::Read)
-        .await?
-        .contains(&found.collab_id)
-    {
-        return Err(ApiError::not_found(format!("artifact `{reference}`")));
-    }
-    Ok((found, ()))
+    let readable = member_collabs(state, user_id, Action::Read).await?;
+    Ok((find(state, reference, &readable).await?, ()))
 }
 
 /// The artifacts of collaborations `within` that hold blob `digest`, newest first.

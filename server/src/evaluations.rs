@@ -118,11 +118,7 @@ pub async fn import(
 ) -> Result<Vec<Evaluation>, ApiError> {
     access.require(Action::SubmitJob)?;
     let readable = artifacts::member_collabs(state, caller.id, Action::Read).await?;
-    let artifact = artifacts::find(state, &req.artifact)
-        .await
-        .ok()
-        .filter(|a| readable.contains(&a.collab_id))
-        .ok_or_else(|| ApiError::not_found(format!("artifact `{}`", req.artifact)))?;
+    let artifact = artifacts::find(state, &req.artifact, &readable).await?;
     let file = req
         .file
         .clone()

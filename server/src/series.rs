@@ -191,11 +191,7 @@ async fn readable(
     reference: &str,
 ) -> Result<artifact::Model, ApiError> {
     let readable = artifacts::member_collabs(state, caller.id, Action::Read).await?;
-    artifacts::find(state, reference)
-        .await
-        .ok()
-        .filter(|a| readable.contains(&a.collab_id))
-        .ok_or_else(|| ApiError::not_found(format!("artifact `{reference}`")))
+    artifacts::find(state, reference, &readable).await
 }
 
 async fn rounds_of<C: ConnectionTrait>(

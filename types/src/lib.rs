@@ -578,6 +578,46 @@ pub fn check_file_path(path: &str) -> Result<(), String> {
             return bad("has an empty, `.` or `..` segment");
         }
     }
+    // Downloads stage files as `NAME.partial…`: a file of that name would be confused with one.
+    if path
+        .rsplit('/')
+        .next()
+        .is_some_and(|f| f.contains(".partial"))
+    {
+        return bad("`.partial` names are reserved for interrupted downloads; rename the file");
+    }
+    Ok(())
+}
+
+/// The paths of one manifest, together: each valid ([`check_file_path`]), no two equal but for
+/// case (they would overwrite each other on case-insensitive file systems), and no file that
+/// is also a directory of another (`a` and `a/b`).
+pub fn check_manifest_paths<'a>(paths: impl IntoIterator<Item = &'a str>) -> Result<(), String> {
+    let mut seen: BTreeMap<String, &str> = BTreeMap::new();
+    let mut all = std::collections::BTreeSet::new();
+    for p in paths {
+        check_file_path(p)?;
+        if let Some(other) = seen.insert(p.to_lowercase(), p) {
+            return Err(format!(
+                "files `{other}` and `{p}` differ only by case; rename one"
+            ));
+        }
+        all.insert(p);
+    }
+    for p in &all {
+        let mut dir = String::new();
+        for seg in p.split('/').collect::<Vec<_>>().iter().rev().skip(1).rev() {
+            if !dir.is_empty() {
+                dir.push('/');
+            }
+            dir.push_str(seg);
+            if all.contains(dir.as_str()) {
+                return Err(format!(
+                    "`{dir}` is a file and also the directory of `{p}`; rename one"
+                ));
+            }
+        }
+    }
     Ok(())
 }
 

@@ -16,14 +16,17 @@ use crate::progress::{Progress, Tracker};
 pub async fn pull(ctx: &Ctx, args: PullArgs) -> Result<ExitStatus> {
     let client = ctx.client()?;
     let artifact: Artifact = client.get(&args.reference.api_path()).await?;
-    for f in &artifact.files {
-        clreg_types::check_file_path(&f.path).map_err(|e| {
+    // Each path safe, and none that would collide on disk with another or with a download in
+    // progress (`w` and `w.partial`, names equal but for case, a file that is another's
+    // directory): the same rule the server applies to new manifests.
+    clreg_types::check_manifest_paths(artifact.files.iter().map(|f| f.path.as_str())).map_err(
+        |e| {
             LocalError::verify(
                 "unsafe_path",
                 format!("refusing artifact {}: {e}", artifact.id),
             )
-        })?;
-    }
+        },
+    )?;
     std::fs::create_dir_all(&args.output)
         .with_context(|| format!("creating {}", args.output.display()))?;
     let cache = ctx.cache()?;

@@ -187,14 +187,13 @@ pub async fn submit(
     let downloadable = member_collabs(state, caller.id, Action::Download).await?;
     let mut inputs = BTreeMap::new();
     for reference in refs {
-        let found = artifacts::find(state, &reference)
+        let found = artifacts::find(state, &reference, &downloadable)
             .await
-            .ok()
-            .filter(|a| downloadable.contains(&a.collab_id))
-            .ok_or_else(|| {
-                ApiError::not_found(format!(
+            .map_err(|e| match e.code {
+                ErrorCode::NotFound => ApiError::not_found(format!(
                     "input artifact `{reference}` (or you may not download it)"
-                ))
+                )),
+                _ => e,
             })?;
         if req.kind == JobKind::Train
             && req.base.as_deref() == Some(reference.as_str())

@@ -46,11 +46,7 @@ async fn list(
         // Only artifacts the caller can read: others are not found, whether they exist or not.
         let readable =
             artifacts::member_collabs(&state, caller.id, crate::authz::Action::Read).await?;
-        let found = artifacts::find(&state, reference)
-            .await
-            .ok()
-            .filter(|a| readable.contains(&a.collab_id))
-            .ok_or_else(|| ApiError::not_found(format!("artifact `{reference}`")))?;
+        let found = artifacts::find(&state, reference, &readable).await?;
         select = select.filter(evaluation::Column::ArtifactId.eq(found.id));
     }
     let rows = select

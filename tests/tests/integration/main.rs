@@ -9,6 +9,7 @@ mod blobs;
 mod collaborations;
 mod concurrency;
 mod datasets;
+mod hardening;
 mod hf;
 mod ledger;
 mod possession;

@@ -1,0 +1,197 @@
+//! Security hardening (issue 10): a name's kind is fixed by its first version, id prefixes
+//! resolve among what the caller may read, and a manifest's paths cannot collide on disk.
+
+use clreg_types::{ArtifactKind, CommitArtifact, FileEntry};
+use serde_json::json;
+
+use crate::support::{TestServer, assert_error, tiny_model};
+
+#[tokio::test]
+async fn a_contributor_cannot_take_over_a_base_name_with_a_checkpoint() {
+    let server = TestServer::start().await;
+    let root = server.dir.path();
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    alice.create_collab("lab", "semi").await;
+    alice.add_member("lab", "bob", "contributor").await;
+    alice
+        .push(
+            "lab",
+            "llama",
+            ArtifactKind::Base,
+            None,
+            &tiny_model(root, "base", 1, None),
+        )
+        .await;
+    let files = bob.upload_dir(&tiny_model(root, "ft", 2, None)).await;
+    let take_over = CommitArtifact {
+        name: "llama".into(),
+        kind: ArtifactKind::Checkpoint,
+        base: Some("lab/llama:1".into()),
+        files: files.clone(),
+        parents: vec![],
+        description: String::new(),
+    };
+    let refused = bob.commit("lab", &take_over).await;
+    assert_error(&refused, 409, "conflict");
+    assert!(
+        refused.1["message"].as_str().unwrap().contains("is a base"),
+        "{}",
+        refused.1
+    );
+    // `latest` still names the owner's base; bob may push under a name of his own.
+    let (_, latest) = alice
+        .get("/collaborations/lab/artifacts/llama/latest")
+        .await;
+    assert_eq!(
+        (latest["version"].as_i64(), latest["kind"].as_str()),
+        (Some(1), Some("base"))
+    );
+    let (status, _) = bob
+        .commit(
+            "lab",
+            &CommitArtifact {
+                name: "llama-ft".into(),
+                ..take_over
+            },
+        )
+        .await;
+    assert_eq!(status, 201);
+    // A base's new version needs the right to push bases.
+    let v2 = CommitArtifact {
+        name: "llama".into(),
+        kind: ArtifactKind::Base,
+        base: None,
+        files,
+        parents: vec![],
+        description: String::new(),
+    };
+    assert_error(&bob.commit("lab", &v2).await, 403, "forbidden");
+    let (status, body) = alice.commit("lab", &v2).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["artifact"]["version"], 2);
+}
+
+#[tokio::test]
+async fn an_id_prefix_resolves_among_the_artifacts_the_caller_may_read() {
+    use clreg_server::db::entities::collaboration;
+    use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter};
+    let server = TestServer::start().await;
+    let root = server.dir.path();
+    let alice = server.user("alice").await;
+    let olga = server.user("olga").await;
+    alice.create_collab("lab", "semi").await;
+    olga.create_collab("other", "semi").await;
+    let mine = alice
+        .push(
+            "lab",
+            "llama",
+            ArtifactKind::Base,
+            None,
+            &tiny_model(root, "base", 1, None),
+        )
+        .await;
+    let id = mine["id"].as_str().unwrap().to_string();
+    // Olga's collaboration holds an artifact whose id shares the first 12 hex digits (ids
+    // are sha256 of manifests, so the row is written directly: a collision of that length
+    // among real manifests would take ~2^48 of them).
+    let other = collaboration::Entity::find()
+        .filter(collaboration::Column::Name.eq("other"))
+        .one(&server.state.db)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut twin = format!("{}{}", &id[..12], "f".repeat(52));
+    if twin == id {
+        twin = format!("{}{}", &id[..12], "e".repeat(52));
+    }
+    let mine_row = clreg_server::db::entities::artifact::Entity::find_by_id(&id)
+        .one(&server.state.db)
+        .await
+        .unwrap()
+        .unwrap();
+    clreg_server::db::entities::artifact::ActiveModel {
+        id: sea_orm::Set(twin.clone()),
+        collab_id: sea_orm::Set(other.id),
+        name: sea_orm::Set("twin".into()),
+        version: sea_orm::Set(1),
+        kind: sea_orm::Set("base".into()),
+        base_id: sea_orm::Set(None),
+        description: sea_orm::Set(String::new()),
+        metadata: sea_orm::Set(mine_row.metadata.clone()),
+        created_by: sea_orm::Set(1),
+        created_at: sea_orm::Set(chrono::Utc::now()),
+    }
+    .insert(&server.state.db)
+    .await
+    .unwrap();
+    // Each sees only their own under the shared prefix: no ambiguity that would tell Alice
+    // Olga's artifact exists.
+    let (status, found) = alice.get(&format!("/artifacts/{}", &id[..12])).await;
+    assert_eq!(status, 200, "{found}");
+    assert_eq!(found["id"], id.as_str());
+    let (status, found) = olga.get(&format!("/artifacts/{}", &id[..12])).await;
+    assert_eq!(status, 200, "{found}");
+    assert_eq!(found["id"], twin.as_str());
+    assert_error(
+        &olga.get(&format!("/artifacts/{id}")).await,
+        404,
+        "not_found",
+    );
+}
+
+#[tokio::test]
+async fn manifest_paths_that_would_collide_on_disk_are_refused() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    alice.create_collab("lab", "semi").await;
+    let digest = alice.upload(b"{}", 1 << 20).await;
+    let entry = FileEntry { digest, size: 2 };
+    let commit = |paths: &[&str]| CommitArtifact {
+        name: "x".into(),
+        kind: ArtifactKind::Base,
+        base: None,
+        files: paths
+            .iter()
+            .map(|p| (p.to_string(), entry.clone()))
+            .collect(),
+        parents: vec![],
+        description: String::new(),
+    };
+    for (paths, needle) in [
+        (&["config.json", "Config.json"][..], "differ only by case"),
+        (
+            &["config.json", "config.json/inner"][..],
+            "also the directory",
+        ),
+        (
+            &["config.json", "model.safetensors.partial-1-0"][..],
+            ".partial",
+        ),
+        (&["config.json", "sub/w.partial"][..], ".partial"),
+    ] {
+        let refused = alice.commit("lab", &commit(paths)).await;
+        assert_error(&refused, 400, "invalid_path");
+        assert!(
+            refused.1["message"].as_str().unwrap().contains(needle),
+            "{paths:?}: {}",
+            refused.1
+        );
+    }
+    let many: Vec<String> = (0..4097).map(|i| format!("f{i}.json")).collect();
+    let refused = alice
+        .commit(
+            "lab",
+            &commit(&many.iter().map(String::as_str).collect::<Vec<_>>()),
+        )
+        .await;
+    assert_error(&refused, 400, "bad_request");
+    assert!(
+        refused.1["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 4096")
+    );
+    let (_, listed) = alice.get("/collaborations/lab/artifacts").await;
+    assert_eq!(listed, json!([]), "nothing was committed");
+}
