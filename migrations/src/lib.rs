@@ -21,6 +21,7 @@ mod m20261130_000014_evaluations;
 mod m20261130_000015_series;
 mod m20261130_000016_series_rounds;
 mod m20261130_000017_series_snapshots;
+mod m20261130_000018_user_token_limits;
 
 pub struct Migrator;
 
@@ -45,6 +46,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000015_series::Migration),
             Box::new(m20261130_000016_series_rounds::Migration),
             Box::new(m20261130_000017_series_snapshots::Migration),
+            Box::new(m20261130_000018_user_token_limits::Migration),
         ]
     }
 }

@@ -75,7 +75,7 @@ pub async fn create_key(db: &DatabaseConnection, name: &str) -> Result<String, A
     .await
 }
 
-/// Revokes every API key of a user (tokens already issued live until they expire).
+/// Revokes every API key of a user, and every token issued to them so far.
 pub async fn revoke_keys(db: &DatabaseConnection, name: &str) -> Result<usize, ApiError> {
     let name = name.to_string();
     crate::db::write(db, |txn| {
@@ -97,6 +97,9 @@ pub async fn revoke_keys(db: &DatabaseConnection, name: &str) -> Result<usize, A
                 active.revoked_at = Set(Some(Utc::now()));
                 active.update(txn).await?;
             }
+            let mut active: user::ActiveModel = u.into();
+            active.tokens_valid_after = Set(Some(Utc::now()));
+            active.update(txn).await?;
             ledger::append(
                 txn,
                 None,
@@ -106,6 +109,41 @@ pub async fn revoke_keys(db: &DatabaseConnection, name: &str) -> Result<usize, A
             )
             .await?;
             Ok(n)
+        })
+    })
+    .await
+}
+
+/// Disables a user (`disable`) or enables them again: a disabled user's keys and tokens are
+/// refused; disabling also ends the tokens issued so far.
+pub async fn set_disabled(
+    db: &DatabaseConnection,
+    name: &str,
+    disable: bool,
+) -> Result<(), ApiError> {
+    let name = name.to_string();
+    crate::db::write(db, |txn| {
+        let name = name.clone();
+        Box::pin(async move {
+            let u = user::Entity::find()
+                .filter(user::Column::Name.eq(&name))
+                .one(txn)
+                .await?
+                .ok_or_else(|| ApiError::not_found(format!("user `{name}`")))?;
+            let mut active: user::ActiveModel = u.into();
+            let now = Utc::now();
+            active.disabled_at = Set(disable.then_some(now));
+            if disable {
+                active.tokens_valid_after = Set(Some(now));
+            }
+            active.update(txn).await?;
+            let kind = if disable {
+                "user.disabled"
+            } else {
+                "user.enabled"
+            };
+            ledger::append(txn, None, kind, "admin", json!({"user": name})).await?;
+            Ok(())
         })
     })
     .await

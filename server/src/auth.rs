@@ -180,7 +180,10 @@ pub async fn user_of_api_key<C: sea_orm::ConnectionTrait>(
     else {
         return Ok(None);
     };
-    Ok(user::Entity::find_by_id(found.user_id).one(db).await?)
+    Ok(user::Entity::find_by_id(found.user_id)
+        .one(db)
+        .await?
+        .filter(|u| u.disabled_at.is_none()))
 }
 
 /// API keys carry 256 random bits, so one sha256 is as strong as a slow password hash here.

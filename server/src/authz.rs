@@ -311,13 +311,25 @@ async fn authenticate(
             })?
     } else {
         let claims = state.keys.verify(token)?;
-        user::Entity::find_by_id(claims.uid)
+        let user = user::Entity::find_by_id(claims.uid)
             .one(&state.db)
             .await?
             .filter(|u| u.name == claims.sub)
             .ok_or_else(|| {
                 ApiError::new(ErrorCode::InvalidToken, "the token's user no longer exists")
-            })?
+            })?;
+        // Keys revoked or the user disabled since the token was issued: it ends with them.
+        if user.disabled_at.is_some()
+            || user
+                .tokens_valid_after
+                .is_some_and(|t| claims.iat <= t.timestamp())
+        {
+            return Err(ApiError::new(
+                ErrorCode::InvalidToken,
+                "this token was revoked (the user's keys were revoked or the user disabled); log in again with a valid key",
+            ));
+        }
+        user
     };
     Ok(Caller {
         id: user.id,

@@ -48,6 +48,9 @@ pub struct Config {
     pub job_cache_bytes: u64,
 }
 
+/// The longest a token may live: clients renew from their API key.
+pub const MAX_TOKEN_TTL_SECS: u64 = 24 * 3600;
+
 #[derive(Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct S3Config {
@@ -208,10 +211,11 @@ impl Config {
                 "max_blob_size and max_chunk_size must be positive".into(),
             ));
         }
-        if self.token_ttl_secs < 30 {
-            return Err(ConfigError::Invalid(
-                "token_ttl_secs must be at least 30".into(),
-            ));
+        if !(30..=MAX_TOKEN_TTL_SECS).contains(&self.token_ttl_secs) {
+            return Err(ConfigError::Invalid(format!(
+                "token_ttl_secs is {}: it must be 30 to {MAX_TOKEN_TTL_SECS} (a day)",
+                self.token_ttl_secs
+            )));
         }
         if let Err(e) = self.worker_device.parse::<clreg_engine::job::Device>() {
             return Err(ConfigError::Invalid(format!("worker_device: {e}")));

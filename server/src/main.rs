@@ -61,8 +61,12 @@ enum AdminCommand {
     },
     /// Print a new additional API key for a user.
     CreateKey { name: String },
-    /// Revoke every API key of a user.
+    /// Revoke every API key of a user, and end the tokens issued to them so far.
     RevokeKeys { name: String },
+    /// Disable a user: their keys and tokens are refused until `enable-user`.
+    DisableUser { name: String },
+    /// Enable a disabled user again (their revoked keys stay revoked).
+    EnableUser { name: String },
     /// List users.
     ListUsers,
 }
@@ -166,13 +170,26 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     let n = admin::revoke_keys(&db, &name).await.map_err(fail)?;
                     println!("revoked {n} key(s) of `{name}`");
                 }
+                AdminCommand::DisableUser { name } => {
+                    admin::set_disabled(&db, &name, true).await.map_err(fail)?;
+                    println!("disabled `{name}`");
+                }
+                AdminCommand::EnableUser { name } => {
+                    admin::set_disabled(&db, &name, false).await.map_err(fail)?;
+                    println!("enabled `{name}`");
+                }
                 AdminCommand::ListUsers => {
                     for u in admin::list_users(&db).await.map_err(fail)? {
                         println!(
-                            "{}\t{}\t{}",
+                            "{}\t{}\t{}{}",
                             u.name,
                             if u.is_admin { "admin" } else { "user" },
-                            u.created_at.to_rfc3339()
+                            u.created_at.to_rfc3339(),
+                            if u.disabled_at.is_some() {
+                                "\tdisabled"
+                            } else {
+                                ""
+                            }
                         );
                     }
                 }

@@ -195,3 +195,68 @@ async fn manifest_paths_that_would_collide_on_disk_are_refused() {
     let (_, listed) = alice.get("/collaborations/lab/artifacts").await;
     assert_eq!(listed, json!([]), "nothing was committed");
 }
+
+#[tokio::test]
+async fn revoking_keys_ends_tokens_and_a_disabled_user_is_refused() {
+    let server = TestServer::start().await;
+    let db = &server.state.db;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let by_key = crate::support::Client {
+        token: alice.api_key.clone(),
+        ..alice.clone()
+    };
+    assert_eq!(alice.get("/collaborations").await.0, 200);
+    assert_eq!(
+        by_key.get("/collaborations").await.0,
+        200,
+        "an API key is a bearer token too"
+    );
+
+    assert_eq!(
+        clreg_server::admin::revoke_keys(db, "alice").await.unwrap(),
+        1
+    );
+    assert_error(&alice.get("/collaborations").await, 401, "invalid_token");
+    assert_error(&by_key.get("/collaborations").await, 401, "invalid_api_key");
+    let anon = crate::support::Client::anonymous(&server.url);
+    let exchange = |key: String| {
+        let anon = anon.clone();
+        async move { anon.post("/auth/token", &json!({ "api_key": key })).await }
+    };
+    assert_error(
+        &exchange(alice.api_key.clone().unwrap()).await,
+        401,
+        "invalid_api_key",
+    );
+    // A new key gives tokens again (from the next second on: tokens of the revocation's
+    // second are refused with the old ones).
+    let fresh = clreg_server::admin::create_key(db, "alice").await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (status, body) = exchange(fresh).await;
+    assert_eq!(status, 200, "{body}");
+
+    clreg_server::admin::set_disabled(db, "bob", true)
+        .await
+        .unwrap();
+    assert_error(&bob.get("/collaborations").await, 401, "invalid_token");
+    assert_error(
+        &exchange(bob.api_key.clone().unwrap()).await,
+        401,
+        "invalid_api_key",
+    );
+    clreg_server::admin::set_disabled(db, "bob", false)
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (status, body) = exchange(bob.api_key.clone().unwrap()).await;
+    assert_eq!(status, 200, "enabled again: {body}");
+    assert_error(&bob.get("/collaborations").await, 401, "invalid_token");
+
+    // Tokens live at most a day.
+    let config = clreg_server::Config {
+        token_ttl_secs: 2 * 24 * 3600,
+        ..Default::default()
+    };
+    assert!(config.check().unwrap_err().to_string().contains("a day"));
+}

@@ -10,6 +10,10 @@ pub struct Model {
     pub name: String,
     pub is_admin: bool,
     pub created_at: DateTimeUtc,
+    /// Tokens issued at or before this second are refused (set when keys are revoked).
+    pub tokens_valid_after: Option<DateTimeUtc>,
+    /// A disabled user's keys and tokens are refused.
+    pub disabled_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
