@@ -125,9 +125,23 @@ impl Keys {
 
 fn load_or_create_key_file(path: &Path) -> anyhow::Result<Vec<JwtKey>> {
     if path.exists() {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(path)?.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                anyhow::bail!(
+                    "{} holds the token signing keys but is readable by others (mode {mode:o}): \
+                     `chmod 600` it",
+                    path.display()
+                );
+            }
+        }
         let text = std::fs::read_to_string(path)?;
         let keys: Vec<JwtKey> = serde_json::from_str(&text)
             .map_err(|e| anyhow::anyhow!("invalid key file {}: {e}", path.display()))?;
+        crate::config::check_jwt_keys(&keys)
+            .map_err(|e| anyhow::anyhow!("key file {}: {e}", path.display()))?;
         return Ok(keys);
     }
     let mut secret = [0u8; 32];
@@ -214,5 +228,38 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
                 "this route needs an authenticated caller",
             )
         })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_file_readable_by_others_or_with_bad_keys_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("jwt-keys.json");
+        let keys = load_or_create_key_file(&path).unwrap_or_default();
+        assert_eq!(keys.len(), 1);
+        assert_eq!(
+            std::fs::metadata(&path)
+                .map(|m| m.permissions().mode() & 0o777)
+                .ok(),
+            Some(0o600)
+        );
+        let again = load_or_create_key_file(&path).unwrap_or_default();
+        assert_eq!(
+            again.iter().map(|k| &k.kid).collect::<Vec<_>>(),
+            keys.iter().map(|k| &k.kid).collect::<Vec<_>>()
+        );
+        let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644));
+        let err = load_or_create_key_file(&path).unwrap_err().to_string();
+        assert!(err.contains("chmod 600"), "{err}");
+        let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+        let _ = std::fs::write(&path, r#"[{"kid":"a","secret":"short"}]"#);
+        let err = load_or_create_key_file(&path).unwrap_err().to_string();
+        assert!(err.contains("too short"), "{err}");
     }
 }

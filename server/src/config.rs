@@ -48,6 +48,30 @@ pub struct Config {
     pub job_cache_bytes: u64,
 }
 
+/// JWT keys, wherever they come from (config, environment, the generated key file): each
+/// with a kid and at least 32 bytes of secret, no kid twice.
+pub fn check_jwt_keys(keys: &[JwtKey]) -> Result<(), String> {
+    let mut kids = std::collections::BTreeSet::new();
+    for key in keys {
+        if key.kid.trim().is_empty() {
+            return Err("a jwt key has an empty kid: give each key an id".into());
+        }
+        if key.secret.len() < 32 {
+            return Err(format!(
+                "jwt key `{}` is too short: use at least 32 bytes of secret",
+                key.kid
+            ));
+        }
+        if !kids.insert(key.kid.as_str()) {
+            return Err(format!(
+                "jwt key id `{}` is used twice: a token names its key by id, so ids must differ",
+                key.kid
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The longest a token may live: clients renew from their API key.
 pub const MAX_TOKEN_TTL_SECS: u64 = 24 * 3600;
 
@@ -67,6 +91,16 @@ pub struct S3Config {
 pub struct JwtKey {
     pub kid: String,
     pub secret: String,
+}
+
+/// Shows the kid only: secrets never reach logs.
+impl std::fmt::Debug for JwtKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtKey")
+            .field("kid", &self.kid)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
 }
 
 impl Default for Config {
@@ -202,6 +236,13 @@ impl Config {
                 secret: v,
             }];
         }
+        // Several keys for rotation: a JSON array of {kid, secret}, the first signs.
+        if let Some(v) = var("CLREG_JWT_KEYS") {
+            self.jwt_keys = serde_json::from_str(&v).map_err(|e| ConfigError::Env {
+                name: "CLREG_JWT_KEYS",
+                reason: format!("not a JSON array of {{\"kid\", \"secret\"}}: {e}"),
+            })?;
+        }
         Ok(())
     }
 
@@ -225,15 +266,7 @@ impl Config {
                 "job_lease_secs must be at least 3".into(),
             ));
         }
-        for key in &self.jwt_keys {
-            if key.secret.len() < 32 {
-                return Err(ConfigError::Invalid(format!(
-                    "jwt key `{}` is too short: use at least 32 bytes of secret",
-                    key.kid
-                )));
-            }
-        }
-        Ok(())
+        check_jwt_keys(&self.jwt_keys).map_err(ConfigError::Invalid)
     }
 
     pub fn database_url(&self) -> String {
@@ -315,6 +348,7 @@ pub fn redact_url(url: &str) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -352,6 +386,54 @@ mod tests {
         let shown = format!("{config:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("u:<redacted>@db"), "{shown}");
+    }
+
+    #[test]
+    fn jwt_keys_rotate_by_environment_and_bad_sets_are_refused() {
+        let long = "x".repeat(32);
+        let mut config = Config::default();
+        config
+            .apply_env(|name| {
+                (name == "CLREG_JWT_KEYS").then(|| {
+                    format!(
+                        r#"[{{"kid":"new","secret":"{long}"}},{{"kid":"old","secret":"{long}"}}]"#
+                    )
+                })
+            })
+            .unwrap_or_default();
+        assert_eq!(
+            config
+                .jwt_keys
+                .iter()
+                .map(|k| k.kid.as_str())
+                .collect::<Vec<_>>(),
+            ["new", "old"]
+        );
+        assert!(config.check().is_ok());
+        for (keys, needle) in [
+            (
+                vec![("a", long.as_str()), ("a", long.as_str())],
+                "used twice",
+            ),
+            (vec![("a", "short")], "too short"),
+            (vec![(" ", long.as_str())], "empty kid"),
+        ] {
+            let keys: Vec<JwtKey> = keys
+                .into_iter()
+                .map(|(kid, secret)| JwtKey {
+                    kid: kid.into(),
+                    secret: secret.into(),
+                })
+                .collect();
+            let err = check_jwt_keys(&keys).unwrap_err();
+            assert!(err.contains(needle), "{err}");
+        }
+        let mut config = Config::default();
+        assert!(
+            config
+                .apply_env(|name| (name == "CLREG_JWT_KEYS").then(|| "nope".to_string()))
+                .is_err()
+        );
     }
 
     #[test]
