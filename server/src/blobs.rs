@@ -60,19 +60,48 @@ pub fn blob_key(digest: &Digest) -> StorePath {
     StorePath::from(digest.object_key())
 }
 
+/// When a session that last received data at `now` expires: after `upload_idle_secs` of
+/// silence, and never later than `upload_ttl_secs` after it opened.
+fn expiry(state: &AppState, created_at: chrono::DateTime<Utc>) -> chrono::DateTime<Utc> {
+    let secs = |s: u64| chrono::Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX / 2));
+    (Utc::now() + secs(state.config.upload_idle_secs))
+        .min(created_at + secs(state.config.upload_ttl_secs))
+}
+
+/// Opens an upload session, within the caps on open sessions per user and in all.
 pub async fn open(state: &AppState, user_id: i64) -> Result<upload::Model, ApiError> {
+    use sea_orm::{ColumnTrait, PaginatorTrait, QueryFilter};
+    let live = upload::Entity::find().filter(upload::Column::ExpiresAt.gt(Utc::now()));
+    let mine = live
+        .clone()
+        .filter(upload::Column::UserId.eq(user_id))
+        .count(&state.db)
+        .await?;
+    if mine >= state.config.max_uploads_per_user {
+        return Err(ApiError::new(
+            ErrorCode::TooManyUploads,
+            format!(
+                "you have {mine} open uploads, the most one user may have; finish or abort \
+                 some (DELETE /api/v1/blobs/uploads/ID) and try again"
+            ),
+        ));
+    }
+    if live.count(&state.db).await? >= state.config.max_uploads {
+        return Err(ApiError::new(
+            ErrorCode::TooManyUploads,
+            "the server holds as many open uploads as it allows; try again in a few minutes",
+        ));
+    }
     let id = Uuid::new_v4();
     let multipart = state.store.put_multipart(&staging_key(id)).await?;
     let now = Utc::now();
-    let ttl =
-        chrono::Duration::seconds(i64::try_from(state.config.upload_ttl_secs).unwrap_or(86400));
     let row = upload::ActiveModel {
         id: Set(id),
         user_id: Set(user_id),
         offset: Set(0),
         parts: Set(0),
         created_at: Set(now),
-        expires_at: Set(now + ttl),
+        expires_at: Set(expiry(state, now)),
     }
     .insert(&state.db)
     .await?;
@@ -232,8 +261,11 @@ pub async fn append(
     }
     let offset = session.offset.load(Ordering::Acquire);
     drop(w);
+    let created_at = row.created_at;
     let mut active = row.into_active_model();
     active.offset = Set(i64::try_from(offset).unwrap_or(i64::MAX));
+    // Activity keeps a session alive (up to its lifetime); silence ends it.
+    active.expires_at = Set(expiry(state, created_at));
     active.update(&state.db).await?;
     Ok(offset)
 }
@@ -408,7 +440,8 @@ pub async fn may_read(state: &AppState, user_id: i64, digest: &Digest) -> Result
     Ok(false)
 }
 
-/// Removes expired sessions; run periodically.
+/// Removes expired sessions (past their lifetime, or idle too long), with their staged
+/// bytes; run periodically.
 pub async fn sweep_expired(state: &AppState) -> Result<usize, ApiError> {
     use sea_orm::{ColumnTrait, QueryFilter};
     let expired = upload::Entity::find()

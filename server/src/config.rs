@@ -25,6 +25,12 @@ pub struct Config {
     pub max_chunk_size: u64,
     /// How long an unfinished upload session lives, in seconds.
     pub upload_ttl_secs: u64,
+    /// An upload session that receives nothing for this long is aborted, in seconds.
+    pub upload_idle_secs: u64,
+    /// Open upload sessions one user may hold (each holds a staged object and a writer).
+    pub max_uploads_per_user: u64,
+    /// Open upload sessions in all.
+    pub max_uploads: u64,
     /// Lifetime of the JWTs `POST /auth/token` issues, in seconds.
     pub token_ttl_secs: u64,
     /// JWT signing keys (HS256); the first is used to sign, all verify. When empty, a key is
@@ -114,6 +120,9 @@ impl Default for Config {
             max_blob_size: 64 << 30,
             max_chunk_size: 64 << 20,
             upload_ttl_secs: 24 * 3600,
+            upload_idle_secs: 3600,
+            max_uploads_per_user: 64,
+            max_uploads: 4096,
             token_ttl_secs: 3600,
             jwt_keys: Vec::new(),
             issuer: "clreg".to_string(),
@@ -226,6 +235,15 @@ impl Config {
         }
         if let Some(v) = var("CLREG_MAX_CHUNK_SIZE") {
             self.max_chunk_size = parse("CLREG_MAX_CHUNK_SIZE", v)?;
+        }
+        if let Some(v) = var("CLREG_UPLOAD_IDLE_SECS") {
+            self.upload_idle_secs = parse("CLREG_UPLOAD_IDLE_SECS", v)?;
+        }
+        if let Some(v) = var("CLREG_MAX_UPLOADS_PER_USER") {
+            self.max_uploads_per_user = parse("CLREG_MAX_UPLOADS_PER_USER", v)?;
+        }
+        if let Some(v) = var("CLREG_MAX_UPLOADS") {
+            self.max_uploads = parse("CLREG_MAX_UPLOADS", v)?;
         }
         if let Some(v) = var("CLREG_TOKEN_TTL_SECS") {
             self.token_ttl_secs = parse("CLREG_TOKEN_TTL_SECS", v)?;

@@ -49,6 +49,7 @@ codes! {
     AmbiguousRef => ("ambiguous_ref", 409),
     TooLarge => ("too_large", 413),
     RangeNotSatisfiable => ("range_not_satisfiable", 416),
+    TooManyUploads => ("too_many_uploads", 429),
     UploadOutOfOrder => ("upload_out_of_order", 416),
     DigestMismatch => ("digest_mismatch", 422),
     InvalidSafetensors => ("invalid_safetensors", 422),

@@ -260,3 +260,50 @@ async fn revoking_keys_ends_tokens_and_a_disabled_user_is_refused() {
     };
     assert!(config.check().unwrap_err().to_string().contains("a day"));
 }
+
+#[tokio::test]
+async fn upload_sessions_are_capped_per_user_and_end_when_idle() {
+    let server = TestServer::start_with(|c| {
+        c.max_uploads_per_user = 2;
+        c.upload_idle_secs = 1;
+    })
+    .await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let first = alice.open_upload().await;
+    let second = alice.open_upload().await;
+    let refused = alice
+        .send(alice.request(reqwest::Method::POST, "/blobs/uploads"))
+        .await;
+    assert_error(&refused, 429, "too_many_uploads");
+    assert!(refused.1["message"].as_str().unwrap().contains("abort"));
+    // The cap is per user; aborting one frees a place.
+    let _bobs = bob.open_upload().await;
+    let (status, _) = alice.delete(&format!("/blobs/uploads/{first}")).await;
+    assert!(status.is_success(), "{status}");
+    let third = alice.open_upload().await;
+
+    // Data keeps a session alive; silence past upload_idle_secs ends it, staged bytes too.
+    let (status, body) = alice.patch(&second, 0, b"abc".to_vec()).await;
+    assert!(status.is_success(), "{body}");
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let swept = clreg_server::blobs::sweep_expired(&server.state)
+        .await
+        .unwrap();
+    assert_eq!(swept, 3, "alice's two and bob's one");
+    for id in [&second, &third] {
+        assert_error(
+            &alice.patch(id, 3, b"d".to_vec()).await,
+            404,
+            "upload_unknown",
+        );
+    }
+    let staged = server.state.config.data_dir.join("store/uploads");
+    if staged.exists() {
+        assert!(
+            crate::support::walk(&staged).is_empty(),
+            "staged bytes remain"
+        );
+    }
+    let _fresh = alice.open_upload().await;
+}
