@@ -22,6 +22,7 @@ mod m20261130_000015_series;
 mod m20261130_000016_series_rounds;
 mod m20261130_000017_series_snapshots;
 mod m20261130_000018_user_token_limits;
+mod m20261130_000019_blob_grant_times;
 
 pub struct Migrator;
 
@@ -47,6 +48,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000016_series_rounds::Migration),
             Box::new(m20261130_000017_series_snapshots::Migration),
             Box::new(m20261130_000018_user_token_limits::Migration),
+            Box::new(m20261130_000019_blob_grant_times::Migration),
         ]
     }
 }

@@ -377,10 +377,11 @@ pub async fn grant<C: ConnectionTrait>(
     blob_grant::Entity::insert(blob_grant::ActiveModel {
         user_id: Set(user_id),
         digest: Set(digest.hex()),
+        granted_at: Set(Some(Utc::now())),
     })
     .on_conflict(
         OnConflict::columns([blob_grant::Column::UserId, blob_grant::Column::Digest])
-            .do_nothing()
+            .update_column(blob_grant::Column::GrantedAt)
             .to_owned(),
     )
     .exec_without_returning(db)

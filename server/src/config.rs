@@ -31,6 +31,10 @@ pub struct Config {
     pub max_uploads_per_user: u64,
     /// Open upload sessions in all.
     pub max_uploads: u64,
+    /// Blobs nothing refers to are collected once unreferenced (and not uploaded) this long.
+    pub blob_gc_grace_secs: u64,
+    /// How often `serve` collects unreferenced blobs; 0 never (`admin gc` still can).
+    pub blob_gc_every_secs: u64,
     /// Lifetime of the JWTs `POST /auth/token` issues, in seconds.
     pub token_ttl_secs: u64,
     /// JWT signing keys (HS256); the first is used to sign, all verify. When empty, a key is
@@ -123,6 +127,8 @@ impl Default for Config {
             upload_idle_secs: 3600,
             max_uploads_per_user: 64,
             max_uploads: 4096,
+            blob_gc_grace_secs: 7 * 24 * 3600,
+            blob_gc_every_secs: 24 * 3600,
             token_ttl_secs: 3600,
             jwt_keys: Vec::new(),
             issuer: "clreg".to_string(),
@@ -244,6 +250,12 @@ impl Config {
         }
         if let Some(v) = var("CLREG_MAX_UPLOADS") {
             self.max_uploads = parse("CLREG_MAX_UPLOADS", v)?;
+        }
+        if let Some(v) = var("CLREG_BLOB_GC_GRACE_SECS") {
+            self.blob_gc_grace_secs = parse("CLREG_BLOB_GC_GRACE_SECS", v)?;
+        }
+        if let Some(v) = var("CLREG_BLOB_GC_EVERY_SECS") {
+            self.blob_gc_every_secs = parse("CLREG_BLOB_GC_EVERY_SECS", v)?;
         }
         if let Some(v) = var("CLREG_TOKEN_TTL_SECS") {
             self.token_ttl_secs = parse("CLREG_TOKEN_TTL_SECS", v)?;

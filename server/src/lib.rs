@@ -9,6 +9,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod evaluations;
+pub mod gc;
 pub mod jobs;
 pub mod ledger;
 pub mod policy;
@@ -44,12 +45,41 @@ pub async fn serve(
             }
         }
     });
+    let collector = tokio::spawn({
+        let state = state.clone();
+        async move {
+            let every = state.config.blob_gc_every_secs;
+            if every == 0 {
+                return;
+            }
+            let mut tick = tokio::time::interval(Duration::from_secs(every));
+            tick.tick().await; // not at start: after the first period
+            loop {
+                tick.tick().await;
+                let grace = chrono::Duration::seconds(
+                    i64::try_from(state.config.blob_gc_grace_secs).unwrap_or(i64::MAX / 2),
+                );
+                match gc::collect(&state, grace, true).await {
+                    Ok(r) if r.deleted > 0 => {
+                        tracing::info!(
+                            blobs = r.deleted,
+                            bytes = r.bytes,
+                            "unreferenced blobs collected"
+                        )
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = e.message, "blob collection failed"),
+                }
+            }
+        }
+    });
     let (stop_workers, workers) = start_workers(&state, state.config.workers, "serve");
     let app = routes::app(state);
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;
     sweeper.abort();
+    collector.abort();
     let _ = stop_workers.send(true);
     for w in workers {
         let _ = w.await;

@@ -67,6 +67,17 @@ enum AdminCommand {
     DisableUser { name: String },
     /// Enable a disabled user again (their revoked keys stay revoked).
     EnableUser { name: String },
+    /// Find blobs nothing refers to (no artifact, no stored dataset, no recent upload) and,
+    /// with --apply, delete them. A dry run by default.
+    Gc {
+        /// Delete them (default: only report).
+        #[arg(long)]
+        apply: bool,
+        /// Only blobs unreferenced and not uploaded for this long (default: the config's
+        /// blob_gc_grace_secs, 7 days).
+        #[arg(long, value_name = "SECS")]
+        grace_secs: Option<u64>,
+    },
     /// List users.
     ListUsers,
 }
@@ -177,6 +188,32 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 AdminCommand::EnableUser { name } => {
                     admin::set_disabled(&db, &name, false).await.map_err(fail)?;
                     println!("enabled `{name}`");
+                }
+                AdminCommand::Gc { apply, grace_secs } => {
+                    let grace = grace_secs.unwrap_or(config.blob_gc_grace_secs);
+                    let state = clreg_server::AppState::build(config.clone()).await?;
+                    let report = clreg_server::gc::collect(
+                        &state,
+                        chrono::Duration::seconds(i64::try_from(grace).unwrap_or(i64::MAX / 2)),
+                        apply,
+                    )
+                    .await
+                    .map_err(fail)?;
+                    for (digest, size) in &report.blobs {
+                        println!("{digest}\t{size}");
+                    }
+                    if apply {
+                        eprintln!(
+                            "deleted {} unreferenced blob(s), {} bytes",
+                            report.deleted, report.bytes
+                        );
+                    } else {
+                        eprintln!(
+                            "{} unreferenced blob(s), {} bytes (a dry run: --apply deletes them)",
+                            report.blobs.len(),
+                            report.bytes
+                        );
+                    }
                 }
                 AdminCommand::ListUsers => {
                     for u in admin::list_users(&db).await.map_err(fail)? {

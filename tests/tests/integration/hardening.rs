@@ -307,3 +307,70 @@ async fn upload_sessions_are_capped_per_user_and_end_when_idle() {
     }
     let _fresh = alice.open_upload().await;
 }
+
+#[tokio::test]
+async fn unreferenced_blobs_are_collected_after_their_grace_and_nothing_else() {
+    let server = TestServer::start().await;
+    let root = server.dir.path();
+    let alice = server.user("alice").await;
+    alice.create_collab("lab", "full").await;
+    let model = tiny_model(root, "base", 1, None);
+    let pushed = alice
+        .push("lab", "llama", ArtifactKind::Base, None, &model)
+        .await;
+    let content = r#"[{"prompt": "p", "answer": "a"}]"#;
+    let stored = alice.upload(content.as_bytes(), 1 << 20).await;
+    let (status, body) = alice
+        .post(
+            "/collaborations/lab/datasets",
+            &json!({"name": "d", "task": "t", "metric": "exact", "digest": stored,
+                    "size": content.len(), "examples": 1, "store_content": true}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let orphan = alice.upload(b"uploaded, never committed", 1 << 20).await;
+
+    // Within the grace period (the upload is recent), nothing is a candidate.
+    let week = chrono::Duration::days(7);
+    let report = clreg_server::gc::collect(&server.state, week, false)
+        .await
+        .unwrap();
+    assert!(report.blobs.is_empty(), "{report:?}");
+    // Past it: only the orphan. A dry run deletes nothing.
+    let report = clreg_server::gc::collect(&server.state, chrono::Duration::zero(), false)
+        .await
+        .unwrap();
+    assert_eq!(report.blobs, vec![(orphan.hex(), 25)]);
+    assert_eq!(report.deleted, 0);
+    assert_eq!(alice.head(&format!("/blobs/{orphan}")).await, 200);
+    let report = clreg_server::gc::collect(&server.state, chrono::Duration::zero(), true)
+        .await
+        .unwrap();
+    assert_eq!(report.deleted, 1);
+    assert_eq!(alice.head(&format!("/blobs/{orphan}")).await, 404);
+    let store = server.state.config.data_dir.join("store");
+    if store.exists() {
+        assert!(
+            !store.join(orphan.object_key()).exists(),
+            "the object is gone"
+        );
+    }
+    // What is referenced stays readable.
+    let id = pushed["id"].as_str().unwrap();
+    let (status, _) = alice
+        .get(&format!("/artifacts/{id}/files/model.safetensors"))
+        .await;
+    assert_ne!(status, 404);
+    let (status, _) = alice
+        .get(&format!("/collaborations/lab/datasets/{stored}/content"))
+        .await;
+    assert_eq!(status, 200);
+    let (_, ledger) = alice.get("/collaborations/lab/ledger").await;
+    assert!(ledger.is_array());
+    // Uploading it again brings it back.
+    assert_eq!(
+        alice.upload(b"uploaded, never committed", 1 << 20).await,
+        orphan
+    );
+    assert_eq!(alice.head(&format!("/blobs/{orphan}")).await, 200);
+}

@@ -9,6 +9,8 @@ pub struct Model {
     pub user_id: i64,
     #[sea_orm(primary_key, auto_increment = false)]
     pub digest: String,
+    /// When the user last uploaded it (null for grants older than the column).
+    pub granted_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
