@@ -12,7 +12,7 @@ use utoipa_axum::routes;
 
 use crate::auth::Caller;
 use crate::authz::Access;
-use crate::db::entities::{blob, dataset, user};
+use crate::db::entities::{blob, collaboration, dataset, user};
 use crate::error::{ApiError, ApiJson, ApiPath};
 use crate::policy::{self, DataUse};
 use crate::state::AppState;
@@ -96,6 +96,10 @@ async fn register(
         &access.roles,
         data_use,
     )?;
+    // A duplicate is refused before any content is read (the transaction checks again).
+    if registered(&state.db, access.collab.id, &req.digest).await? {
+        return Err(duplicate(&req.digest, &access.collab.name));
+    }
     if req.store_content {
         let unknown = || {
             ApiError::new(
@@ -119,9 +123,10 @@ async fn register(
                 "datasets over 1 GiB cannot be stored; split the dataset",
             ));
         }
+        // The permit bounds how many contents are in memory at once, not only the parsing.
+        let _permit = state.cpu.acquire().await.map_err(ApiError::internal)?;
         let bytes = blobs::read_all(state.store.as_ref(), &req.digest).await?;
         let file = req.name.clone();
-        let _permit = state.cpu.acquire().await.map_err(ApiError::internal)?;
         let examples =
             tokio::task::spawn_blocking(move || clreg_engine::trace::validate_trace(&bytes, &file))
                 .await
@@ -144,13 +149,22 @@ async fn store(
             let (actor, user_id) = (caller.name.clone(), caller.id);
             Box::pin(async move {
                 crate::db::lock_collab(txn, collab.id).await?;
-                let existing = dataset::Entity::find()
-                    .filter(dataset::Column::CollabId.eq(collab.id))
-                    .filter(dataset::Column::Digest.eq(req.digest.hex()))
-                    .one(txn)
-                    .await?;
-                if existing.is_some() {
-                    return Err(ApiError::conflict(format!("dataset {} is already registered in `{}`", req.digest, collab.name)));
+                if registered(txn, collab.id, &req.digest).await? {
+                    return Err(duplicate(&req.digest, &collab.name));
+                }
+                // The policy as it stands now, under the lock a tightening also takes: content
+                // checked against `full` above is not stored if the collaboration became `semi`.
+                if req.store_content {
+                    let now = collaboration::Entity::find_by_id(collab.id)
+                        .one(txn)
+                        .await?
+                        .ok_or_else(|| ApiError::not_found(format!("collaboration `{}`", collab.name)))?;
+                    if now.policy != collaboration::PolicyValue::Full {
+                        return Err(ApiError::new(
+                            ErrorCode::PolicyForbids,
+                            format!("`{}` became semi-cooperative meanwhile: register the manifest only", collab.name),
+                        ));
+                    }
                 }
                 let row = dataset::ActiveModel {
                     collab_id: Set(collab.id),
@@ -182,6 +196,26 @@ async fn store(
         })
     .await?;
     Ok((StatusCode::CREATED, ApiJson(to_wire(state, row).await?)))
+}
+
+/// Whether `digest` is registered in the collaboration.
+async fn registered<C: sea_orm::ConnectionTrait>(
+    db: &C,
+    collab_id: i64,
+    digest: &Digest,
+) -> Result<bool, ApiError> {
+    Ok(dataset::Entity::find()
+        .filter(dataset::Column::CollabId.eq(collab_id))
+        .filter(dataset::Column::Digest.eq(digest.hex()))
+        .one(db)
+        .await?
+        .is_some())
+}
+
+fn duplicate(digest: &Digest, collab: &str) -> ApiError {
+    ApiError::conflict(format!(
+        "dataset {digest} is already registered in `{collab}`"
+    ))
 }
 
 async fn find(state: &AppState, access: &Access, digest: &str) -> Result<dataset::Model, ApiError> {

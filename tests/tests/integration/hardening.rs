@@ -374,3 +374,51 @@ async fn unreferenced_blobs_are_collected_after_their_grace_and_nothing_else() {
     );
     assert_eq!(alice.head(&format!("/blobs/{orphan}")).await, 200);
 }
+
+#[tokio::test]
+async fn a_duplicate_dataset_is_refused_before_its_content_is_read() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    alice.create_collab("lab", "full").await;
+    let good = r#"[{"prompt": "p", "answer": "a"}]"#;
+    let digest = alice.upload(good.as_bytes(), 1 << 20).await;
+    let register = |digest: &clreg_types::Digest, size: usize| {
+        json!({"name": "d", "task": "t", "metric": "exact", "digest": digest,
+               "size": size, "examples": 1, "store_content": true})
+    };
+    let (status, body) = alice
+        .post(
+            "/collaborations/lab/datasets",
+            &register(&digest, good.len()),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_error(
+        &alice
+            .post(
+                "/collaborations/lab/datasets",
+                &register(&digest, good.len()),
+            )
+            .await,
+        409,
+        "conflict",
+    );
+    // Not TRACE at all: a manifest-only duplicate of it is refused as a duplicate, without
+    // validating (or reading) anything.
+    let bad = b"not json at all";
+    let bad_digest = alice.upload(bad, 1 << 20).await;
+    let manifest = json!({"name": "b", "task": "t", "metric": "exact", "digest": bad_digest,
+                          "size": bad.len(), "examples": 1, "store_content": false});
+    let (status, body) = alice.post("/collaborations/lab/datasets", &manifest).await;
+    assert_eq!(status, 201, "{body}");
+    assert_error(
+        &alice
+            .post(
+                "/collaborations/lab/datasets",
+                &register(&bad_digest, bad.len()),
+            )
+            .await,
+        409,
+        "conflict",
+    );
+}
