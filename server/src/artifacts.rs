@@ -303,6 +303,28 @@ type ParentEdge = (
     Vec<Digest>,
 );
 
+/// The semi-cooperative collaborations where `digest` is a registered dataset, by name.
+async fn semi_datasets_holding(
+    state: &AppState,
+    digest: &clreg_types::Digest,
+) -> Result<Vec<String>, ApiError> {
+    let mut out = Vec::new();
+    for d in dataset::Entity::find()
+        .filter(dataset::Column::Digest.eq(digest.hex()))
+        .all(&state.db)
+        .await?
+    {
+        if let Some(c) = collaboration::Entity::find_by_id(d.collab_id)
+            .one(&state.db)
+            .await?
+            .filter(|c| c.policy == collaboration::PolicyValue::Semi)
+        {
+            out.push(c.name);
+        }
+    }
+    Ok(out)
+}
+
 /// The most files one artifact may have (a sharded checkpoint has tens).
 pub const MAX_FILES: usize = 4096;
 
@@ -365,6 +387,7 @@ pub async fn prepare(
                 entry.size, entry.digest, stored.size
             )));
         }
+        crate::policy::publishable(path, &semi_datasets_holding(state, &entry.digest).await?)?;
         files.insert(path.clone(), (entry.digest.clone(), entry.size));
     }
     // The base: required for everything but a base model, must itself be a base.

@@ -145,6 +145,23 @@ pub fn decide(
     check(collab, policy, data_use)
 }
 
+/// Whether bytes may become an artifact file: not when they are the content of a dataset
+/// registered in a `semi` collaboration (`semi_holders`, by name), whose data never outlives
+/// the job it was sent for — published as a model file, anyone who may download it would
+/// have it.
+pub fn publishable(path: &str, semi_holders: &[String]) -> Result<(), ApiError> {
+    match semi_holders.first() {
+        None => Ok(()),
+        Some(collab) => Err(ApiError::new(
+            ErrorCode::PolicyForbids,
+            format!(
+                "file `{path}` is the content of a dataset registered in semi-cooperative `{collab}`; \
+                 dataset content may not be published as an artifact"
+            ),
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -422,3 +422,47 @@ async fn a_duplicate_dataset_is_refused_before_its_content_is_read() {
         "conflict",
     );
 }
+
+#[tokio::test]
+async fn the_content_of_a_semi_dataset_cannot_be_published_as_an_artifact_file() {
+    let server = TestServer::start().await;
+    let root = server.dir.path();
+    let alice = server.user("alice").await;
+    alice.create_collab("lab", "semi").await;
+    alice.create_collab("public", "full").await;
+    let content = r#"[{"prompt": "patient 7", "answer": "diagnosis"}]"#;
+    let digest = alice.upload(content.as_bytes(), 1 << 20).await;
+    let (status, body) = alice
+        .post(
+            "/collaborations/lab/datasets",
+            &json!({"name": "notes", "task": "t", "metric": "exact", "digest": digest,
+                    "size": content.len(), "examples": 1, "store_content": false}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let mut files = alice.upload_dir(&tiny_model(root, "base", 1, None)).await;
+    files.insert(
+        "notes.json".into(),
+        FileEntry {
+            digest: digest.clone(),
+            size: content.len() as u64,
+        },
+    );
+    let commit = CommitArtifact {
+        name: "llama".into(),
+        kind: ArtifactKind::Base,
+        base: None,
+        files,
+        parents: vec![],
+        description: String::new(),
+    };
+    for collab in ["lab", "public"] {
+        let refused = alice.commit(collab, &commit).await;
+        assert_error(&refused, 403, "policy_forbids");
+        assert!(
+            refused.1["message"].as_str().unwrap().contains("`lab`"),
+            "{}",
+            refused.1
+        );
+    }
+}
