@@ -338,6 +338,8 @@ pub struct Prepared {
     base_id: Option<String>,
     metadata_json: String,
     parents: Vec<ParentEdge>,
+    /// The collaboration's storage quota, checked when the files are added.
+    quota: u64,
 }
 
 /// Checks every file (possession, size), resolves the base and parents the author may read,
@@ -519,6 +521,7 @@ pub async fn prepare(
         req,
         metadata_json,
         parents,
+        quota: state.config.collab_quota_bytes,
     })
 }
 
@@ -535,6 +538,13 @@ pub async fn insert<C: sea_orm::ConnectionTrait>(
     if let Some(existing) = artifact::Entity::find_by_id(id).one(txn).await? {
         return Ok((false, existing));
     }
+    crate::quota::check(
+        txn,
+        collab,
+        req.files.values().map(|f| (f.digest.hex(), f.size)),
+        p.quota,
+    )
+    .await?;
     let latest = artifact::Entity::find()
         .filter(artifact::Column::CollabId.eq(collab.id))
         .filter(artifact::Column::Name.eq(&req.name))

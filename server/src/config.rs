@@ -31,6 +31,9 @@ pub struct Config {
     pub max_uploads_per_user: u64,
     /// Open upload sessions in all.
     pub max_uploads: u64,
+    /// The most bytes of distinct blobs one collaboration's artifacts and stored datasets may
+    /// hold; 0 for no quota.
+    pub collab_quota_bytes: u64,
     /// Blobs nothing refers to are collected once unreferenced (and not uploaded) this long.
     pub blob_gc_grace_secs: u64,
     /// How often `serve` collects unreferenced blobs; 0 never (`admin gc` still can).
@@ -127,6 +130,7 @@ impl Default for Config {
             upload_idle_secs: 3600,
             max_uploads_per_user: 64,
             max_uploads: 4096,
+            collab_quota_bytes: 1 << 40,
             blob_gc_grace_secs: 7 * 24 * 3600,
             blob_gc_every_secs: 24 * 3600,
             token_ttl_secs: 3600,
@@ -250,6 +254,9 @@ impl Config {
         }
         if let Some(v) = var("CLREG_MAX_UPLOADS") {
             self.max_uploads = parse("CLREG_MAX_UPLOADS", v)?;
+        }
+        if let Some(v) = var("CLREG_COLLAB_QUOTA_BYTES") {
+            self.collab_quota_bytes = parse("CLREG_COLLAB_QUOTA_BYTES", v)?;
         }
         if let Some(v) = var("CLREG_BLOB_GC_GRACE_SECS") {
             self.blob_gc_grace_secs = parse("CLREG_BLOB_GC_GRACE_SECS", v)?;

@@ -13,6 +13,7 @@ pub mod gc;
 pub mod jobs;
 pub mod ledger;
 pub mod policy;
+pub mod quota;
 pub mod routes;
 pub mod series;
 pub mod state;

@@ -48,6 +48,7 @@ codes! {
     UploadLost => ("upload_lost", 409),
     AmbiguousRef => ("ambiguous_ref", 409),
     TooLarge => ("too_large", 413),
+    QuotaExceeded => ("quota_exceeded", 413),
     RangeNotSatisfiable => ("range_not_satisfiable", 416),
     TooManyUploads => ("too_many_uploads", 429),
     UploadOutOfOrder => ("upload_out_of_order", 416),

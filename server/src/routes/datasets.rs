@@ -144,6 +144,7 @@ async fn store(
     access: &Access,
     req: RegisterDataset,
 ) -> Result<(StatusCode, ApiJson<Dataset>), ApiError> {
+    let quota = state.config.collab_quota_bytes;
     let row = crate::db::write(&state.db, |txn| {
             let (collab, req) = (access.collab.clone(), req.clone());
             let (actor, user_id) = (caller.name.clone(), caller.id);
@@ -151,6 +152,9 @@ async fn store(
                 crate::db::lock_collab(txn, collab.id).await?;
                 if registered(txn, collab.id, &req.digest).await? {
                     return Err(duplicate(&req.digest, &collab.name));
+                }
+                if req.store_content {
+                    crate::quota::check(txn, &collab, [(req.digest.hex(), req.size)], quota).await?;
                 }
                 // The policy as it stands now, under the lock a tightening also takes: content
                 // checked against `full` above is not stored if the collaboration became `semi`.

@@ -466,3 +466,65 @@ async fn the_content_of_a_semi_dataset_cannot_be_published_as_an_artifact_file()
         );
     }
 }
+
+#[tokio::test]
+async fn a_collaboration_cannot_hold_more_than_its_quota() {
+    let server = TestServer::start_with(|c| c.collab_quota_bytes = 600_000).await;
+    let root = server.dir.path();
+    let alice = server.user("alice").await;
+    alice.create_collab("lab", "full").await;
+    alice.create_collab("other", "full").await;
+    let base = tiny_model(root, "base", 1, None);
+    let size: u64 = crate::support::walk(&base)
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+    assert!(
+        size < 600_000 && 2 * size > 600_000,
+        "the model is {size} bytes"
+    );
+    alice
+        .push("lab", "llama", ArtifactKind::Base, None, &base)
+        .await;
+    // The same blobs again cost nothing.
+    let same = alice.upload_dir(&base).await;
+    let again = CommitArtifact {
+        name: "llama-copy".into(),
+        kind: ArtifactKind::Base,
+        base: None,
+        files: same,
+        parents: vec![],
+        description: String::new(),
+    };
+    let (status, body) = alice.commit("lab", &again).await;
+    assert_eq!(status, 201, "{body}");
+    // Another model's bytes do not fit; in another collaboration they do.
+    let files = alice.upload_dir(&tiny_model(root, "other", 2, None)).await;
+    let second = CommitArtifact {
+        name: "second".into(),
+        files,
+        ..again
+    };
+    let refused = alice.commit("lab", &second).await;
+    assert_error(&refused, 413, "quota_exceeded");
+    assert!(
+        refused.1["message"]
+            .as_str()
+            .unwrap()
+            .contains("collab_quota_bytes")
+    );
+    let (status, body) = alice.commit("other", &second).await;
+    assert_eq!(status, 201, "{body}");
+    // Stored dataset content counts too.
+    let content = "x".repeat(200_000);
+    let data = format!(r#"[{{"prompt": "{content}", "answer": "a"}}]"#);
+    let digest = alice.upload(data.as_bytes(), 1 << 20).await;
+    let refused = alice
+        .post(
+            "/collaborations/lab/datasets",
+            &json!({"name": "big", "task": "t", "metric": "exact", "digest": digest,
+                    "size": data.len(), "examples": 1, "store_content": true}),
+        )
+        .await;
+    assert_error(&refused, 413, "quota_exceeded");
+}
