@@ -31,6 +31,11 @@ pub struct Config {
     pub max_uploads_per_user: u64,
     /// Open upload sessions in all.
     pub max_uploads: u64,
+    /// Seconds a client may take to send a request's headers (this also closes idle
+    /// keep-alive connections); slow-header clients cannot hold connections open.
+    pub header_read_timeout_secs: u64,
+    /// The most open client connections; more are closed at once.
+    pub max_connections: usize,
     /// The most bytes of distinct blobs one collaboration's artifacts and stored datasets may
     /// hold; 0 for no quota.
     pub collab_quota_bytes: u64,
@@ -130,6 +135,8 @@ impl Default for Config {
             upload_idle_secs: 3600,
             max_uploads_per_user: 64,
             max_uploads: 4096,
+            header_read_timeout_secs: 30,
+            max_connections: 1024,
             collab_quota_bytes: 1 << 40,
             blob_gc_grace_secs: 7 * 24 * 3600,
             blob_gc_every_secs: 24 * 3600,
@@ -254,6 +261,12 @@ impl Config {
         }
         if let Some(v) = var("CLREG_MAX_UPLOADS") {
             self.max_uploads = parse("CLREG_MAX_UPLOADS", v)?;
+        }
+        if let Some(v) = var("CLREG_HEADER_READ_TIMEOUT_SECS") {
+            self.header_read_timeout_secs = parse("CLREG_HEADER_READ_TIMEOUT_SECS", v)?;
+        }
+        if let Some(v) = var("CLREG_MAX_CONNECTIONS") {
+            self.max_connections = parse("CLREG_MAX_CONNECTIONS", v)?;
         }
         if let Some(v) = var("CLREG_COLLAB_QUOTA_BYTES") {
             self.collab_quota_bytes = parse("CLREG_COLLAB_QUOTA_BYTES", v)?;

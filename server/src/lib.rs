@@ -75,10 +75,12 @@ pub async fn serve(
         }
     });
     let (stop_workers, workers) = start_workers(&state, state.config.workers, "serve");
+    let limits = (
+        Duration::from_secs(state.config.header_read_timeout_secs.max(1)),
+        state.config.max_connections.max(1),
+    );
     let app = routes::app(state);
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let result = serve_connections(listener, app, limits, shutdown).await;
     sweeper.abort();
     collector.abort();
     let _ = stop_workers.send(true);
@@ -86,6 +88,63 @@ pub async fn serve(
         let _ = w.await;
     }
     result
+}
+
+/// Accepts connections until `shutdown` resolves, then drains them. Each connection gets a
+/// header-read timeout (a client has that long to send a request's headers, which also ends
+/// idle keep-alive connections), and at most `max_connections` are open: more are closed at
+/// once. (axum::serve runs hyper without a timer, so its header timeouts never fire.)
+async fn serve_connections(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    (header_read_timeout, max_connections): (Duration, usize),
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::service::TowerToHyperService;
+
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    builder.http2().timer(TokioTimer::new());
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let open = std::sync::Arc::new(tokio::sync::Semaphore::new(max_connections));
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (socket, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: pause rather than spin.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let Ok(permit) = open.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, max_connections, "connection limit reached; closing a new connection");
+            continue;
+        };
+        let service = TowerToHyperService::new(app.clone());
+        let connection = builder
+            .serve_connection(TokioIo::new(socket), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }
 
 /// Starts `n` job workers named `<host-ish prefix>-<pid>-<i>`; send `true` to stop them.

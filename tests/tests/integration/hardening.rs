@@ -528,3 +528,65 @@ async fn a_collaboration_cannot_hold_more_than_its_quota() {
         .await;
     assert_error(&refused, 413, "quota_exceeded");
 }
+
+#[tokio::test]
+async fn slow_header_clients_are_cut_off_and_connections_are_capped() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+    let server = TestServer::start_with(|c| {
+        c.header_read_timeout_secs = 1;
+        c.max_connections = 3;
+    })
+    .await;
+    let addr = server.url.trim_start_matches("http://").to_string();
+    /// Reads until the server closes the connection; the bytes it sent.
+    async fn until_closed(s: &mut TcpStream) -> Vec<u8> {
+        let mut all = Vec::new();
+        let mut buf = [0u8; 1024];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return all,
+                Ok(n) => all.extend_from_slice(&buf[..n]),
+            }
+        }
+    }
+    // Half a request, then silence: the server ends it after the header-read timeout.
+    let mut slow = TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(10), until_closed(&mut slow))
+        .await
+        .expect("the server kept a slow client past 10 s");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(900));
+    assert!(
+        answer.is_empty() || String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 408"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    // Three connections held open: a fourth is closed at once, without an answer.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(TcpStream::connect(&addr).await.unwrap());
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let mut extra = TcpStream::connect(&addr).await.unwrap();
+    let _ = extra
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    let refused = tokio::time::timeout(
+        std::time::Duration::from_millis(800),
+        until_closed(&mut extra),
+    )
+    .await
+    .expect("the connection over the limit was not closed at once");
+    assert!(refused.is_empty(), "{}", String::from_utf8_lossy(&refused));
+    drop(held);
+    // Once they go, requests are served again.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let (status, _) = crate::support::Client::anonymous(&server.url)
+        .get("/healthz")
+        .await;
+    assert_eq!(status, 200);
+}
