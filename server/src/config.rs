@@ -31,6 +31,8 @@ pub struct Config {
     pub max_uploads_per_user: u64,
     /// Open upload sessions in all.
     pub max_uploads: u64,
+    /// Token exchanges one client address may make per minute (one API key: 10).
+    pub token_requests_per_minute: u32,
     /// Seconds a client may take to send a request's headers (this also closes idle
     /// keep-alive connections); slow-header clients cannot hold connections open.
     pub header_read_timeout_secs: u64,
@@ -135,6 +137,7 @@ impl Default for Config {
             upload_idle_secs: 3600,
             max_uploads_per_user: 64,
             max_uploads: 4096,
+            token_requests_per_minute: 60,
             header_read_timeout_secs: 30,
             max_connections: 1024,
             collab_quota_bytes: 1 << 40,
@@ -261,6 +264,9 @@ impl Config {
         }
         if let Some(v) = var("CLREG_MAX_UPLOADS") {
             self.max_uploads = parse("CLREG_MAX_UPLOADS", v)?;
+        }
+        if let Some(v) = var("CLREG_TOKEN_REQUESTS_PER_MINUTE") {
+            self.token_requests_per_minute = parse("CLREG_TOKEN_REQUESTS_PER_MINUTE", v)?;
         }
         if let Some(v) = var("CLREG_HEADER_READ_TIMEOUT_SECS") {
             self.header_read_timeout_secs = parse("CLREG_HEADER_READ_TIMEOUT_SECS", v)?;

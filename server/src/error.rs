@@ -64,6 +64,12 @@ impl IntoResponse for ApiError {
             message: self.message,
         };
         let mut response = (status, Json(body)).into_response();
+        if matches!(self.code, ErrorCode::TooManyRequests) {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("60"),
+            );
+        }
         if self.code == ErrorCode::Busy {
             response.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,

@@ -14,6 +14,7 @@ pub mod jobs;
 pub mod ledger;
 pub mod policy;
 pub mod quota;
+pub mod ratelimit;
 pub mod routes;
 pub mod series;
 pub mod state;
@@ -130,7 +131,16 @@ async fn serve_connections(
             tracing::warn!(%peer, max_connections, "connection limit reached; closing a new connection");
             continue;
         };
-        let service = TowerToHyperService::new(app.clone());
+        // The peer's address for handlers that limit by it (the token exchange).
+        let service = TowerToHyperService::new(tower::ServiceExt::map_request(
+            app.clone(),
+            move |mut request: axum::extract::Request<hyper::body::Incoming>| {
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                request
+            },
+        ));
         let connection = builder
             .serve_connection(TokioIo::new(socket), service)
             .into_owned();

@@ -27,6 +27,8 @@ pub struct AppState {
     pub cpu: Arc<tokio::sync::Semaphore>,
     /// Wakes this process's idle workers when a job is queued (others poll).
     pub job_queued: Arc<tokio::sync::Notify>,
+    /// Token exchanges per client address, and per API key.
+    pub token_limits: Arc<(crate::ratelimit::Limiter, crate::ratelimit::Limiter)>,
 }
 
 impl AppState {
@@ -39,6 +41,7 @@ impl AppState {
         clreg_migrations::Migrator::up(&db, None).await?;
         let store = open_store(&config)?;
         let keys = Keys::load_or_generate(&config)?;
+        let per_address = config.token_requests_per_minute;
         Ok(AppState {
             db,
             store,
@@ -47,6 +50,10 @@ impl AppState {
             uploads: Arc::new(Mutex::new(HashMap::new())),
             cpu: Arc::new(tokio::sync::Semaphore::new(2)),
             job_queued: Arc::new(tokio::sync::Notify::new()),
+            token_limits: Arc::new((
+                crate::ratelimit::Limiter::new(per_address, Duration::from_secs(60)),
+                crate::ratelimit::Limiter::new(10, Duration::from_secs(60)),
+            )),
         })
     }
 }

@@ -51,6 +51,7 @@ codes! {
     QuotaExceeded => ("quota_exceeded", 413),
     RangeNotSatisfiable => ("range_not_satisfiable", 416),
     TooManyUploads => ("too_many_uploads", 429),
+    TooManyRequests => ("too_many_requests", 429),
     UploadOutOfOrder => ("upload_out_of_order", 416),
     DigestMismatch => ("digest_mismatch", 422),
     InvalidSafetensors => ("invalid_safetensors", 422),

@@ -18,8 +18,28 @@ pub fn router() -> OpenApiRouter<AppState> {
     responses((status = 200, body = TokenResponse), (status = 401, body = ErrorBody)))]
 async fn token(
     State(state): State<AppState>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     ApiJson(req): ApiJson<TokenRequest>,
 ) -> Result<ApiJson<TokenResponse>, ApiError> {
+    // Per client address, then per key (by its hash: the key itself is never kept).
+    let limited = |retry: u64| {
+        ApiError::new(
+            ErrorCode::TooManyRequests,
+            format!("too many token requests; retry in {retry} s (a token lasts, reuse it)"),
+        )
+    };
+    if let Some(axum::Extension(axum::extract::ConnectInfo(addr))) = peer {
+        state
+            .token_limits
+            .0
+            .hit(&addr.ip().to_string())
+            .map_err(limited)?;
+    }
+    state
+        .token_limits
+        .1
+        .hit(&crate::auth::hash_api_key(req.api_key.trim()))
+        .map_err(limited)?;
     let invalid = || {
         ApiError::new(
             ErrorCode::InvalidApiKey,

@@ -590,3 +590,61 @@ async fn slow_header_clients_are_cut_off_and_connections_are_capped() {
         .await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test]
+async fn token_requests_are_limited_per_key_and_per_address() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let anon = crate::support::Client::anonymous(&server.url);
+    let key = alice.api_key.clone().unwrap();
+    let exchange = |key: String| {
+        let anon = anon.clone();
+        async move {
+            let response = anon
+                .request(reqwest::Method::POST, "/auth/token")
+                .json(&json!({ "api_key": key }))
+                .send()
+                .await
+                .unwrap();
+            (
+                response.status().as_u16(),
+                response.headers().get("retry-after").is_some(),
+            )
+        }
+    };
+    // server.user() made the first of ten a minute for this key.
+    for _ in 0..9 {
+        assert_eq!(exchange(key.clone()).await.0, 200);
+    }
+    assert_eq!(exchange(key.clone()).await, (429, true));
+    // Another key is not affected.
+    let other = clreg_server::admin::create_key(&server.state.db, "alice")
+        .await
+        .unwrap();
+    assert_eq!(exchange(other).await.0, 200);
+
+    // Per address: three a minute here; guessing keys counts too.
+    let strict = TestServer::start_with(|c| c.token_requests_per_minute = 3).await;
+    let bob = strict.user("bob").await;
+    let anon = crate::support::Client::anonymous(&strict.url);
+    let guess = |n: u32| {
+        let anon = anon.clone();
+        async move {
+            anon.post(
+                "/auth/token",
+                &json!({ "api_key": format!("clreg_guess{n}") }),
+            )
+            .await
+        }
+    };
+    assert_error(&guess(1).await, 401, "invalid_api_key");
+    assert_error(&guess(2).await, 401, "invalid_api_key");
+    assert_error(&guess(3).await, 429, "too_many_requests");
+    let refused = anon
+        .post(
+            "/auth/token",
+            &json!({ "api_key": bob.api_key.clone().unwrap() }),
+        )
+        .await;
+    assert_error(&refused, 429, "too_many_requests");
+}
