@@ -42,6 +42,7 @@ macro_rules! codes {
 
 codes! {
     InvalidSafetensors => ("invalid_safetensors", Input),
+    NonFiniteWeights => ("non_finite_weights", Input),
     InvalidModel => ("invalid_model", Input),
     InvalidAdapter => ("invalid_adapter", Input),
     AdapterMismatch => ("adapter_mismatch", Input),

@@ -25,6 +25,9 @@ pub enum FormatError {
     /// An output that would overwrite something.
     #[error("`{file}`: {reason}")]
     OutputExists { file: String, reason: String },
+    /// A weight that is NaN or infinite.
+    #[error("`{file}`: {reason}")]
+    NonFiniteWeights { file: String, reason: String },
 }
 
 impl FormatError {
@@ -38,6 +41,7 @@ impl FormatError {
             Self::InvalidDataset { .. } => crate::code::Code::InvalidDataset,
             Self::Io { .. } => crate::code::Code::IoError,
             Self::OutputExists { .. } => crate::code::Code::OutputExists,
+            Self::NonFiniteWeights { .. } => crate::code::Code::NonFiniteWeights,
         }
     }
 
@@ -50,7 +54,8 @@ impl FormatError {
             | Self::AdapterMismatch { file, .. }
             | Self::InvalidDataset { file, .. }
             | Self::Io { file, .. }
-            | Self::OutputExists { file, .. } => file,
+            | Self::OutputExists { file, .. }
+            | Self::NonFiniteWeights { file, .. } => file,
         }
     }
 
@@ -63,7 +68,8 @@ impl FormatError {
             | Self::AdapterMismatch { reason, .. }
             | Self::InvalidDataset { reason, .. }
             | Self::Io { reason, .. }
-            | Self::OutputExists { reason, .. } => reason,
+            | Self::OutputExists { reason, .. }
+            | Self::NonFiniteWeights { reason, .. } => reason,
         }
     }
 

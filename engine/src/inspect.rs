@@ -329,9 +329,54 @@ pub fn inspect_artifact(
                 ));
             };
             let summary = adapter::check_against_base(&cfg, weights, base, ADAPTER_WEIGHTS)?;
+            // Adapters are small: every weight is read and must be a finite number.
+            check_finite(files, ADAPTER_WEIGHTS, weights)?;
             Ok(summarise(weights.tensors.iter(), None, Some(summary), None))
         }
     }
+}
+
+/// Reads every float tensor of `path` and refuses the first that holds a NaN or an infinity.
+pub fn check_finite(
+    files: &dyn FileAccess,
+    path: &str,
+    info: &SafetensorsInfo,
+) -> Result<(), FormatError> {
+    let size = files
+        .size(path)
+        .ok_or_else(|| FormatError::io(path, "listed but missing from the artifact"))?;
+    let prefix = files.read_range(path, 0, size.min(8))?;
+    let data_start = 8 + safetensors_header::header_len(&prefix, size, path)?;
+    for t in &info.tensors {
+        let width = match t.dtype.as_str() {
+            "F32" => 4,
+            "F16" | "BF16" => 2,
+            "F64" => 8,
+            _ => continue,
+        };
+        let bytes = files.read_range(path, data_start + t.begin, data_start + t.end)?;
+        let bad = bytes
+            .chunks_exact(width)
+            .position(|w| match t.dtype.as_str() {
+                "F32" => !f32::from_le_bytes([w[0], w[1], w[2], w[3]]).is_finite(),
+                "F64" => !f64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]])
+                    .is_finite(),
+                // Half and bfloat16: all exponent bits set is an infinity or a NaN.
+                "F16" => u16::from_le_bytes([w[0], w[1]]) & 0x7c00 == 0x7c00,
+                _ => u16::from_le_bytes([w[0], w[1]]) & 0x7f80 == 0x7f80,
+            });
+        if let Some(i) = bad {
+            return Err(FormatError::NonFiniteWeights {
+                file: path.to_string(),
+                reason: format!(
+                    "tensor `{}` holds a NaN or infinite value (element {i}); fix the training \
+                     run that produced it",
+                    t.name
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// A LoRA-MoE bundle against its base: every routed module is a 2-D weight of the base, with

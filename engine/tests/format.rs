@@ -880,3 +880,48 @@ fn headers_repeated_under_many_paths_are_refused_past_the_total_cap() {
     std::fs::write(few.path().join("w0.safetensors"), st_file(&header, 4)).unwrap();
     assert!(inspect_dir(Kind::Other, few.path(), None).is_ok());
 }
+
+/// Adapters are read whole at inspection: a NaN or an infinity in any weight is refused with
+/// `non_finite_weights`, naming the tensor; a clean adapter passes.
+#[test]
+fn an_adapter_with_a_nan_or_an_infinity_is_refused() {
+    let t = TinyConfig::default();
+    let base = tempfile::tempdir().unwrap();
+    write_tiny_llama(base.path(), &t, 1, None).unwrap();
+    let base_shapes = inspect_dir(Kind::Other, base.path(), None).unwrap().shapes;
+    for bad in [f32::NAN, f32::INFINITY] {
+        let dir = tempfile::tempdir().unwrap();
+        write_tiny_adapter(
+            dir.path(),
+            &tiny_llama_config(&t),
+            4,
+            8.0,
+            &["q_proj"],
+            3,
+            false,
+        )
+        .unwrap();
+        assert!(inspect_dir(Kind::Adapter, dir.path(), Some(&base_shapes)).is_ok());
+        let path = dir.path().join(inspect::ADAPTER_WEIGHTS);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+        let (name, tensor) = header
+            .as_object()
+            .unwrap()
+            .iter()
+            .find(|(k, _)| *k != "__metadata__")
+            .unwrap();
+        assert_eq!(tensor["dtype"], "F32");
+        // The third element of the first tensor.
+        let at = 8 + n + tensor["data_offsets"][0].as_u64().unwrap() as usize + 8;
+        bytes[at..at + 4].copy_from_slice(&bad.to_le_bytes());
+        std::fs::write(&path, bytes).unwrap();
+        let e = assert_err(
+            inspect_dir(Kind::Adapter, dir.path(), Some(&base_shapes)),
+            "non_finite_weights",
+            &[name.as_str(), "element 2"],
+        );
+        assert_eq!(e.file(), inspect::ADAPTER_WEIGHTS);
+    }
+}

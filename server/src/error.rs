@@ -133,6 +133,7 @@ pub fn wire_code(code: Code) -> ErrorCode {
         | Code::IncompatibleExpert
         | Code::BaseMismatch => ErrorCode::InvalidModel,
         Code::InvalidAdapter => ErrorCode::InvalidAdapter,
+        Code::NonFiniteWeights => ErrorCode::NonFiniteWeights,
         Code::AdapterMismatch => ErrorCode::AdapterMismatch,
         Code::InvalidDataset | Code::EmptyTask => ErrorCode::InvalidDataset,
         Code::InvalidResults => ErrorCode::InvalidResults,

@@ -55,6 +55,7 @@ codes! {
     UploadOutOfOrder => ("upload_out_of_order", 416),
     DigestMismatch => ("digest_mismatch", 422),
     InvalidSafetensors => ("invalid_safetensors", 422),
+    NonFiniteWeights => ("non_finite_weights", 422),
     InvalidModel => ("invalid_model", 422),
     InvalidAdapter => ("invalid_adapter", 422),
     AdapterMismatch => ("adapter_mismatch", 422),

@@ -648,3 +648,45 @@ async fn token_requests_are_limited_per_key_and_per_address() {
         .await;
     assert_error(&refused, 429, "too_many_requests");
 }
+
+#[tokio::test]
+async fn an_adapter_holding_a_nan_is_refused_at_commit() {
+    let server = TestServer::start().await;
+    let root = server.dir.path();
+    let alice = server.user("alice").await;
+    alice.create_collab("lab", "semi").await;
+    alice
+        .push(
+            "lab",
+            "llama",
+            ArtifactKind::Base,
+            None,
+            &tiny_model(root, "base", 1, None),
+        )
+        .await;
+    let lora =
+        crate::support::tiny_adapter(root, "lora", 2, &clreg_engine::tiny::TinyConfig::default());
+    let path = lora.join("adapter_model.safetensors");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    // The last weight of the data section.
+    let end = bytes.len();
+    assert!(end > 8 + n + 4);
+    bytes[end - 4..].copy_from_slice(&f32::NAN.to_le_bytes());
+    std::fs::write(&path, bytes).unwrap();
+    let files = alice.upload_dir(&lora).await;
+    let refused = alice
+        .commit(
+            "lab",
+            &CommitArtifact {
+                name: "lora".into(),
+                kind: ArtifactKind::Adapter,
+                base: Some("lab/llama".into()),
+                files,
+                parents: vec![],
+                description: String::new(),
+            },
+        )
+        .await;
+    assert_error(&refused, 422, "non_finite_weights");
+}
