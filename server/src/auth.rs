@@ -33,6 +33,10 @@ pub struct Claims {
     pub iat: i64,
     pub nbf: i64,
     pub exp: i64,
+    /// When it was issued, in milliseconds (`iat` has whole seconds: a token issued just
+    /// after a revocation in the same second must not count as revoked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat_ms: Option<i64>,
 }
 
 impl Keys {
@@ -74,6 +78,7 @@ impl Keys {
             iat: now.timestamp(),
             nbf: now.timestamp(),
             exp: exp.timestamp(),
+            iat_ms: Some(now.timestamp_millis()),
         };
         let mut header = Header::new(ALGORITHM);
         header.kid = Some(self.signing.0.clone());

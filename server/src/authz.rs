@@ -319,10 +319,11 @@ async fn authenticate(
                 ApiError::new(ErrorCode::InvalidToken, "the token's user no longer exists")
             })?;
         // Keys revoked or the user disabled since the token was issued: it ends with them.
+        let issued_ms = claims.iat_ms.unwrap_or(claims.iat.saturating_mul(1000));
         if user.disabled_at.is_some()
             || user
                 .tokens_valid_after
-                .is_some_and(|t| claims.iat <= t.timestamp())
+                .is_some_and(|t| issued_ms <= t.timestamp_millis())
         {
             return Err(ApiError::new(
                 ErrorCode::InvalidToken,

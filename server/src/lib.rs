@@ -105,12 +105,13 @@ async fn serve_connections(
     use hyper_util::server::conn::auto::Builder;
     use hyper_util::service::TowerToHyperService;
 
-    let mut builder = Builder::new(TokioExecutor::new());
+    // HTTP/1 only: the header-read timeout then runs from a connection's first byte (the auto
+    // builder's version sniffing has none, and HTTP/2 has no idle limit here).
+    let mut builder = Builder::new(TokioExecutor::new()).http1_only();
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(header_read_timeout);
-    builder.http2().timer(TokioTimer::new());
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let open = std::sync::Arc::new(tokio::sync::Semaphore::new(max_connections));
     let mut shutdown = std::pin::pin!(shutdown);
@@ -153,7 +154,13 @@ async fn serve_connections(
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    // In-flight requests finish; a download that would outlast this is cut.
+    if tokio::time::timeout(Duration::from_secs(30), graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open 30 s after shutdown began; closing them");
+    }
     Ok(())
 }
 

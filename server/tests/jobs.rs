@@ -1352,3 +1352,25 @@ async fn the_input_cache_evicts_the_least_recently_used_but_never_a_running_jobs
     };
     assert_eq!(weights(&m1), weights(&m2));
 }
+
+#[tokio::test]
+async fn a_job_whose_output_is_refused_at_commit_fails_once_with_the_refusal() {
+    let server = server_with_worker().await;
+    let alice = server.user("alice").await;
+    alice.create_collab("lab", "semi").await;
+    three_models(&server, &alice, None).await;
+    // `a` is a checkpoint: a merge may not become its next version.
+    let (status, job) = alice
+        .post(
+            "/collaborations/lab/jobs",
+            &json!({"kind": "merge", "name": "a", "recipe": RECIPE}),
+        )
+        .await;
+    assert_eq!(status, 201, "{job}");
+    let ended = wait(&alice, job["id"].as_str().unwrap()).await;
+    assert_eq!(ended["state"], "failed", "{ended}");
+    assert_eq!(ended["error"]["code"], "conflict", "{ended}");
+    assert_eq!(ended["attempts"], 1, "it is not run again");
+    let (_, versions) = alice.get("/collaborations/lab/artifacts?name=a").await;
+    assert_eq!(versions.as_array().unwrap().len(), 1);
+}

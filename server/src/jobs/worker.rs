@@ -209,7 +209,20 @@ async fn execute(
     if renew(state, id, worker).await? {
         super::data::forget(state.store.as_ref(), id).await?;
     }
-    if finish(state, worker, &claimed, ending, prepared).await? {
+    let finished = match finish(state, worker, &claimed, ending, prepared).await {
+        Ok(f) => f,
+        // The outputs were refused at commit (the quota, a name of another kind, …): the job
+        // fails with that refusal instead of staying claimed and running again.
+        Err(e) if !matches!(e.code, ErrorCode::Busy | ErrorCode::Internal) => {
+            let ending = Ending::Failed {
+                code: e.code.as_str().to_string(),
+                message: e.message,
+            };
+            finish(state, worker, &claimed, Some(ending), None).await?
+        }
+        Err(e) => return Err(e),
+    };
+    if finished {
         let _ = tokio::fs::remove_dir_all(stage::job_dir(state, id)).await;
     }
     Ok(())
