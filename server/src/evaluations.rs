@@ -123,65 +123,75 @@ pub async fn import(
         .file
         .clone()
         .unwrap_or_else(|| "the results file".into());
-    let invalid = |e: clreg_engine::eval::EvalError| {
-        ApiError::new(crate::error::wire_code(e.code()), e.to_string())
-    };
-    let scores: Vec<Score> = match req.format {
-        ResultsFormat::LmEval => {
-            if req.task.is_some() || req.metric.is_some() {
-                return Err(ApiError::bad_request(
-                    "an lm-evaluation-harness file names its tasks and metrics: drop `task` and `metric`",
-                ));
-            }
-            let imported =
-                clreg_engine::eval::import::import_harness(req.content.as_bytes(), &file)
-                    .map_err(invalid)?;
-            imported
-                .tasks
-                .into_iter()
-                .map(|t| Score {
-                    report: json!({"source": "lm_eval", "file": file, "key": t.key}),
-                    task: t.task,
-                    metric: t.metric,
-                    score: t.score,
-                    n: t.n.unwrap_or(0) as u64,
-                })
-                .collect()
-        }
-        ResultsFormat::Trace => {
-            let task = req.task.clone().ok_or_else(|| {
-                ApiError::bad_request("a TRACE results file holds one task: name it in `task`")
-            })?;
-            let results = clreg_engine::eval::import::import_trace(req.content.as_bytes(), &file)
-                .map_err(invalid)?;
-            let n = results.results.len() as u64;
-            let (metric, score, key) = match &req.metric {
-                Some(m) => {
-                    let metric = crate::jobs::metric_of(m)?;
-                    let score = results.rescore(metric).ok_or_else(|| {
-                        ApiError::bad_request(format!(
-                            "cannot rescore with `{m}`: the file holds no generations (or `mc` needs the model)"
-                        ))
-                    })?;
-                    (m.clone(), score, None)
+    // Parsing (and rescoring) up to 64 MiB is CPU work: on a blocking thread, under the permit.
+    let scores = {
+        let _permit = state.cpu.acquire().await.map_err(ApiError::internal)?;
+        let (req, file) = (req.clone(), file.clone());
+        tokio::task::spawn_blocking(move || -> Result<Vec<Score>, ApiError> {
+            let invalid = |e: clreg_engine::eval::EvalError| {
+                ApiError::new(crate::error::wire_code(e.code()), e.to_string())
+            };
+            let scores: Vec<Score> = match req.format {
+                ResultsFormat::LmEval => {
+                    if req.task.is_some() || req.metric.is_some() {
+                        return Err(ApiError::bad_request(
+                            "an lm-evaluation-harness file names its tasks and metrics: drop `task` and `metric`",
+                        ));
+                    }
+                    let imported =
+                        clreg_engine::eval::import::import_harness(req.content.as_bytes(), &file)
+                            .map_err(invalid)?;
+                    imported
+                        .tasks
+                        .into_iter()
+                        .map(|t| Score {
+                            report: json!({"source": "lm_eval", "file": file, "key": t.key}),
+                            task: t.task,
+                            metric: t.metric,
+                            score: t.score,
+                            n: t.n.unwrap_or(0) as u64,
+                        })
+                        .collect()
                 }
-                None => {
-                    let (key, score) = results.score().ok_or_else(|| {
-                        ApiError::bad_request(format!(
-                            "{file} has none of accuracy, similarity, sari, rouge-L in `eval`: pass `metric` to rescore its generations"
-                        ))
+                ResultsFormat::Trace => {
+                    let task = req.task.clone().ok_or_else(|| {
+                        ApiError::bad_request("a TRACE results file holds one task: name it in `task`")
                     })?;
-                    (key.to_string(), score, Some(key))
+                    let results = clreg_engine::eval::import::import_trace(req.content.as_bytes(), &file)
+                        .map_err(invalid)?;
+                    let n = results.results.len() as u64;
+                    let (metric, score, key) = match &req.metric {
+                        Some(m) => {
+                            let metric = crate::jobs::metric_of(m)?;
+                            let score = results.rescore(metric).ok_or_else(|| {
+                                ApiError::bad_request(format!(
+                                    "cannot rescore with `{m}`: the file holds no generations (or `mc` needs the model)"
+                                ))
+                            })?;
+                            (m.clone(), score, None)
+                        }
+                        None => {
+                            let (key, score) = results.score().ok_or_else(|| {
+                                ApiError::bad_request(format!(
+                                    "{file} has none of accuracy, similarity, sari, rouge-L in `eval`: pass `metric` to rescore its generations"
+                                ))
+                            })?;
+                            (key.to_string(), score, Some(key))
+                        }
+                    };
+                    vec![Score {
+                        task,
+                        metric,
+                        score,
+                        n,
+                        report: json!({"source": "trace", "file": file, "key": key}),
+                    }]
                 }
             };
-            vec![Score {
-                task,
-                metric,
-                score,
-                n,
-                report: json!({"source": "trace", "file": file, "key": key}),
-            }]
-        }
+            Ok(scores)
+        })
+        .await
+        .map_err(ApiError::internal)??
     };
     if scores.is_empty() {
         return Err(ApiError::bad_request(format!(

@@ -306,6 +306,7 @@ pub async fn report<C: ConnectionTrait>(
     let t = rounds.len();
     let refs = artifact_refs(
         db,
+        collab,
         rounds
             .iter()
             .map(|r| r.artifact_id.as_str())
@@ -413,25 +414,27 @@ pub async fn report<C: ConnectionTrait>(
 }
 
 /// `collab/name:version` of each artifact.
+/// `collab/name:version` of each artifact of the series' own collaboration. Artifacts of other
+/// collaborations keep their ids: every member of this one reads the report, and not all of
+/// them may know the other collaboration's names.
 async fn artifact_refs<'a, C: ConnectionTrait>(
     db: &C,
+    collab: &collaboration::Model,
     ids: impl Iterator<Item = &'a str>,
 ) -> Result<BTreeMap<String, String>, ApiError> {
     let ids: Vec<&str> = ids.collect();
     let rows = artifact::Entity::find()
         .filter(artifact::Column::Id.is_in(ids))
+        .filter(artifact::Column::CollabId.eq(collab.id))
         .all(db)
         .await?;
-    let mut out = BTreeMap::new();
-    for a in rows {
-        let collab = collaboration::Entity::find_by_id(a.collab_id)
-            .one(db)
-            .await?
-            .map(|c| c.name)
-            .unwrap_or_default();
-        out.insert(a.id.clone(), format!("{collab}/{}:{}", a.name, a.version));
-    }
-    Ok(out)
+    Ok(rows
+        .into_iter()
+        .map(|a| {
+            let reference = format!("{}/{}:{}", collab.name, a.name, a.version);
+            (a.id, reference)
+        })
+        .collect())
 }
 
 /// The report with its history of snapshots.
