@@ -27,6 +27,8 @@ use crate::state::AppState;
 
 /// The most columns a series may have.
 const MAX_TASKS: usize = 256;
+/// The most rounds a series may have (every snapshot is a report over its rounds so far).
+const MAX_ROUNDS: usize = 64;
 
 /// Creates a series of `access.collab` (with its ledger event).
 pub async fn create(
@@ -144,6 +146,12 @@ pub async fn add_round(
         Box::pin(async move {
             crate::db::lock_collab(txn, collab.id).await?;
             let rounds = rounds_of(txn, found.id).await?;
+            if rounds.len() >= MAX_ROUNDS {
+                return Err(ApiError::bad_request(format!(
+                    "series `{}` has {MAX_ROUNDS} rounds, the most a series may have; start another",
+                    found.name
+                )));
+            }
             let round = rounds.len() + 1;
             series_round::ActiveModel {
                 series_id: Set(found.id),
@@ -258,18 +266,9 @@ pub async fn to_wire<C: ConnectionTrait>(
     })
 }
 
-/// One cell: the artifact's score on a column (`task` or `task:metric`), or why it has none.
-async fn cell<C: ConnectionTrait>(
-    db: &C,
-    collab_id: i64,
-    artifact: &str,
-    column: &str,
-) -> Result<Result<f64, String>, ApiError> {
-    let rows = evaluation::Entity::find()
-        .filter(evaluation::Column::CollabId.eq(collab_id))
-        .filter(evaluation::Column::ArtifactId.eq(artifact))
-        .all(db)
-        .await?;
+/// One cell: the score on a column (`task` or `task:metric`) among an artifact's evaluations
+/// `rows`, or why there is none.
+fn cell(rows: &[evaluation::Model], column: &str) -> Result<f64, String> {
     // `task:metric` when the part after the last colon names a metric it was scored with.
     let matching: Vec<&evaluation::Model> = match column.rsplit_once(':') {
         Some((task, metric)) if rows.iter().any(|e| e.task == task && e.metric == metric) => rows
@@ -278,7 +277,7 @@ async fn cell<C: ConnectionTrait>(
             .collect(),
         _ => rows.iter().filter(|e| e.task == column).collect(),
     };
-    Ok(match matching.as_slice() {
+    match matching.as_slice() {
         [] => Err(String::new()),
         [one] => Ok(one.score),
         many => Err(format!(
@@ -288,7 +287,7 @@ async fn cell<C: ConnectionTrait>(
                 .collect::<Vec<_>>()
                 .join(", ")
         )),
-    })
+    }
 }
 
 /// The report over rounds 1..=`upto` (all rounds when `None`), without history.
@@ -322,9 +321,15 @@ pub async fn report<C: ConnectionTrait>(
         .collect();
     let mut missing = Vec::new();
     let mut row_of = async |round: usize, artifact: &str| -> Result<ScoreRow, ApiError> {
+        // One query per row, not per cell.
+        let evaluations = evaluation::Entity::find()
+            .filter(evaluation::Column::CollabId.eq(collab.id))
+            .filter(evaluation::Column::ArtifactId.eq(artifact))
+            .all(db)
+            .await?;
         let mut scores = Vec::with_capacity(tasks.len());
         for (j, column) in tasks.iter().enumerate() {
-            match cell(db, collab.id, artifact, column).await? {
+            match cell(&evaluations, column) {
                 Ok(v) => scores.push(Some(v)),
                 Err(why) => {
                     if used.contains(&j) {

@@ -314,6 +314,32 @@ async fn series_and_imports_refuse_bad_input_and_the_wrong_people() {
         "not_found",
     );
 
+    // A series has at most 64 rounds.
+    let (status, _) = alice
+        .post(
+            "/collaborations/lab/series",
+            &json!({"name": "long", "base": "lab/llama", "tasks": ["a"]}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    for _ in 0..64 {
+        let (status, body) = alice
+            .post(
+                "/collaborations/lab/series/long/rounds",
+                &json!({"artifact": "lab/r1"}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let refused = alice
+        .post(
+            "/collaborations/lab/series/long/rounds",
+            &json!({"artifact": "lab/r1"}),
+        )
+        .await;
+    assert_error(&refused, 400, "bad_request");
+    assert!(refused.1["message"].as_str().unwrap().contains("64 rounds"));
+
     // A round must build on the series' base; the base itself is no round.
     assert_error(
         &alice
