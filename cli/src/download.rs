@@ -1,5 +1,10 @@
-//! Downloads into `path.partial` (resumed with `Range`), hashing on a blocking thread while
-//! writing, and renames only once size and digest match.
+//! Downloads into a partial file in a private staging directory (resumed with `Range`), hashing
+//! on a blocking thread while writing, and renames into place only once size and digest match.
+//!
+//! The staging directory, `<output>/.clreg-pull/<name>`, is created mode 0700 and refused if it
+//! is a symbolic link or open to others: nobody else can plant or swap a partial file, and a
+//! destination or one of its directories that is a symbolic link is replaced or refused, never
+//! written through.
 
 use std::io::{Seek as _, SeekFrom, Write as _};
 use std::path::{Path, PathBuf};
@@ -25,16 +30,92 @@ pub enum Fetched {
     Downloaded(u64),
 }
 
-/// `dest` plus `.partial`.
-pub fn partial_path(dest: &Path) -> PathBuf {
-    let mut name = dest.as_os_str().to_os_string();
-    name.push(".partial");
-    PathBuf::from(name)
+/// Name of the directory, inside a pull's output, that holds downloads in progress.
+pub const STAGING_DIR: &str = ".clreg-pull";
+
+/// The private directory for the downloads in progress of `name` (an artifact id, a dataset
+/// digest) under `output`: created mode 0700, and refused when it exists as a symbolic link, as
+/// something other than a directory, or open to other users. Stable per `name`, so an interrupted
+/// pull resumes from its partial files.
+pub fn staging_dir(output: &Path, name: &str) -> Result<PathBuf> {
+    let mut dir = output.to_path_buf();
+    for part in [STAGING_DIR, name] {
+        dir.push(part);
+        private_dir(&dir)?;
+    }
+    Ok(dir)
 }
 
-/// Whether `dest` already holds `digest` (asks the digest cache before hashing).
+fn private_dir(dir: &Path) -> Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    match builder.create(dir) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
+    }
+    let meta =
+        std::fs::symlink_metadata(dir).with_context(|| format!("reading {}", dir.display()))?;
+    #[cfg(unix)]
+    let open_to_others = std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o077 != 0;
+    #[cfg(not(unix))]
+    let open_to_others = false;
+    if !meta.is_dir() || open_to_others {
+        return Err(LocalError::verify(
+            "unsafe_path",
+            format!(
+                "{} must be a private directory (mode 0700, not a symbolic link); remove it and \
+                 run the command again",
+                dir.display()
+            ),
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// Creates the directories of `relative` under `root`, refusing any that exists as a symbolic
+/// link (a download must never land outside the output directory).
+pub fn create_parents(root: &Path, relative: &Path) -> Result<PathBuf> {
+    let mut dir = root.to_path_buf();
+    if let Some(parent) = relative.parent() {
+        for part in parent.components() {
+            dir.push(part);
+            match std::fs::symlink_metadata(&dir) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => {
+                    return Err(LocalError::verify(
+                        "unsafe_path",
+                        format!(
+                            "{} is in the way (a symbolic link or a file where the artifact has a \
+                             directory); move it away and run the command again",
+                            dir.display()
+                        ),
+                    )
+                    .into());
+                }
+                Err(_) => std::fs::create_dir(&dir)
+                    .with_context(|| format!("creating {}", dir.display()))?,
+            }
+        }
+    }
+    Ok(root.join(relative))
+}
+
+/// Removes a staging directory once every download in it has landed (and `.clreg-pull` when
+/// nothing else is in progress there).
+pub fn remove_staging(dir: &Path) {
+    let _ = std::fs::remove_dir(dir);
+    if let Some(parent) = dir.parent() {
+        let _ = std::fs::remove_dir(parent);
+    }
+}
+
+/// Whether `dest` already holds `digest` (asks the digest cache before hashing). A symbolic link
+/// never does: it is replaced.
 pub async fn already_there(dest: &Path, digest: &Digest, size: u64, cache: &Cache) -> Result<bool> {
-    let Ok(meta) = std::fs::metadata(dest) else {
+    let Ok(meta) = std::fs::symlink_metadata(dest) else {
         return Ok(false);
     };
     if !meta.is_file() || meta.len() != size {
@@ -54,11 +135,14 @@ pub async fn already_there(dest: &Path, digest: &Digest, size: u64, cache: &Cach
     Ok(&found == digest)
 }
 
-/// Fetches `api_path` into `dest`, verifying `size` and `digest`.
+/// Fetches `api_path` into `dest` by way of the partial file `partial` (in a staging directory),
+/// verifying `size` and `digest`. `dest`'s directory must exist.
+#[allow(clippy::too_many_arguments)]
 pub async fn fetch(
     client: &Client,
     api_path: &str,
     dest: &Path,
+    partial: &Path,
     digest: &Digest,
     size: u64,
     cache: &Cache,
@@ -68,10 +152,7 @@ pub async fn fetch(
         bar.inc(size);
         return Ok(Fetched::Present);
     }
-    if let Some(dir) = dest.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let partial = partial_path(dest);
+    let partial = partial.to_path_buf();
     let mut have = std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
     if have > size {
         have = 0;
@@ -181,6 +262,7 @@ pub async fn fetch(
         )
         .into());
     }
+    // `rename` replaces a symbolic link at `dest` itself, never what it points to.
     std::fs::rename(&partial, dest)
         .with_context(|| format!("renaming {} to {}", partial.display(), dest.display()))?;
     if let Ok(stamp) = FileStamp::of(dest) {
@@ -217,11 +299,7 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn partial_paths_and_presence() -> Result<()> {
-        assert_eq!(
-            partial_path(Path::new("a/b.bin")),
-            PathBuf::from("a/b.bin.partial")
-        );
+    async fn presence() -> Result<()> {
         let dir = tempfile::tempdir()?;
         let cache = Cache::open(dir.path().join("cache"));
         let dest = dir.path().join("f");
@@ -232,6 +310,46 @@ mod tests {
         assert!(!already_there(&dest, &digest, 6, &cache).await?);
         std::fs::write(&dest, b"hellO")?;
         assert!(!already_there(&dest, &digest, 5, &cache).await?);
+        Ok(())
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn staging_is_private_and_links_are_refused() -> Result<()> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir()?;
+        let out = dir.path().join("out");
+        std::fs::create_dir(&out)?;
+        let staging = staging_dir(&out, "abc")?;
+        assert_eq!(staging, out.join(".clreg-pull/abc"));
+        let mode = std::fs::metadata(&staging)?.permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        assert_eq!(staging_dir(&out, "abc")?, staging, "reused to resume");
+
+        // A staging directory someone else could write into, or a link, is refused.
+        std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o777))?;
+        assert!(staging_dir(&out, "abc").is_err());
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere)?;
+        std::fs::set_permissions(&elsewhere, std::fs::Permissions::from_mode(0o700))?;
+        std::os::unix::fs::symlink(&elsewhere, out.join(".clreg-pull/linked"))?;
+        assert!(staging_dir(&out, "linked").is_err());
+
+        // Parents: created when missing, refused when one is a link.
+        let dest = create_parents(&out, Path::new("a/b/w.bin"))?;
+        assert_eq!(dest, out.join("a/b/w.bin"));
+        assert!(out.join("a/b").is_dir());
+        std::os::unix::fs::symlink(&elsewhere, out.join("sub"))?;
+        assert!(create_parents(&out, Path::new("sub/w.bin")).is_err());
+        assert!(create_parents(&out, Path::new("w.bin")).is_ok());
+
+        // A link where the file goes is never "already there".
+        std::fs::write(elsewhere.join("f"), b"hello")?;
+        std::os::unix::fs::symlink(elsewhere.join("f"), out.join("f"))?;
+        let cache = Cache::open(dir.path().join("cache"));
+        let digest = hashing::digest_bytes(b"hello");
+        let f = out.join("f");
+        assert!(!already_there(&f, &digest, 5, &cache).await?);
         Ok(())
     }
 

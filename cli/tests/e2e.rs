@@ -249,10 +249,38 @@ async fn pull_detects_corruption_and_push_refuses_bad_local_input() {
     let out_dir = root.join("pulled");
     cli.ok(&["pull", "lab/tiny", "-o", out_dir.to_str().unwrap()])
         .await;
+    assert!(
+        !out_dir.join(".clreg-pull").exists(),
+        "the staging directory goes once the pull is done"
+    );
     std::fs::write(out_dir.join("config.json"), b"tampered").unwrap();
     cli.ok(&["pull", "lab/tiny", "-o", out_dir.to_str().unwrap()])
         .await;
     same_tree(&base_dir, &out_dir);
+
+    // A symbolic link planted where a file goes is replaced, never written through; one planted
+    // as the staging directory is refused.
+    #[cfg(unix)]
+    {
+        let outside = root.join("outside.json");
+        std::fs::write(&outside, b"not yours").unwrap();
+        std::fs::remove_file(out_dir.join("config.json")).unwrap();
+        std::os::unix::fs::symlink(&outside, out_dir.join("config.json")).unwrap();
+        cli.ok(&["pull", "lab/tiny", "-o", out_dir.to_str().unwrap()])
+            .await;
+        assert_eq!(std::fs::read(&outside).unwrap(), b"not yours");
+        assert!(!out_dir.join("config.json").is_symlink());
+        same_tree(&base_dir, &out_dir);
+
+        let fresh = root.join("fresh");
+        std::fs::create_dir(&fresh).unwrap();
+        std::os::unix::fs::symlink(root, fresh.join(".clreg-pull")).unwrap();
+        let out = cli
+            .run(&["pull", "lab/tiny", "-o", fresh.to_str().unwrap()])
+            .await;
+        assert_ne!(out.code, 0);
+        assert!(out.stderr.contains("unsafe_path"), "{}", out.stderr);
+    }
 }
 
 #[tokio::test]

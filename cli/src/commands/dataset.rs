@@ -159,10 +159,17 @@ pub async fn pull(ctx: &Ctx, digest: &str, collab: &str, output: &Path) -> Resul
     let progress = Progress::new(ctx.out.progress());
     let total = progress.total(d.size, "pull");
     let bar = Tracker::new(&progress, &total, d.size, &d.name);
+    let dir = match output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let staging = crate::download::staging_dir(dir, &digest.hex())?;
     let r = fetch(
         &client,
         &api_path,
         output,
+        &staging.join("content.partial"),
         &digest,
         d.size,
         &*ctx.cache()?,
@@ -172,6 +179,7 @@ pub async fn pull(ctx: &Ctx, digest: &str, collab: &str, output: &Path) -> Resul
     bar.finish();
     total.finish_and_clear();
     r?;
+    crate::download::remove_staging(&staging);
     let path = output.display().to_string();
     ctx.out.emit(
         &json!({"digest": digest, "size": d.size, "path": path}),

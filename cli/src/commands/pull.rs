@@ -8,7 +8,7 @@ use serde_json::json;
 use super::Ctx;
 use crate::args::PullArgs;
 use crate::client::seg;
-use crate::download::{Fetched, fetch};
+use crate::download::{self, Fetched, fetch};
 use crate::error::{ExitStatus, LocalError};
 use crate::output::human_size;
 use crate::progress::{Progress, Tracker};
@@ -27,8 +27,26 @@ pub async fn pull(ctx: &Ctx, args: PullArgs) -> Result<ExitStatus> {
             )
         },
     )?;
+    if artifact.files.iter().any(|f| {
+        f.path == download::STAGING_DIR
+            || f.path.starts_with(&format!("{}/", download::STAGING_DIR))
+    }) {
+        return Err(LocalError::verify(
+            "unsafe_path",
+            format!(
+                "refusing artifact {}: it has a file under {}, where clreg keeps downloads in \
+                 progress",
+                artifact.id,
+                download::STAGING_DIR
+            ),
+        )
+        .into());
+    }
     std::fs::create_dir_all(&args.output)
         .with_context(|| format!("creating {}", args.output.display()))?;
+    // Downloads in progress live in a private directory of this artifact's, and each file is
+    // renamed into place once verified.
+    let staging = download::staging_dir(&args.output, &artifact.id.to_string())?;
     let cache = ctx.cache()?;
     let progress = Progress::new(ctx.out.progress());
     let total = progress.total(artifact.total_size(), "pull");
@@ -36,11 +54,17 @@ pub async fn pull(ctx: &Ctx, args: PullArgs) -> Result<ExitStatus> {
         futures::stream::iter(artifact.files.iter().enumerate())
             .map(|(i, f)| {
                 let (client, cache, progress, total) = (&client, &cache, &progress, &total);
-                let dest = args.output.join(&f.path);
+                let partial = staging.join(format!("{i}.partial"));
                 let api_path = format!("/artifacts/{}/files/{}", artifact.id, seg(&f.path));
+                let output = &args.output;
                 async move {
+                    let dest = download::create_parents(output, std::path::Path::new(&f.path))
+                        .with_context(|| format!("pulling {}", f.path))?;
                     let bar = Tracker::new(progress, total, f.size, &f.path);
-                    let r = fetch(client, &api_path, &dest, &f.digest, f.size, cache, &bar).await;
+                    let r = fetch(
+                        client, &api_path, &dest, &partial, &f.digest, f.size, cache, &bar,
+                    )
+                    .await;
                     bar.finish();
                     Ok((i, r.with_context(|| format!("pulling {}", f.path))?))
                 }
@@ -54,6 +78,7 @@ pub async fn pull(ctx: &Ctx, args: PullArgs) -> Result<ExitStatus> {
         let (i, fetched) = r?;
         outcome[i] = fetched;
     }
+    download::remove_staging(&staging);
     let received: u64 = outcome
         .iter()
         .map(|o| match o {
