@@ -10,6 +10,7 @@ pub mod config;
 pub mod data;
 pub mod error;
 pub mod eval;
+pub mod finite_scan;
 pub mod formats;
 pub mod gguf;
 pub mod inspect;

@@ -173,6 +173,23 @@ pub fn parse_header(
     file_size: u64,
     file: &str,
 ) -> Result<SafetensorsInfo, FormatError> {
+    parse_header_in(header_json, Some(file_size), file)
+}
+
+/// [`parse_header`] for a file whose size is not known yet (its bytes are still arriving):
+/// every check but those against the file's end.
+pub fn parse_header_unsized(
+    header_json: &[u8],
+    file: &str,
+) -> Result<SafetensorsInfo, FormatError> {
+    parse_header_in(header_json, None, file)
+}
+
+fn parse_header_in(
+    header_json: &[u8],
+    file_size: Option<u64>,
+    file: &str,
+) -> Result<SafetensorsInfo, FormatError> {
     let bad = |reason: String| FormatError::safetensors(file, reason);
     let text = std::str::from_utf8(header_json).map_err(|e| {
         bad(format!(
@@ -197,12 +214,15 @@ pub fn parse_header(
     let metadata = raw.metadata.into_iter().next().unwrap_or_default();
 
     let header_end = 8u64.saturating_add(header_json.len() as u64);
-    let data_len = file_size.checked_sub(header_end).ok_or_else(|| {
-        bad(format!(
-            "header length {} beyond the file ({file_size} bytes)",
-            header_json.len()
-        ))
-    })?;
+    let data_len = match file_size {
+        Some(file_size) => Some(file_size.checked_sub(header_end).ok_or_else(|| {
+            bad(format!(
+                "header length {} beyond the file ({file_size} bytes)",
+                header_json.len()
+            ))
+        })?),
+        None => None,
+    };
 
     let mut seen = BTreeSet::new();
     let mut tensors = Vec::with_capacity(raw.tensors.len());
@@ -263,8 +283,8 @@ pub fn parse_header(
 
     let mut by_offset: Vec<&TensorInfo> = tensors.iter().collect();
     by_offset.sort_by(|a, b| (a.begin, a.end, &a.name).cmp(&(b.begin, b.end, &b.name)));
-    for t in &by_offset {
-        if t.end > data_len {
+    if let Some(data_len) = data_len {
+        if let Some(t) = by_offset.iter().find(|t| t.end > data_len) {
             return Err(bad(format!(
                 "tensor `{}` has out-of-bounds offsets [{}, {}]: the data section holds only \
                  {data_len} bytes, so the file is truncated or its header is wrong; upload the \
@@ -294,7 +314,7 @@ pub fn parse_header(
         pos = t.end;
         prev = Some(t);
     }
-    if pos < data_len {
+    if let Some(data_len) = data_len.filter(|&d| pos < d) {
         return Err(bad(format!(
             "trailing bytes: {} bytes follow the last tensor's data (the data section has \
              {data_len} bytes, the tensors use {pos}); remove them or re-export the file",

@@ -23,6 +23,8 @@ mod m20261130_000016_series_rounds;
 mod m20261130_000017_series_snapshots;
 mod m20261130_000018_user_token_limits;
 mod m20261130_000019_blob_grant_times;
+mod m20261130_000020_blob_weight_checks;
+mod m20261130_000021_purges;
 
 pub struct Migrator;
 
@@ -49,6 +51,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000017_series_snapshots::Migration),
             Box::new(m20261130_000018_user_token_limits::Migration),
             Box::new(m20261130_000019_blob_grant_times::Migration),
+            Box::new(m20261130_000020_blob_weight_checks::Migration),
+            Box::new(m20261130_000021_purges::Migration),
         ]
     }
 }

@@ -18,6 +18,7 @@ use sha2::{Digest as _, Sha256};
 use crate::auth::Caller;
 use crate::authz::{Access, Action};
 use crate::blobs::blob_key;
+use crate::db::entities::blob::WeightsCheck;
 use crate::db::entities::{
     artifact, artifact_file, blob, collaboration, dataset, lineage_edge, member, user,
 };
@@ -227,6 +228,31 @@ async fn inspect_files(
     .map_err(ApiError::from)
 }
 
+/// Reads every float tensor of `paths` (safetensors files the upload's scan did not cover)
+/// and refuses the first NaN or infinity: one tensor in memory at a time.
+async fn check_finite_at_commit(
+    state: &AppState,
+    files: &BTreeMap<String, (Digest, u64)>,
+    paths: Vec<String>,
+) -> Result<(), ApiError> {
+    let _permit = state.cpu.acquire().await.map_err(ApiError::internal)?;
+    let access = StoreFiles {
+        store: state.store.clone(),
+        runtime: tokio::runtime::Handle::current(),
+        files: files.clone(),
+    };
+    tokio::task::spawn_blocking(move || {
+        for path in &paths {
+            let info = inspect::read_header(&access, path)?;
+            inspect::check_finite(&access, path, &info)?;
+        }
+        Ok::<_, clreg_engine::error::FormatError>(())
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::from)
+}
+
 async fn files_of(
     state: &AppState,
     artifact_id: &str,
@@ -362,8 +388,10 @@ pub async fn prepare(
     }
     clreg_types::check_manifest_paths(req.files.keys().map(String::as_str))
         .map_err(|m| ApiError::new(ErrorCode::InvalidPath, m))?;
-    // Every file: a safe path and a blob the server has, of the declared size.
+    // Every file: a safe path and a blob the server has, of the declared size, and whose
+    // weights (a safetensors file) the upload's scan found finite.
     let mut files = BTreeMap::new();
+    let mut unscanned = Vec::new();
     for (path, entry) in &req.files {
         clreg_types::check_file_path(path).map_err(|m| ApiError::new(ErrorCode::InvalidPath, m))?;
         // Possession first, so the answer says nothing of blobs the caller cannot name.
@@ -390,6 +418,25 @@ pub async fn prepare(
             )));
         }
         crate::policy::publishable(path, &semi_datasets_holding(state, &entry.digest).await?)?;
+        if path.ends_with(".safetensors") {
+            match stored.weights_check {
+                Some(WeightsCheck::NonFinite) => {
+                    return Err(ApiError::new(
+                        ErrorCode::NonFiniteWeights,
+                        format!(
+                            "{path}: tensor `{}` holds a NaN or infinite value (element {}); fix \
+                             the training run that produced it",
+                            stored.non_finite_tensor.as_deref().unwrap_or("?"),
+                            stored.non_finite_element.unwrap_or(0)
+                        ),
+                    ));
+                }
+                // Not safetensors at all: the inspection below refuses it.
+                Some(WeightsCheck::Finite | WeightsCheck::NotSafetensors) => {}
+                // Stored before uploads were scanned, or a header too large to scan in the stream.
+                None | Some(WeightsCheck::Unscanned) => unscanned.push(path.clone()),
+            }
+        }
         files.insert(path.clone(), (entry.digest.clone(), entry.size));
     }
     // The base: required for everything but a base model, must itself be a base.
@@ -431,6 +478,9 @@ pub async fn prepare(
         None => None,
     };
     let report = inspect_files(state, engine_kind, files.clone(), base_shapes).await?;
+    if !unscanned.is_empty() {
+        check_finite_at_commit(state, &files, unscanned).await?;
+    }
     let base_arch = match &base {
         Some(b) => serde_json::from_str::<ArtifactMetadata>(&b.metadata)
             .ok()

@@ -14,6 +14,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
+use clreg_engine::finite_scan::{FiniteScan, Outcome};
 use clreg_types::{Digest, ErrorCode};
 use futures::StreamExt;
 use object_store::path::Path as StorePath;
@@ -49,6 +50,8 @@ pub struct Session {
 
 struct Writing {
     hasher: Sha256,
+    /// The NaN / infinity check of a safetensors file, fed the same bytes as the hasher.
+    scan: FiniteScan,
     writer: Option<WriteMultipart>,
 }
 
@@ -110,6 +113,7 @@ pub async fn open(state: &AppState, user_id: i64) -> Result<upload::Model, ApiEr
         offset: AtomicU64::new(0),
         writing: tokio::sync::Mutex::new(Writing {
             hasher: Sha256::new(),
+            scan: FiniteScan::new(),
             writer: Some(WriteMultipart::new_with_chunk_size(multipart, PART_SIZE)),
         }),
     };
@@ -242,13 +246,18 @@ pub async fn append(
             });
             break;
         }
-        let Writing { writer, hasher } = &mut *w;
+        let Writing {
+            writer,
+            hasher,
+            scan,
+        } = &mut *w;
         let Some(writer) = writer.as_mut() else {
             return Err(lost(id));
         };
         writer.wait_for_capacity(PARTS_IN_FLIGHT).await?;
         // No await from here to the offset's update: the three move together.
         hasher.update(&bytes);
+        scan.update(&bytes);
         // `put` keeps the received buffer as is: no copy, one write per frame.
         writer.put(bytes);
         session.offset.store(offset + len, Ordering::Release);
@@ -283,6 +292,7 @@ pub async fn finish(
         ApiError::conflict(format!("a chunk of upload {id} is still being received"))
     })?;
     let actual = Digest::from_bytes(w.hasher.clone().finalize().into());
+    let scanned = w.scan.outcome();
     let size = session.offset.load(Ordering::Acquire);
     if &actual != expected {
         drop(w);
@@ -311,20 +321,8 @@ pub async fn finish(
             state.store.delete(&staging).await?;
         } else {
             state.store.rename(&staging, &blob_key(&actual)).await?;
-            let inserted = blob::ActiveModel {
-                digest: Set(actual.hex()),
-                size: Set(i64::try_from(size).unwrap_or(i64::MAX)),
-                created_at: Set(Utc::now()),
-            }
-            .insert(&state.db)
-            .await;
-            if let Err(e) = inserted {
-                // Two uploads of the same content may race; both wrote the same bytes.
-                if !crate::ledger::is_unique_violation(&e) {
-                    return Err(e.into());
-                }
-            }
         }
+        record(&state.db, &actual, size, &scanned).await?;
         // Whether the bytes were new or already stored, this user has shown they hold them.
         grant(&state.db, user_id, &actual).await?;
         upload::Entity::delete_by_id(id).exec(&state.db).await?;
@@ -363,6 +361,56 @@ pub async fn abort(state: &AppState, id: Uuid) -> Result<(), ApiError> {
         },
     }
     upload::Entity::delete_by_id(id).exec(&state.db).await?;
+    Ok(())
+}
+
+/// Records a stored blob with what the NaN / infinity scan of its bytes found. A blob already
+/// recorded (two uploads of the same bytes race, or dedup) keeps its row; only a check it lacks
+/// (stored before the scan existed) is filled in.
+pub async fn record<C: ConnectionTrait>(
+    db: &C,
+    digest: &Digest,
+    size: u64,
+    scanned: &Outcome,
+) -> Result<(), ApiError> {
+    use blob::WeightsCheck;
+    let (check, tensor, element) = match scanned {
+        Outcome::NotSafetensors => (WeightsCheck::NotSafetensors, None, None),
+        Outcome::Unscanned => (WeightsCheck::Unscanned, None, None),
+        Outcome::Finite => (WeightsCheck::Finite, None, None),
+        Outcome::NonFinite { tensor, element } => (
+            WeightsCheck::NonFinite,
+            Some(tensor.clone()),
+            Some(i64::try_from(*element).unwrap_or(i64::MAX)),
+        ),
+    };
+    match blob::Entity::find_by_id(digest.hex()).one(db).await? {
+        Some(row) if row.weights_check.is_some() => {}
+        Some(row) => {
+            let mut active = row.into_active_model();
+            active.weights_check = Set(Some(check));
+            active.non_finite_tensor = Set(tensor);
+            active.non_finite_element = Set(element);
+            active.update(db).await?;
+        }
+        None => {
+            let inserted = blob::ActiveModel {
+                digest: Set(digest.hex()),
+                size: Set(i64::try_from(size).unwrap_or(i64::MAX)),
+                created_at: Set(Utc::now()),
+                weights_check: Set(Some(check)),
+                non_finite_tensor: Set(tensor),
+                non_finite_element: Set(element),
+            }
+            .insert(db)
+            .await;
+            if let Err(e) = inserted
+                && !crate::ledger::is_unique_violation(&e)
+            {
+                return Err(e.into());
+            }
+        }
+    }
     Ok(())
 }
 

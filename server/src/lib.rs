@@ -13,6 +13,7 @@ pub mod gc;
 pub mod jobs;
 pub mod ledger;
 pub mod policy;
+pub mod purge;
 pub mod quota;
 pub mod ratelimit;
 pub mod routes;
@@ -43,6 +44,11 @@ pub async fn serve(
                     Ok(0) => {}
                     Ok(n) => tracing::info!(sessions = n, "expired upload sessions removed"),
                     Err(e) => tracing::warn!(error = e.message, "upload sweep failed"),
+                }
+                match purge::run(&state).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(purges = n, "dataset content purged"),
+                    Err(e) => tracing::warn!(error = e.message, "purge run failed"),
                 }
             }
         }

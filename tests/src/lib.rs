@@ -85,6 +85,17 @@ impl TestServer {
         }
     }
 
+    /// The file that holds blob `digest`'s object: under the local store, or under the
+    /// in-process S3 server's directory. Tests use it to damage the store underneath.
+    pub fn object_file(&self, digest: &Digest) -> PathBuf {
+        let key = digest.object_key();
+        if self.s3.is_some() {
+            self.dir.path().join("s3/clreg-test/prefix").join(key)
+        } else {
+            self.dir.path().join("data/store").join(key)
+        }
+    }
+
     /// A server with one in-process worker that runs each job in a `runner run-job` child
     /// (`runner`: a `clreg-server` binary built from this source), with a short lease.
     pub async fn with_worker(runner: PathBuf) -> TestServer {

@@ -13,11 +13,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use chrono::Utc;
+use clreg_engine::finite_scan::{FiniteScan, Outcome};
 use clreg_types::{Digest, FileEntry};
 use futures::StreamExt;
 use object_store::{ObjectStore, WriteMultipart};
-use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use sha2::{Digest as _, Sha256};
 
 use crate::blobs::blob_key;
@@ -245,11 +245,12 @@ pub async fn evict(state: &AppState, cap: u64) -> Result<u64, ApiError> {
     Ok(bytes)
 }
 
-/// Hashes a file on a blocking thread.
-async fn hash_file(path: PathBuf) -> Result<(Digest, u64), ApiError> {
+/// Hashes a file on a blocking thread, scanning it for NaN / infinite weights on the way.
+async fn hash_file(path: PathBuf) -> Result<(Digest, u64, Outcome), ApiError> {
     tokio::task::spawn_blocking(move || {
         let mut file = std::fs::File::open(&path).map_err(|e| io("opening", &path, e))?;
         let mut hasher = Sha256::new();
+        let mut scan = FiniteScan::new();
         let mut buf = vec![0u8; 4 << 20];
         let mut size = 0u64;
         loop {
@@ -258,9 +259,14 @@ async fn hash_file(path: PathBuf) -> Result<(Digest, u64), ApiError> {
                 break;
             }
             hasher.update(&buf[..n]);
+            scan.update(&buf[..n]);
             size += n as u64;
         }
-        Ok((Digest::from_bytes(hasher.finalize().into()), size))
+        Ok((
+            Digest::from_bytes(hasher.finalize().into()),
+            size,
+            scan.outcome(),
+        ))
     })
     .await
     .map_err(ApiError::internal)?
@@ -280,7 +286,7 @@ pub async fn upload_dir(
             .map_err(ApiError::internal)?
             .to_string_lossy()
             .replace('\\', "/");
-        let (digest, size) = hash_file(path.clone()).await?;
+        let (digest, size, scanned) = hash_file(path.clone()).await?;
         if blob::Entity::find_by_id(digest.hex())
             .one(&state.db)
             .await?
@@ -299,19 +305,8 @@ pub async fn upload_dir(
                 }
                 None => put_file(state.store.as_ref(), &path, &digest).await?,
             }
-            let inserted = blob::ActiveModel {
-                digest: Set(digest.hex()),
-                size: Set(i64::try_from(size).unwrap_or(i64::MAX)),
-                created_at: Set(Utc::now()),
-            }
-            .insert(&state.db)
-            .await;
-            if let Err(e) = inserted
-                && !crate::ledger::is_unique_violation(&e)
-            {
-                return Err(e.into());
-            }
         }
+        crate::blobs::record(&state.db, &digest, size, &scanned).await?;
         crate::blobs::grant(&state.db, user_id, &digest).await?;
         files.insert(rel, FileEntry { digest, size });
     }

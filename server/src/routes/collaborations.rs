@@ -19,7 +19,7 @@ use utoipa_axum::routes;
 
 use crate::auth::Caller;
 use crate::authz::Access;
-use crate::db::entities::{artifact_file, blob, collaboration, dataset, member, user};
+use crate::db::entities::{collaboration, dataset, member, user};
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 use crate::ledger;
 use crate::state::AppState;
@@ -319,7 +319,8 @@ async fn remove_member(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Tighten the policy `full` → `semi`: stored dataset content is purged, and that is recorded.
+/// Tighten the policy `full` → `semi`: stored dataset content leaves every reader's view at once
+/// and is queued for purging (`crate::purge`), recorded in the ledger once the bytes are gone.
 #[utoipa::path(post, path = "/api/v1/collaborations/{c}/policy", params(("c" = String, Path)), request_body = ChangePolicy,
     responses((status = 200, body = Collaboration), (status = 409, body = ErrorBody)))]
 async fn change_policy(
@@ -341,7 +342,7 @@ async fn change_policy(
             "a policy is never loosened from semi to full: members joined under its promise; create a new collaboration instead",
         ));
     }
-    let (updated, purged) = crate::db::write(&state.db, |txn| {
+    let updated = crate::db::write(&state.db, |txn| {
         let (collab, actor) = (access.collab.clone(), caller.name.clone());
         Box::pin(async move {
             crate::db::lock_collab(txn, collab.id).await?;
@@ -350,9 +351,9 @@ async fn change_policy(
                 .filter(dataset::Column::ContentStored.eq(true))
                 .all(txn)
                 .await?;
-            let mut purged = Vec::new();
+            let mut queued = Vec::new();
             for d in stored {
-                purged.push(d.digest.clone());
+                queued.push(d.digest.clone());
                 let mut active: dataset::ActiveModel = d.into();
                 active.content_stored = Set(false);
                 active.update(txn).await?;
@@ -365,31 +366,21 @@ async fn change_policy(
                 Some((collab.id, &collab.name)),
                 "policy.tightened",
                 &actor,
-                json!({"from": "full", "to": "semi", "purged_datasets": purged}),
+                json!({"from": "full", "to": "semi", "purge_queued": queued}),
             )
             .await?;
-            Ok((updated, purged))
+            crate::purge::queue(txn, collab.id, &queued).await?;
+            Ok(updated)
         })
     })
     .await?;
-    // Delete content no one else references (another full collaboration or an artifact may hold
-    // the same bytes). The rows above are already gone from every reader's view.
-    for hex in purged {
-        let still_dataset = dataset::Entity::find()
-            .filter(dataset::Column::Digest.eq(&hex))
-            .filter(dataset::Column::ContentStored.eq(true))
-            .one(&state.db)
-            .await?;
-        let still_file = artifact_file::Entity::find()
-            .filter(artifact_file::Column::Digest.eq(&hex))
-            .one(&state.db)
-            .await?;
-        if still_dataset.is_none() && still_file.is_none() {
-            if let Ok(digest) = clreg_types::Digest::parse_lenient(&hex) {
-                state.store.delete(&crate::blobs::blob_key(&digest)).await?;
-            }
-            blob::Entity::delete_by_id(hex).exec(&state.db).await?;
-        }
+    // The content is out of every reader's view already; the bytes go now, or on a later run
+    // of the queue, which records each purge in the ledger once it is true.
+    if let Err(e) = crate::purge::run(&state).await {
+        tracing::warn!(
+            error = e.message,
+            "purging dataset content failed; will retry"
+        );
     }
     Ok(ApiJson(to_wire(&state.db, updated, access.roles).await?))
 }

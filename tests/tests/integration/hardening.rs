@@ -690,3 +690,201 @@ async fn an_adapter_holding_a_nan_is_refused_at_commit() {
         .await;
     assert_error(&refused, 422, "non_finite_weights");
 }
+
+/// Sets element `element` of tensor `tensor` in the safetensors file at `path` to `value`.
+fn poison(path: &std::path::Path, tensor: &str, element: usize, value: f32) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let info = clreg_engine::safetensors_header::inspect_bytes(&bytes, "x").unwrap();
+    let t = info.get(tensor).unwrap();
+    assert_eq!(t.dtype, "F32");
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let at = 8 + n + t.begin as usize + 4 * element;
+    bytes[at..at + 4].copy_from_slice(&value.to_le_bytes());
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[tokio::test]
+async fn checkpoints_holding_a_nan_or_infinity_are_refused_by_the_upload_scan() {
+    use clreg_server::db::entities::blob;
+    use sea_orm::{ActiveModelTrait, EntityTrait, IntoActiveModel, PaginatorTrait, Set};
+
+    let server = TestServer::start().await;
+    let root = server.dir.path();
+    let alice = server.user("alice").await;
+    alice.create_collab("lab", "semi").await;
+    alice
+        .push(
+            "lab",
+            "llama",
+            ArtifactKind::Base,
+            None,
+            &tiny_model(root, "base", 1, None),
+        )
+        .await;
+    let tensor = "model.layers.0.mlp.down_proj.weight";
+    let commit = |name: &str, kind: ArtifactKind, files| CommitArtifact {
+        name: name.into(),
+        kind,
+        base: (kind != ArtifactKind::Base).then(|| "lab/llama".into()),
+        files,
+        parents: vec![],
+        description: String::new(),
+    };
+
+    // A fine-tuned checkpoint with a NaN in the middle of one tensor, and a base with an
+    // infinity: each refused at commit, naming the tensor and the element, nothing stored.
+    let ft = tiny_model(root, "ft", 2, None);
+    poison(&ft.join("model.safetensors"), tensor, 5, f32::NAN);
+    let files = alice.upload_dir(&ft).await;
+    let refused = alice
+        .commit(
+            "lab",
+            &commit("ft", ArtifactKind::Checkpoint, files.clone()),
+        )
+        .await;
+    assert_error(&refused, 422, "non_finite_weights");
+    let message = refused.1["message"].as_str().unwrap();
+    assert!(
+        message.contains(tensor) && message.contains("element 5"),
+        "{message}"
+    );
+    let inf = tiny_model(root, "inf", 3, None);
+    poison(&inf.join("model.safetensors"), tensor, 0, f32::NEG_INFINITY);
+    let inf_files = alice.upload_dir(&inf).await;
+    let refused = alice
+        .commit("lab", &commit("other", ArtifactKind::Base, inf_files))
+        .await;
+    assert_error(&refused, 422, "non_finite_weights");
+    assert_eq!(
+        clreg_server::db::entities::artifact::Entity::find()
+            .count(&server.state.db)
+            .await
+            .unwrap(),
+        1,
+        "only the clean base"
+    );
+
+    // A blob stored before uploads were scanned (no check recorded) is read whole at commit.
+    let weights = &files["model.safetensors"].digest;
+    let row = blob::Entity::find_by_id(weights.hex())
+        .one(&server.state.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.weights_check, Some(blob::WeightsCheck::NonFinite));
+    let mut active = row.into_active_model();
+    active.weights_check = Set(None);
+    active.non_finite_tensor = Set(None);
+    active.non_finite_element = Set(None);
+    active.update(&server.state.db).await.unwrap();
+    let refused = alice
+        .commit("lab", &commit("ft", ArtifactKind::Checkpoint, files))
+        .await;
+    assert_error(&refused, 422, "non_finite_weights");
+    let message = refused.1["message"].as_str().unwrap();
+    assert!(
+        message.contains(tensor) && message.contains("element 5"),
+        "{message}"
+    );
+
+    // Clean weights pass, and were recorded as checked.
+    let clean = alice.upload_dir(&tiny_model(root, "clean", 4, None)).await;
+    let clean_row = blob::Entity::find_by_id(clean["model.safetensors"].digest.hex())
+        .one(&server.state.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(clean_row.weights_check, Some(blob::WeightsCheck::Finite));
+    let config_row = blob::Entity::find_by_id(clean["config.json"].digest.hex())
+        .one(&server.state.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        config_row.weights_check,
+        Some(blob::WeightsCheck::NotSafetensors)
+    );
+    let (status, _) = alice
+        .commit("lab", &commit("clean", ArtifactKind::Checkpoint, clean))
+        .await;
+    assert_eq!(status, 201);
+}
+
+#[tokio::test]
+async fn a_purge_that_fails_is_retried_and_recorded_only_once_the_bytes_are_gone() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    alice.create_collab("open", "full").await;
+    let content = br#"[{"prompt": "2+2?", "answer": "4"}]"#;
+    let digest = alice.upload(content, 1 << 20).await;
+    let (status, body) = alice
+        .post(
+            "/collaborations/open/datasets",
+            &json!({"name": "d", "task": "t", "metric": "accuracy", "digest": digest,
+                    "size": content.len(), "examples": 1, "store_content": true}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+
+    // The store cannot delete the object (something else sits at its key): the tightening
+    // still takes access away at once, but no purge is recorded and the purge stays queued.
+    let object = server.object_file(&digest);
+    std::fs::remove_file(&object).unwrap();
+    std::fs::create_dir(&object).unwrap();
+    std::fs::write(object.join("blocker"), b"x").unwrap();
+    let (status, body) = alice
+        .post("/collaborations/open/policy", &json!({"policy": "semi"}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let events = |body: serde_json::Value| -> Vec<(String, serde_json::Value)> {
+        body.as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["kind"].as_str().unwrap().to_string(),
+                    e["payload"].clone(),
+                )
+            })
+            .collect()
+    };
+    let (_, ledger) = alice.get("/collaborations/open/ledger").await;
+    let kinds = events(ledger);
+    let tightened = &kinds.last().unwrap();
+    assert_eq!(tightened.0, "policy.tightened");
+    assert_eq!(tightened.1["purge_queued"], json!([digest.hex()]));
+    let pending = clreg_server::purge::pending(&server.state).await.unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].attempts, 1);
+    assert!(pending[0].last_error.is_some());
+    assert_error(
+        &alice
+            .get(&format!("/collaborations/open/datasets/{digest}/content"))
+            .await,
+        403,
+        "policy_forbids",
+    );
+
+    // Once the store can delete it, the next run does, and records it.
+    std::fs::remove_dir_all(&object).unwrap();
+    std::fs::write(&object, content).unwrap();
+    assert_eq!(clreg_server::purge::run(&server.state).await.unwrap(), 1);
+    assert!(!object.exists(), "the bytes are gone");
+    assert!(
+        clreg_server::purge::pending(&server.state)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let (_, ledger) = alice.get("/collaborations/open/ledger").await;
+    let kinds = events(ledger);
+    let purged = kinds.last().unwrap();
+    assert_eq!(purged.0, "dataset.purged");
+    assert_eq!(
+        purged.1,
+        json!({"digest": digest.hex(), "blob_deleted": true})
+    );
+    assert_eq!(alice.head(&format!("/blobs/{digest}")).await, 404);
+    // Nothing left to do: a further run records nothing more.
+    assert_eq!(clreg_server::purge::run(&server.state).await.unwrap(), 0);
+}

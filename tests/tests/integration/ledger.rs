@@ -34,7 +34,8 @@ async fn every_change_is_chained_and_verifiable() {
             "member.added",
             "member.added",
             "dataset.registered",
-            "policy.tightened"
+            "policy.tightened",
+            "dataset.purged"
         ]
     );
     assert_eq!(events[2].payload["user"], "bob");

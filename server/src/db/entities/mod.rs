@@ -12,6 +12,7 @@ pub mod job;
 pub mod ledger_event;
 pub mod lineage_edge;
 pub mod member;
+pub mod purge;
 pub mod series;
 pub mod series_round;
 pub mod series_snapshot;
