@@ -25,6 +25,7 @@ mod m20261130_000018_user_token_limits;
 mod m20261130_000019_blob_grant_times;
 mod m20261130_000020_blob_weight_checks;
 mod m20261130_000021_purges;
+mod m20261130_000022_upload_instances;
 
 pub struct Migrator;
 
@@ -53,6 +54,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000019_blob_grant_times::Migration),
             Box::new(m20261130_000020_blob_weight_checks::Migration),
             Box::new(m20261130_000021_purges::Migration),
+            Box::new(m20261130_000022_upload_instances::Migration),
         ]
     }
 }

@@ -105,6 +105,7 @@ pub async fn open(state: &AppState, user_id: i64) -> Result<upload::Model, ApiEr
         parts: Set(0),
         created_at: Set(now),
         expires_at: Set(expiry(state, now)),
+        instance: Set(Some(state.config.instance())),
     }
     .insert(&state.db)
     .await?;
@@ -320,7 +321,7 @@ pub async fn finish(
         {
             state.store.delete(&staging).await?;
         } else {
-            state.store.rename(&staging, &blob_key(&actual)).await?;
+            promote(&state, &staging, &blob_key(&actual), size).await?;
         }
         record(&state.db, &actual, size, &scanned).await?;
         // Whether the bytes were new or already stored, this user has shown they hold them.
@@ -330,6 +331,44 @@ pub async fn finish(
     })
     .await
     .map_err(ApiError::internal)?
+}
+
+/// Moves a finished upload from its staging key to its blob key. A local store renames the
+/// file; S3 copies server-side (one CopyObject) and deletes, but CopyObject stops at 5 GiB
+/// (`s3.max_copy_size`), so a larger blob is streamed back through this process into a
+/// multipart upload at its blob key (one part in flight per `PART_SIZE`, memory stays bounded).
+async fn promote(
+    state: &AppState,
+    staging: &StorePath,
+    target: &StorePath,
+    size: u64,
+) -> Result<(), ApiError> {
+    if state.local_store_dir().is_some() || size <= state.config.s3.max_copy_size() {
+        state.store.rename(staging, target).await?;
+        return Ok(());
+    }
+    let mut stream = state.store.get(staging).await?.into_stream();
+    let mut writer =
+        WriteMultipart::new_with_chunk_size(state.store.put_multipart(target).await?, PART_SIZE);
+    let copied: Result<(), ApiError> = async {
+        while let Some(bytes) = stream.next().await {
+            writer.wait_for_capacity(PARTS_IN_FLIGHT).await?;
+            writer.put(bytes?);
+        }
+        Ok(())
+    }
+    .await;
+    match copied {
+        Ok(()) => writer.finish().await.map(|_| ())?,
+        Err(e) => {
+            if let Err(abort) = writer.abort().await {
+                tracing::warn!(error = %abort, "aborting a streamed copy failed");
+            }
+            return Err(e);
+        }
+    }
+    state.store.delete(staging).await?;
+    Ok(())
 }
 
 fn lost(id: Uuid) -> ApiError {
@@ -354,11 +393,19 @@ pub async fn abort(state: &AppState, id: Uuid) -> Result<(), ApiError> {
                 tracing::warn!(upload = %id, error = %e, "aborting multipart upload failed");
             }
         }
-        // Not (or no longer) written by this process: remove whatever reached the staging key.
-        None => match state.store.delete(&staging_key(id)).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => tracing::warn!(upload = %id, error = %e, "removing a staged upload failed"),
-        },
+        // Not (or no longer) written by this process: remove whatever reached the staging key,
+        // and the parts a local store stages beside it (`uploads/<id>#<n>`, left by a crash).
+        None => {
+            match state.store.delete(&staging_key(id)).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => {
+                    tracing::warn!(upload = %id, error = %e, "removing a staged upload failed")
+                }
+            }
+            if let Some(dir) = state.local_store_dir() {
+                remove_local_parts(&dir.join("uploads"), |name| name == id.to_string());
+            }
+        }
     }
     upload::Entity::delete_by_id(id).exec(&state.db).await?;
     Ok(())
@@ -487,6 +534,40 @@ pub async fn may_read(state: &AppState, user_id: i64, digest: &Digest) -> Result
         }
     }
     Ok(false)
+}
+
+/// Removes the part files a local store stages for multipart writes (`<key>#<n>`) in `dir`
+/// whose key's name satisfies `owned`; returns how many were removed.
+pub fn remove_local_parts(dir: &std::path::Path, owned: impl Fn(&str) -> bool) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some((key, _)) = name.to_str().and_then(|n| n.split_once('#')) else {
+            continue;
+        };
+        if owned(key) && std::fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// Aborts the upload sessions this process (its `instance`) held before it restarted: their
+/// writers and running hashes died with it, so they can only answer `upload_lost`. Run at
+/// start, before serving. Sessions of other replicas are left to them (or to expiry).
+pub async fn abort_orphans(state: &AppState) -> Result<usize, ApiError> {
+    use sea_orm::{ColumnTrait, QueryFilter};
+    let orphans = upload::Entity::find()
+        .filter(upload::Column::Instance.eq(state.config.instance()))
+        .all(&state.db)
+        .await?;
+    for row in &orphans {
+        abort(state, row.id).await?;
+    }
+    Ok(orphans.len())
 }
 
 /// Removes expired sessions (past their lifetime, or idle too long), with their staged

@@ -27,6 +27,9 @@ pub struct Config {
     pub upload_ttl_secs: u64,
     /// An upload session that receives nothing for this long is aborted, in seconds.
     pub upload_idle_secs: u64,
+    /// This server process's name among replicas, stable across its restarts: upload sessions
+    /// it held before a restart are aborted when it starts again. Default: `<hostname>/<addr>`.
+    pub instance_id: Option<String>,
     /// Open upload sessions one user may hold (each holds a staged object and a writer).
     pub max_uploads_per_user: u64,
     /// Open upload sessions in all.
@@ -92,6 +95,19 @@ pub fn check_jwt_keys(keys: &[JwtKey]) -> Result<(), String> {
     Ok(())
 }
 
+impl Config {
+    /// [`Config::instance_id`], or `<hostname>/<addr>` (replicas on one host differ by address).
+    pub fn instance(&self) -> String {
+        self.instance_id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+                .map(|h| h.trim().to_string())
+                .unwrap_or_default();
+            format!("{host}/{}", self.addr)
+        })
+    }
+}
+
 /// The longest a token may live: clients renew from their API key.
 pub const MAX_TOKEN_TTL_SECS: u64 = 24 * 3600;
 
@@ -104,6 +120,18 @@ pub struct S3Config {
     pub secret_access_key: Option<String>,
     /// Allow plain-HTTP endpoints (MinIO on a private network, tests).
     pub allow_http: bool,
+    /// The largest object the store copies server-side in one request (S3's CopyObject: 5 GiB);
+    /// a larger finished upload is copied to its blob key by streaming it in parts.
+    pub max_copy_size: Option<u64>,
+}
+
+impl S3Config {
+    /// S3 copies at most 5 GiB in one CopyObject.
+    pub const MAX_COPY_SIZE: u64 = 5 << 30;
+
+    pub fn max_copy_size(&self) -> u64 {
+        self.max_copy_size.unwrap_or(Self::MAX_COPY_SIZE)
+    }
 }
 
 #[derive(Clone, Deserialize, serde::Serialize)]
@@ -135,6 +163,7 @@ impl Default for Config {
             max_chunk_size: 64 << 20,
             upload_ttl_secs: 24 * 3600,
             upload_idle_secs: 3600,
+            instance_id: None,
             max_uploads_per_user: 64,
             max_uploads: 4096,
             token_requests_per_minute: 60,
@@ -249,6 +278,12 @@ impl Config {
         }
         if let Some(v) = var("CLREG_S3_ALLOW_HTTP") {
             self.s3.allow_http = parse("CLREG_S3_ALLOW_HTTP", v)?;
+        }
+        if let Some(v) = var("CLREG_INSTANCE_ID") {
+            self.instance_id = Some(v);
+        }
+        if let Some(v) = var("CLREG_S3_MAX_COPY_SIZE") {
+            self.s3.max_copy_size = Some(parse("CLREG_S3_MAX_COPY_SIZE", v)?);
         }
         if let Some(v) = var("CLREG_MAX_BLOB_SIZE") {
             self.max_blob_size = parse("CLREG_MAX_BLOB_SIZE", v)?;

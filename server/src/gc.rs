@@ -20,6 +20,53 @@ pub struct Report {
     pub bytes: u64,
     /// How many were deleted (0 in a dry run).
     pub deleted: usize,
+    /// Part files a local store staged for uploads no session holds any more (a crash), older
+    /// than an hour: found, and removed when applied.
+    pub stale_parts: usize,
+}
+
+/// Local-store part files (`uploads/<id>#<n>`) of upload ids no session row holds, untouched
+/// for an hour (a session writes its first part file just before its row).
+async fn stale_parts(state: &AppState, apply: bool) -> Result<usize, ApiError> {
+    use crate::db::entities::upload;
+    let Some(dir) = state.local_store_dir().map(|d| d.join("uploads")) else {
+        return Ok(0);
+    };
+    let live: std::collections::HashSet<String> = upload::Entity::find()
+        .all(&state.db)
+        .await?
+        .into_iter()
+        .map(|u| u.id.to_string())
+        .collect();
+    let old = |path: &std::path::Path| {
+        std::fs::metadata(path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > std::time::Duration::from_secs(3600))
+    };
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Ok(0);
+    };
+    let stale: Vec<_> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.split_once('#'))
+                .is_some_and(|(id, _)| !live.contains(id))
+                && old(p)
+        })
+        .collect();
+    if apply {
+        for p in &stale {
+            if let Err(e) = std::fs::remove_file(p) {
+                tracing::warn!(path = %p.display(), error = %e, "removing a stale upload part failed");
+            }
+        }
+    }
+    Ok(stale.len())
 }
 
 /// Blobs created before `cutoff` that nothing refers to and nobody uploaded since `cutoff`.
@@ -67,7 +114,10 @@ pub async fn collect(
         .order_by_asc(blob::Column::Digest)
         .all(&state.db)
         .await?;
-    let mut report = Report::default();
+    let mut report = Report {
+        stale_parts: stale_parts(state, apply).await?,
+        ..Report::default()
+    };
     for b in &found {
         let size = u64::try_from(b.size).unwrap_or(0);
         report.bytes += size;

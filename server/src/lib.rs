@@ -34,6 +34,14 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    match blobs::abort_orphans(&state).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            sessions = n,
+            "upload sessions held before a restart aborted"
+        ),
+        Err(e) => tracing::warn!(error = e.message, "aborting earlier upload sessions failed"),
+    }
     let sweeper = tokio::spawn({
         let state = state.clone();
         async move {

@@ -204,14 +204,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     }
                     if apply {
                         eprintln!(
-                            "deleted {} unreferenced blob(s), {} bytes",
-                            report.deleted, report.bytes
+                            "deleted {} unreferenced blob(s), {} bytes, and {} stale upload part file(s)",
+                            report.deleted, report.bytes, report.stale_parts
                         );
                     } else {
                         eprintln!(
-                            "{} unreferenced blob(s), {} bytes (a dry run: --apply deletes them)",
+                            "{} unreferenced blob(s), {} bytes, and {} stale upload part file(s) \
+                             (a dry run: --apply deletes them)",
                             report.blobs.len(),
-                            report.bytes
+                            report.bytes,
+                            report.stale_parts
                         );
                     }
                 }

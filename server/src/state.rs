@@ -32,6 +32,15 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The local directory of the store, when the store is one (not S3).
+    pub fn local_store_dir(&self) -> Option<std::path::PathBuf> {
+        match self.config.store.as_deref() {
+            None => Some(self.config.data_dir.join("store")),
+            Some(s) if s.starts_with("s3://") => None,
+            Some(s) => Some(std::path::PathBuf::from(s.trim_start_matches("file://"))),
+        }
+    }
+
     /// Connects to the database, runs migrations, opens the store and loads the JWT keys.
     pub async fn build(config: Config) -> anyhow::Result<AppState> {
         std::fs::create_dir_all(&config.data_dir).map_err(|e| {

@@ -88,11 +88,15 @@ impl TestServer {
     /// The file that holds blob `digest`'s object: under the local store, or under the
     /// in-process S3 server's directory. Tests use it to damage the store underneath.
     pub fn object_file(&self, digest: &Digest) -> PathBuf {
-        let key = digest.object_key();
+        self.store_root().join(digest.object_key())
+    }
+
+    /// The directory under which the store (local, or the in-process S3 server) keeps objects.
+    pub fn store_root(&self) -> PathBuf {
         if self.s3.is_some() {
-            self.dir.path().join("s3/clreg-test/prefix").join(key)
+            self.dir.path().join("s3/clreg-test/prefix")
         } else {
-            self.dir.path().join("data/store").join(key)
+            self.dir.path().join("data/store")
         }
     }
 

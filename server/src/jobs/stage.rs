@@ -39,15 +39,6 @@ fn io(what: &str, path: &Path, e: impl std::fmt::Display) -> ApiError {
     ApiError::internal(format!("{what} {}: {e}", path.display()))
 }
 
-/// The local directory of the store, when the store is one.
-fn local_store_dir(state: &AppState) -> Option<PathBuf> {
-    match state.config.store.as_deref() {
-        None => Some(state.config.data_dir.join("store")),
-        Some(s) if s.starts_with("s3://") => None,
-        Some(s) => Some(PathBuf::from(s.trim_start_matches("file://"))),
-    }
-}
-
 /// Makes the blob available as a local file and returns its path.
 async fn cached_blob(state: &AppState, digest: &Digest) -> Result<PathBuf, ApiError> {
     let dir = cache_root(state).join("blobs");
@@ -59,7 +50,7 @@ async fn cached_blob(state: &AppState, digest: &Digest) -> Result<PathBuf, ApiEr
         .await
         .map_err(|e| io("creating", &dir, e))?;
     let partial = dir.join(format!("{}.partial-{}", digest.hex(), uuid::Uuid::new_v4()));
-    let linked = match local_store_dir(state) {
+    let linked = match state.local_store_dir() {
         Some(store) => std::fs::hard_link(store.join(digest.object_key()), &partial).is_ok(),
         None => false,
     };
@@ -170,7 +161,7 @@ fn hold(dir: &Path) -> Result<InUse, ApiError> {
 fn cache_usage(state: &AppState) -> Result<(u64, Vec<(PathBuf, bool)>), ApiError> {
     use std::os::unix::fs::MetadataExt;
     let dir = cache_root(state).join("blobs");
-    let store = local_store_dir(state);
+    let store = state.local_store_dir();
     let mut bytes = 0;
     let mut blobs = Vec::new();
     let entries = match std::fs::read_dir(&dir) {
@@ -292,7 +283,7 @@ pub async fn upload_dir(
             .await?
             .is_none()
         {
-            match local_store_dir(state) {
+            match state.local_store_dir() {
                 // The output is the job's own: moved into the store, not copied.
                 Some(store) => {
                     let target = store.join(digest.object_key());

@@ -888,3 +888,117 @@ async fn a_purge_that_fails_is_retried_and_recorded_only_once_the_bytes_are_gone
     // Nothing left to do: a further run records nothing more.
     assert_eq!(clreg_server::purge::run(&server.state).await.unwrap(), 0);
 }
+
+#[tokio::test]
+async fn blobs_over_the_stores_copy_limit_are_moved_by_streaming() {
+    // S3 copies at most 5 GiB server-side; here the limit is 1 MiB, so a 3 MiB upload (and,
+    // on the local store, a rename) must still land intact under its blob key.
+    let server = TestServer::start_with(|c| c.s3.max_copy_size = Some(1 << 20)).await;
+    let alice = server.user("alice").await;
+    let bytes: Vec<u8> = (0..3u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let digest = alice.upload(&bytes, 1 << 20).await;
+    assert_eq!(std::fs::read(server.object_file(&digest)).unwrap(), bytes);
+    let small = alice.upload(b"small", 1 << 20).await;
+    assert_eq!(std::fs::read(server.object_file(&small)).unwrap(), b"small");
+    // Nothing is left at the staging keys.
+    let staged = walk_if_exists(&server.store_root().join("uploads"));
+    assert!(staged.is_empty(), "{staged:?}");
+}
+
+fn walk_if_exists(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    if dir.exists() {
+        crate::support::walk(dir)
+    } else {
+        Vec::new()
+    }
+}
+
+#[tokio::test]
+async fn a_restarted_server_aborts_the_uploads_it_held_and_gc_removes_stray_parts() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let id = alice.open_upload().await;
+    let (status, _) = alice.patch(&id, 0, vec![7u8; 4096]).await;
+    assert_eq!(status.as_u16(), 202);
+    let uploads = server.store_root().join("uploads");
+    let local = !server
+        .state
+        .config
+        .store
+        .as_deref()
+        .unwrap_or("")
+        .starts_with("s3://");
+    if local {
+        assert!(
+            walk_if_exists(&uploads)
+                .iter()
+                .any(|p| p.to_string_lossy().contains(&id)),
+            "the local store stages the upload beside its key"
+        );
+    }
+
+    // The process dies (its writer and running hash with it) and starts again: a new state on
+    // the same database and store, with the same instance name.
+    let restarted = clreg_server::AppState::build((*server.state.config).clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        clreg_server::blobs::abort_orphans(&restarted)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_error(
+        &alice.get(&format!("/blobs/uploads/{id}")).await,
+        404,
+        "upload_unknown",
+    );
+    if local {
+        let left = walk_if_exists(&uploads);
+        assert!(
+            left.iter().all(|p| !p.to_string_lossy().contains(&id)),
+            "{left:?}"
+        );
+    }
+    // Another replica's sessions are not this one's to abort.
+    let other = alice.open_upload().await;
+    let mut config = (*server.state.config).clone();
+    config.instance_id = Some("another-replica".into());
+    let replica = clreg_server::AppState::build(config).await.unwrap();
+    assert_eq!(
+        clreg_server::blobs::abort_orphans(&replica).await.unwrap(),
+        0
+    );
+    let (status, _) = alice.get(&format!("/blobs/uploads/{other}")).await;
+    assert_eq!(status, 200);
+
+    // A part file no session holds (a crash before this server recorded instances), an hour
+    // old: gc reports it in a dry run and removes it when applied.
+    if local {
+        let stray = uploads.join(format!("{}#1", uuid::Uuid::new_v4()));
+        std::fs::write(&stray, b"partial bytes").unwrap();
+        let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+        std::fs::File::options()
+            .write(true)
+            .open(&stray)
+            .unwrap()
+            .set_modified(hour_ago)
+            .unwrap();
+        let grace = chrono::Duration::days(7);
+        let dry = clreg_server::gc::collect(&server.state, grace, false)
+            .await
+            .unwrap();
+        assert_eq!(dry.stale_parts, 1);
+        assert!(stray.exists());
+        let applied = clreg_server::gc::collect(&server.state, grace, true)
+            .await
+            .unwrap();
+        assert_eq!(applied.stale_parts, 1);
+        assert!(!stray.exists());
+        // The live session's part is untouched.
+        let (status, _) = alice.get(&format!("/blobs/uploads/{other}")).await;
+        assert_eq!(status, 200);
+    }
+}

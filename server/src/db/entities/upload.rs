@@ -12,6 +12,8 @@ pub struct Model {
     pub parts: i64,
     pub created_at: DateTimeUtc,
     pub expires_at: DateTimeUtc,
+    /// The server process holding the writer (`AppState::instance`).
+    pub instance: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
