@@ -713,8 +713,3 @@ fn body_of(result: GetResult) -> Body {
         rx.recv().await.map(|piece| (piece, rx))
     }))
 }
-
-/// Reads a whole blob into memory (small files only: configs, datasets up to a cap).
-pub async fn read_all(store: &dyn ObjectStore, digest: &Digest) -> Result<bytes::Bytes, ApiError> {
-    Ok(store.get(&blob_key(digest)).await?.bytes().await?)
-}

@@ -105,7 +105,7 @@ fn parse_lines(text: &str, file: &str) -> Result<Vec<Example>, FormatError> {
 }
 
 /// The example in `v`, or what is wrong with it.
-fn to_example(v: Value) -> Result<Example, String> {
+pub(crate) fn to_example(v: Value) -> Result<Example, String> {
     let Value::Object(mut map) = v else {
         return Err(format!(
             "is {}, not an object; each example must be {{\"prompt\": \"...\", \"answer\": \"...\"}}",

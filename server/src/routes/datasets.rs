@@ -5,6 +5,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use chrono::Utc;
 use clreg_types::{Dataset, Digest, ErrorBody, ErrorCode, RegisterDataset};
+use futures::TryStreamExt as _;
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set};
 use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
@@ -123,14 +124,23 @@ async fn register(
                 "datasets over 1 GiB cannot be stored; split the dataset",
             ));
         }
-        // The permit bounds how many contents are in memory at once, not only the parsing.
+        // Validated as it streams from the store, one example in memory at a time, under the
+        // permit that bounds CPU-heavy work.
         let _permit = state.cpu.acquire().await.map_err(ApiError::internal)?;
-        let bytes = blobs::read_all(state.store.as_ref(), &req.digest).await?;
+        let stream = state
+            .store
+            .get(&blobs::blob_key(&req.digest))
+            .await?
+            .into_stream()
+            .map_err(std::io::Error::other);
+        let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
         let file = req.name.clone();
-        let examples =
-            tokio::task::spawn_blocking(move || clreg_engine::trace::validate_trace(&bytes, &file))
-                .await
-                .map_err(ApiError::internal)??;
+        let examples = tokio::task::spawn_blocking(move || {
+            let reader = std::io::BufReader::with_capacity(1 << 20, reader);
+            clreg_engine::trace::validate_trace_stream(reader, &file)
+        })
+        .await
+        .map_err(ApiError::internal)??;
         // The server's own counts win over what the client declared.
         req.examples = examples as u64;
         req.size = u64::try_from(stored.size).unwrap_or(0);
