@@ -254,6 +254,26 @@ fn write_json(path: &Path, value: &serde_json::Value) -> Result<(), ModelError> 
     std::fs::write(path, text).map_err(|e| ModelError::io(path.display(), e))
 }
 
+/// Reads a GGUF header with candle's reader. candle 0.11 bounds string, array and count
+/// lengths by the file size, but divides by `general.alignment` unchecked, so a file declaring
+/// an alignment of 0 panics inside it (tests/corpus/hostile/gguf/alignment_zero.gguf): that
+/// panic is caught here and becomes `invalid_gguf`, like every other malformed header.
+fn read_content(reader: &mut BufReader<File>, file: &str) -> Result<Content, ModelError> {
+    let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Content::read(reader)));
+    match read {
+        Ok(Ok(content)) => Ok(content),
+        Ok(Err(e)) => Err(ModelError::gguf(
+            file,
+            format!("cannot read the GGUF header: {e}"),
+        )),
+        Err(_) => Err(ModelError::gguf(
+            file,
+            "cannot read the GGUF header: it is malformed (e.g. `general.alignment` is 0); \
+             re-export the file",
+        )),
+    }
+}
+
 /// Imports the Llama GGUF file `gguf_path` into a new Hugging Face checkpoint directory
 /// `out_dir` (which must not exist or be empty): every tensor dequantized and converted to
 /// `dtype` (f32, f16 or bf16), Q/K rows brought back to the half-split RoPE layout,
@@ -287,8 +307,7 @@ pub fn import(
         }
     }
     let mut reader = BufReader::new(File::open(gguf_path).map_err(|e| ModelError::io(&file, e))?);
-    let content = Content::read(&mut reader)
-        .map_err(|e| ModelError::gguf(&file, format!("cannot read the GGUF header: {e}")))?;
+    let content = read_content(&mut reader, &file)?;
 
     let mut warnings = Vec::new();
     let cfg = config_from_metadata(&content, &file, dtype, &mut warnings)?;

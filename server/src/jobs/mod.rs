@@ -51,9 +51,15 @@ pub fn mix_refs(recipe: &clreg_engine::moe::MoeRecipe) -> Vec<String> {
     refs
 }
 
+/// A merge recipe, checked whole (method, parameters, models) at submission: a recipe the
+/// engine would refuse is never queued.
 fn parse_merge_recipe(text: &str) -> Result<clreg_engine::merge::Recipe, ApiError> {
-    clreg_engine::merge::Recipe::from_yaml(text)
-        .map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("invalid merge recipe: {e}")))
+    let invalid = |e: clreg_engine::merge::MergeError| {
+        ApiError::new(ErrorCode::BadRequest, format!("invalid merge recipe: {e}"))
+    };
+    let recipe = clreg_engine::merge::Recipe::from_yaml(text).map_err(invalid)?;
+    recipe.resolve().map_err(invalid)?;
+    Ok(recipe)
 }
 
 /// Checks a submission, resolves its inputs, and queues it (with its ledger event).
@@ -180,6 +186,10 @@ pub async fn submit(
                     "`prompts_file` names a file on your machine: put the prompts in `positive_prompts` (and `negative_prompts`) instead",
                 ));
             }
+            // Checked whole (gate mode, prompts, experts) now, not when a worker runs it.
+            recipe
+                .resolve()
+                .map_err(|e| ApiError::bad_request(format!("invalid mix recipe: {e}")))?;
             mix_refs(&recipe)
         }
     };

@@ -8,6 +8,7 @@ mod auth;
 mod blobs;
 mod collaborations;
 mod concurrency;
+mod corpus;
 mod datasets;
 mod hardening;
 mod hf;
