@@ -258,7 +258,10 @@ fn write_json(path: &Path, value: &serde_json::Value) -> Result<(), ModelError> 
 /// lengths by the file size, but divides by `general.alignment` unchecked, so a file declaring
 /// an alignment of 0 panics inside it (tests/corpus/hostile/gguf/alignment_zero.gguf): that
 /// panic is caught here and becomes `invalid_gguf`, like every other malformed header.
-fn read_content(reader: &mut BufReader<File>, file: &str) -> Result<Content, ModelError> {
+fn read_content<R: std::io::Read + std::io::Seek>(
+    reader: &mut R,
+    file: &str,
+) -> Result<Content, ModelError> {
     let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Content::read(reader)));
     match read {
         Ok(Ok(content)) => Ok(content),
@@ -272,6 +275,16 @@ fn read_content(reader: &mut BufReader<File>, file: &str) -> Result<Content, Mod
              re-export the file",
         )),
     }
+}
+
+/// Checks a GGUF file's header and metadata as [`import`] does before converting any tensor,
+/// and returns the Hugging Face config it describes (the fuzz target `gguf` runs this).
+pub fn check_header<R: std::io::Read + std::io::Seek>(
+    reader: &mut R,
+    file: &str,
+) -> Result<LlamaConfig, ModelError> {
+    let content = read_content(reader, file)?;
+    config_from_metadata(&content, file, DType::F32, &mut Vec::new())
 }
 
 /// Imports the Llama GGUF file `gguf_path` into a new Hugging Face checkpoint directory
