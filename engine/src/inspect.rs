@@ -27,6 +27,11 @@ pub trait FileAccess {
     fn size(&self, path: &str) -> Option<u64>;
     /// Bytes `start..end` of `path`.
     fn read_range(&self, path: &str, start: u64, end: u64) -> Result<Vec<u8>, FormatError>;
+    /// A name for `path`'s content (the registry's blob digest), when known: files with the
+    /// same content are read and parsed once.
+    fn content_id(&self, _path: &str) -> Option<String> {
+        None
+    }
 }
 
 /// [`FileAccess`] over a local directory.
@@ -201,8 +206,21 @@ pub fn inspect_artifact(
     let mut headers: BTreeMap<&str, SafetensorsInfo> = BTreeMap::new();
     let mut owner: BTreeMap<&str, &str> = BTreeMap::new();
     let mut header_bytes = 0u64;
+    // Headers already parsed, by content: a manifest naming one blob under many paths costs
+    // one read and one parse (each path still counts towards the total header size).
+    let mut parsed: BTreeMap<String, (SafetensorsInfo, u64)> = BTreeMap::new();
     for path in paths.iter().filter(|p| p.ends_with(".safetensors")) {
-        let (info, n) = read_header_sized(files, path)?;
+        let id = files.content_id(path);
+        let (info, n) = match id.as_ref().and_then(|id| parsed.get(id)) {
+            Some(seen) => seen.clone(),
+            None => {
+                let read = read_header_sized(files, path)?;
+                if let Some(id) = id {
+                    parsed.insert(id, read.clone());
+                }
+                read
+            }
+        };
         header_bytes += n;
         if header_bytes > MAX_TOTAL_HEADER_LEN {
             return Err(FormatError::safetensors(

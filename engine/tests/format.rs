@@ -881,6 +881,40 @@ fn headers_repeated_under_many_paths_are_refused_past_the_total_cap() {
     assert!(inspect_dir(Kind::Other, few.path(), None).is_ok());
 }
 
+/// Files that name their content (the registry's blob digest) are read and parsed once per
+/// content, however many paths share it; the total header cap still counts every path.
+#[test]
+fn one_content_under_many_paths_is_read_once() {
+    struct Counting {
+        bytes: Vec<u8>,
+        paths: Vec<String>,
+        reads: std::cell::Cell<usize>,
+    }
+    impl FileAccess for Counting {
+        fn size(&self, _: &str) -> Option<u64> {
+            Some(self.bytes.len() as u64)
+        }
+        fn read_range(&self, _: &str, start: u64, end: u64) -> Result<Vec<u8>, FormatError> {
+            self.reads.set(self.reads.get() + 1);
+            Ok(self.bytes[start as usize..end as usize].to_vec())
+        }
+        fn content_id(&self, _: &str) -> Option<String> {
+            Some("one-blob".into())
+        }
+    }
+    let header = r#"{"t":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#;
+    let access = Counting {
+        bytes: st_file(header, 4),
+        paths: (0..100).map(|i| format!("w{i}.safetensors")).collect(),
+        reads: std::cell::Cell::new(0),
+    };
+    // 100 paths, one content: the duplicate tensor name is found after one read of the header
+    // (the length prefix and the header: two reads), not 200.
+    let err = inspect_artifact(Kind::Other, &access, &access.paths, None).unwrap_err();
+    assert!(err.to_string().contains("duplicate tensor name"), "{err}");
+    assert_eq!(access.reads.get(), 2);
+}
+
 /// Adapters are read whole at inspection: a NaN or an infinity in any weight is refused with
 /// `non_finite_weights`, naming the tensor; a clean adapter passes.
 #[test]

@@ -176,6 +176,10 @@ impl FileAccess for StoreFiles {
         self.files.get(path).map(|f| f.1)
     }
 
+    fn content_id(&self, path: &str) -> Option<String> {
+        self.files.get(path).map(|(digest, _)| digest.hex())
+    }
+
     fn read_range(&self, path: &str, start: u64, end: u64) -> Result<Vec<u8>, FormatError> {
         let io = |reason: String| FormatError::Io {
             file: path.to_string(),
@@ -392,6 +396,8 @@ pub async fn prepare(
     // weights (a safetensors file) the upload's scan found finite.
     let mut files = BTreeMap::new();
     let mut unscanned = Vec::new();
+    // Each distinct blob is looked up once, however many paths name it.
+    let mut blobs: HashMap<Digest, (blob::Model, Vec<String>)> = HashMap::new();
     for (path, entry) in &req.files {
         clreg_types::check_file_path(path).map_err(|m| ApiError::new(ErrorCode::InvalidPath, m))?;
         // Possession first, so the answer says nothing of blobs the caller cannot name.
@@ -404,20 +410,26 @@ pub async fn prepare(
                 ),
             )
         };
-        if !crate::blobs::may_name(state, author.id, &entry.digest).await? {
-            return Err(unknown());
+        let first = !blobs.contains_key(&entry.digest);
+        if first {
+            if !crate::blobs::may_name(state, author.id, &entry.digest).await? {
+                return Err(unknown());
+            }
+            let stored = blob::Entity::find_by_id(entry.digest.hex())
+                .one(&state.db)
+                .await?
+                .ok_or_else(unknown)?;
+            let semi = semi_datasets_holding(state, &entry.digest).await?;
+            blobs.insert(entry.digest.clone(), (stored, semi));
         }
-        let stored = blob::Entity::find_by_id(entry.digest.hex())
-            .one(&state.db)
-            .await?
-            .ok_or_else(unknown)?;
+        let (stored, semi) = &blobs[&entry.digest];
         if u64::try_from(stored.size).ok() != Some(entry.size) {
             return Err(ApiError::bad_request(format!(
                 "file `{path}`: declared size {} but blob {} has {} bytes",
                 entry.size, entry.digest, stored.size
             )));
         }
-        crate::policy::publishable(path, &semi_datasets_holding(state, &entry.digest).await?)?;
+        crate::policy::publishable(path, semi)?;
         if path.ends_with(".safetensors") {
             match stored.weights_check {
                 Some(WeightsCheck::NonFinite) => {
@@ -434,7 +446,8 @@ pub async fn prepare(
                 // Not safetensors at all: the inspection below refuses it.
                 Some(WeightsCheck::Finite | WeightsCheck::NotSafetensors) => {}
                 // Stored before uploads were scanned, or a header too large to scan in the stream.
-                None | Some(WeightsCheck::Unscanned) => unscanned.push(path.clone()),
+                None | Some(WeightsCheck::Unscanned) if first => unscanned.push(path.clone()),
+                None | Some(WeightsCheck::Unscanned) => {}
             }
         }
         files.insert(path.clone(), (entry.digest.clone(), entry.size));

@@ -1,51 +1,55 @@
 //! The per-collaboration storage quota: the distinct blobs a collaboration's artifacts and
 //! stored datasets hold may total at most `collab_quota_bytes`. Checked in the transaction
 //! that adds files (under the collaboration's lock), so concurrent commits cannot overshoot.
+//! Usage is one aggregate query over subqueries: no list of a collaboration's blobs is loaded
+//! or bound as parameters, whatever its size.
 
 use std::collections::BTreeSet;
 
 use clreg_types::ErrorCode;
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
+use sea_orm::sea_query::{Expr, ExprTrait as _, Query};
+use sea_orm::{ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect};
 
 use crate::db::entities::{artifact, artifact_file, blob, collaboration, dataset};
 use crate::error::ApiError;
 
-/// The digests (hex) a collaboration holds and their total size.
-pub async fn usage<C: ConnectionTrait>(
-    db: &C,
-    collab_id: i64,
-) -> Result<(BTreeSet<String>, u64), ApiError> {
-    let ids: Vec<String> = artifact::Entity::find()
-        .filter(artifact::Column::CollabId.eq(collab_id))
-        .all(db)
-        .await?
-        .into_iter()
-        .map(|a| a.id)
-        .collect();
-    let mut digests: BTreeSet<String> = artifact_file::Entity::find()
-        .filter(artifact_file::Column::ArtifactId.is_in(ids))
-        .all(db)
-        .await?
-        .into_iter()
-        .map(|f| f.digest)
-        .collect();
-    digests.extend(
-        dataset::Entity::find()
-            .filter(dataset::Column::CollabId.eq(collab_id))
-            .filter(dataset::Column::ContentStored.eq(true))
-            .all(db)
-            .await?
-            .into_iter()
-            .map(|d| d.digest),
-    );
-    let bytes = blob::Entity::find()
-        .filter(blob::Column::Digest.is_in(digests.iter().cloned()))
-        .all(db)
-        .await?
-        .iter()
-        .map(|b| u64::try_from(b.size).unwrap_or(0))
-        .sum();
-    Ok((digests, bytes))
+/// Blobs held by `collab_id`: a file of one of its artifacts, or a dataset it stores.
+fn held_by(collab_id: i64) -> Condition {
+    let files = Query::select()
+        .column((artifact_file::Entity, artifact_file::Column::Digest))
+        .from(artifact_file::Entity)
+        .inner_join(
+            artifact::Entity,
+            Expr::col((artifact::Entity, artifact::Column::Id))
+                .equals((artifact_file::Entity, artifact_file::Column::ArtifactId)),
+        )
+        .and_where(Expr::col((artifact::Entity, artifact::Column::CollabId)).eq(collab_id))
+        .to_owned();
+    let datasets = Query::select()
+        .column(dataset::Column::Digest)
+        .from(dataset::Entity)
+        .and_where(dataset::Column::CollabId.eq(collab_id))
+        .and_where(dataset::Column::ContentStored.eq(true))
+        .to_owned();
+    Condition::any()
+        .add(blob::Column::Digest.in_subquery(files))
+        .add(blob::Column::Digest.in_subquery(datasets))
+}
+
+/// The bytes of the distinct blobs a collaboration holds.
+pub async fn usage<C: ConnectionTrait>(db: &C, collab_id: i64) -> Result<u64, ApiError> {
+    let total: Option<i64> = blob::Entity::find()
+        .filter(held_by(collab_id))
+        .select_only()
+        // SUM of a BIGINT is NUMERIC on PostgreSQL: cast back.
+        .column_as(
+            Expr::cust("CAST(COALESCE(SUM(size), 0) AS BIGINT)"),
+            "total",
+        )
+        .into_tuple()
+        .one(db)
+        .await?;
+    Ok(total.map_or(0, |t| u64::try_from(t).unwrap_or(0)))
 }
 
 /// Refuses adding `new` (digest hex, size) to `collab` when the quota would be exceeded
@@ -59,7 +63,18 @@ pub async fn check<C: ConnectionTrait>(
     if quota == 0 {
         return Ok(());
     }
-    let (held, bytes) = usage(db, collab.id).await?;
+    let new: Vec<(String, u64)> = new.into_iter().collect();
+    // At most a manifest's files (4096): bound as parameters.
+    let held: BTreeSet<String> = blob::Entity::find()
+        .filter(held_by(collab.id))
+        .filter(blob::Column::Digest.is_in(new.iter().map(|(d, _)| d.clone())))
+        .select_only()
+        .column(blob::Column::Digest)
+        .into_tuple::<String>()
+        .all(db)
+        .await?
+        .into_iter()
+        .collect();
     let mut added = BTreeSet::new();
     let mut extra = 0u64;
     for (digest, size) in new {
@@ -67,7 +82,11 @@ pub async fn check<C: ConnectionTrait>(
             extra += size;
         }
     }
-    if extra > 0 && bytes + extra > quota {
+    if extra == 0 {
+        return Ok(());
+    }
+    let bytes = usage(db, collab.id).await?;
+    if bytes + extra > quota {
         return Err(ApiError::new(
             ErrorCode::QuotaExceeded,
             format!(
