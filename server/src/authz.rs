@@ -3,7 +3,7 @@
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::Method;
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse as _, Response};
 use clreg_types::{ErrorCode, Policy, Role};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 
@@ -251,6 +251,32 @@ pub fn rule_for(method: &Method, path: &str) -> Option<Rule> {
     find(method.as_str()).or_else(|| (method == Method::HEAD).then(|| find("GET")).flatten())
 }
 
+/// The methods the table serves on `path` (HEAD wherever GET is).
+fn methods_of(path: &str) -> Vec<&'static str> {
+    let mut methods: Vec<&'static str> = ROUTES
+        .iter()
+        .filter(|(_, rp, _)| *rp == path)
+        .map(|(m, _, _)| *m)
+        .collect();
+    if methods.contains(&"GET") && !methods.contains(&"HEAD") {
+        methods.push("HEAD");
+    }
+    methods
+}
+
+/// `405 method_not_allowed` with the `Allow` header.
+fn method_not_allowed(method: &Method, allowed: &[&str]) -> Response {
+    let mut response = ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        format!("{method} is not served here; use {}", allowed.join(", ")),
+    )
+    .into_response();
+    if let Ok(v) = axum::http::HeaderValue::from_str(&allowed.join(", ")) {
+        response.headers_mut().insert(axum::http::header::ALLOW, v);
+    }
+    response
+}
+
 /// Route-level middleware: looks the matched route up in `ROUTES`, authenticates when the rule
 /// needs it, and hands the handler a `Caller` carrying the rule.
 pub async fn authorize(
@@ -265,6 +291,11 @@ pub async fn authorize(
         .unwrap_or_default();
     let path = path.as_str();
     let Some(rule) = rule_for(request.method(), path) else {
+        // A known route asked with a method it does not serve.
+        let allowed = methods_of(path);
+        if !allowed.is_empty() {
+            return Ok(method_not_allowed(request.method(), &allowed));
+        }
         tracing::error!(method = %request.method(), path, "route missing from the authorization table");
         return Err(ApiError::forbidden("this route has no authorization rule"));
     };

@@ -43,6 +43,7 @@ codes! {
     NotFound => ("not_found", 404),
     BlobUnknown => ("blob_unknown", 404),
     UploadUnknown => ("upload_unknown", 404),
+    MethodNotAllowed => ("method_not_allowed", 405),
     Conflict => ("conflict", 409),
     PolicyLoosening => ("policy_loosening", 409),
     UploadLost => ("upload_lost", 409),

@@ -101,6 +101,8 @@ pub struct TokenResponse {
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct CreateCollaboration {
+    /// A name: 1–64 of `[A-Za-z0-9._-]`, not starting with `.` or `-` (`NAME_PATTERN`).
+    #[schema(pattern = "^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$")]
     pub name: String,
     pub policy: Policy,
     #[serde(default)]
@@ -127,6 +129,8 @@ pub struct Member {
 /// `POST /collaborations/{c}/members`: grant `role` to `user` (idempotent).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct AddMember {
+    /// A name: 1–64 of `[A-Za-z0-9._-]`, not starting with `.` or `-` (`NAME_PATTERN`).
+    #[schema(pattern = "^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$")]
     pub user: String,
     pub role: Role,
 }
@@ -179,6 +183,8 @@ pub struct ParentSpec {
 /// `POST /collaborations/{c}/artifacts`: commit a manifest once all its blobs are uploaded.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct CommitArtifact {
+    /// A name: 1–64 of `[A-Za-z0-9._-]`, not starting with `.` or `-` (`NAME_PATTERN`).
+    #[schema(pattern = "^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$")]
     pub name: String,
     pub kind: ArtifactKind,
     /// The base model (any artifact reference). Required for every kind but `base`.
@@ -289,8 +295,13 @@ pub struct Lineage {
 /// server then validates it as TRACE JSON and counts its examples itself.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct RegisterDataset {
+    /// A name: 1–64 of `[A-Za-z0-9._-]`, not starting with `.` or `-` (`NAME_PATTERN`).
+    #[schema(pattern = "^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$")]
     pub name: String,
+    /// 1–128 characters, not only spaces.
+    #[schema(min_length = 1, max_length = 128, pattern = "\\S")]
     pub task: String,
+    #[schema(min_length = 1, max_length = 128, pattern = "\\S")]
     pub metric: String,
     pub digest: Digest,
     pub size: u64,
@@ -536,6 +547,14 @@ pub struct Health {
     pub status: String,
     pub version: String,
 }
+
+/// [`check_name`] as a regular expression, for the OpenAPI description.
+pub const NAME_PATTERN: &str = "^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$";
+/// A digest on the wire, as a regular expression.
+pub const DIGEST_PATTERN: &str = "^sha256:[0-9a-f]{64}$";
+/// An artifact reference in one path segment: an id or id prefix (8–64 lowercase hex, optionally
+/// `sha256:`-prefixed) or `COLLAB/NAME[:VERSION|:latest]` (the `/` percent-encoded).
+pub const REFERENCE_PATTERN: &str = "^((sha256:)?[0-9a-f]{8,64}|[A-Za-z0-9_][A-Za-z0-9._-]{0,63}/[A-Za-z0-9_][A-Za-z0-9._-]{0,63}(:([0-9]+|latest))?)$";
 
 /// Whether `name` is acceptable as a collaboration, artifact, dataset or user name:
 /// 1–64 characters from `[A-Za-z0-9._-]`, not starting with `.` or `-`.

@@ -9,6 +9,8 @@ use utoipa::ToSchema;
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSeries {
+    /// A name (`NAME_PATTERN`).
+    #[schema(pattern = "^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$")]
     pub name: String,
     /// The base model (a reference); its scores are the matrix's base row.
     pub base: String,

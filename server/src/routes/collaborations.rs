@@ -258,7 +258,7 @@ struct RemoveQuery {
 
 /// Remove a member (all roles, or `?role=` one). The last owner cannot be removed.
 #[utoipa::path(delete, path = "/api/v1/collaborations/{c}/members/{user}",
-    params(("c" = String, Path), ("user" = String, Path), ("role" = Option<String>, Query)),
+    params(("c" = String, Path), ("user" = String, Path), ("role" = Option<clreg_types::Role>, Query)),
     responses((status = 204), (status = 409, body = ErrorBody)))]
 async fn remove_member(
     State(state): State<AppState>,

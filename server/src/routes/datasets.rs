@@ -79,6 +79,15 @@ async fn register(
 ) -> Result<(StatusCode, ApiJson<Dataset>), ApiError> {
     let access = caller.access(&state, &c).await?;
     clreg_types::check_name(&req.name).map_err(|m| ApiError::new(ErrorCode::InvalidName, m))?;
+    // Stored as signed 64-bit integers: larger values would be changed, so they are refused.
+    for (field, value) in [("size", req.size), ("examples", req.examples)] {
+        if i64::try_from(value).is_err() {
+            return Err(ApiError::bad_request(format!(
+                "`{field}` {value} is out of range (at most {})",
+                i64::MAX
+            )));
+        }
+    }
     for (field, value) in [("task", &req.task), ("metric", &req.metric)] {
         if value.trim().is_empty() || value.len() > 128 {
             return Err(ApiError::bad_request(format!(

@@ -31,7 +31,7 @@ struct ApiDoc;
 
 /// The API routes and their OpenAPI description, generated from the handlers' annotations.
 pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(auth::router())
         .merge(collaborations::router())
         .merge(blobs::router())
@@ -41,7 +41,82 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(jobs::router())
         .merge(evaluations::router())
         .merge(series::router())
-        .split_for_parts()
+        .split_for_parts();
+    describe_errors_and_parameters(&mut doc);
+    (router, doc)
+}
+
+/// Completes the generated description with what holds for every operation: any status not
+/// listed is an [`clreg_types::ErrorBody`] (`default`), and path parameters carry the patterns
+/// the server checks (names, digests, artifact references), so a client — or schemathesis —
+/// knows a value outside them is refused.
+fn describe_errors_and_parameters(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::path::ParameterIn;
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder, Schema};
+    let error = ResponseBuilder::new()
+        .description(
+            "An error: `code` is one of the stable error codes, `message` says what to change.",
+        )
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                .build(),
+        )
+        .build();
+    for item in doc.paths.paths.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.head,
+            &mut item.patch,
+        ];
+        for op in operations.into_iter().flatten() {
+            op.responses
+                .responses
+                .entry("default".into())
+                .or_insert_with(|| RefOr::T(error.clone()));
+            for param in op.parameters.iter_mut().flatten() {
+                let path = matches!(param.parameter_in, ParameterIn::Path);
+                let pattern = match param.name.as_str() {
+                    "c" | "s" | "name" | "user" if path => clreg_types::NAME_PATTERN,
+                    "digest" => clreg_types::DIGEST_PATTERN,
+                    "artifact" => clreg_types::REFERENCE_PATTERN,
+                    _ => continue,
+                };
+                if let Some(RefOr::T(Schema::Object(object))) = param.schema.as_mut() {
+                    object.pattern = Some(pattern.into());
+                }
+            }
+        }
+    }
+    // An empty chunk is a harmless probe that answers where the upload stands.
+    if let Some(body) = doc
+        .paths
+        .paths
+        .get_mut("/api/v1/blobs/uploads/{id}")
+        .and_then(|item| item.patch.as_mut())
+        .and_then(|op| op.request_body.as_mut())
+    {
+        body.required = Some(utoipa::openapi::Required::False);
+    }
+    // Artifact references (`/artifacts/{id}…`): not a UUID like other ids.
+    for (path, item) in doc.paths.paths.iter_mut() {
+        if !path.starts_with("/api/v1/artifacts/{id}") {
+            continue;
+        }
+        for op in [&mut item.get, &mut item.head].into_iter().flatten() {
+            for param in op.parameters.iter_mut().flatten() {
+                if param.name == "id"
+                    && let Some(RefOr::T(Schema::Object(object))) = param.schema.as_mut()
+                {
+                    object.pattern = Some(clreg_types::REFERENCE_PATTERN.into());
+                }
+            }
+        }
+    }
 }
 
 /// The whole application: API, health probes, the API description; every route passes through

@@ -1002,3 +1002,48 @@ async fn a_restarted_server_aborts_the_uploads_it_held_and_gc_removes_stray_part
         assert_eq!(status, 200);
     }
 }
+
+#[tokio::test]
+async fn dataset_counts_past_the_databases_range_are_refused_not_changed() {
+    // Found by schemathesis: a declared size of 2^63 was stored as 2^63 - 1.
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    alice.create_collab("lab", "semi").await;
+    let digest = format!("sha256:{}", "0".repeat(64));
+    for (size, examples) in [(1u64 << 63, 1u64), (1, u64::MAX)] {
+        let refused = alice
+            .post(
+                "/collaborations/lab/datasets",
+                &json!({"name": "d", "task": "t", "metric": "accuracy", "digest": digest,
+                        "size": size, "examples": examples}),
+            )
+            .await;
+        assert_error(&refused, 400, "bad_request");
+    }
+    let (status, body) = alice
+        .post(
+            "/collaborations/lab/datasets",
+            &json!({"name": "d", "task": "t", "metric": "accuracy", "digest": digest,
+                    "size": i64::MAX, "examples": 3}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["size"], i64::MAX);
+}
+
+#[tokio::test]
+async fn a_method_a_route_does_not_serve_gets_405_with_allow() {
+    // Found by schemathesis: TRACE on a known route was answered 403 "no authorization rule".
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let response = alice
+        .request(reqwest::Method::PUT, "/collaborations")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 405);
+    let allow = response.headers()["allow"].to_str().unwrap().to_string();
+    assert!(allow.contains("GET") && allow.contains("POST"), "{allow}");
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["code"], "method_not_allowed");
+}
