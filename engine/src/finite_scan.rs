@@ -107,7 +107,7 @@ impl FiniteScan {
         if let Ok(prefix) = <[u8; 8]>::try_from(self.buf.as_slice()) {
             let len = u64::from_le_bytes(prefix);
             self.buf.clear();
-            self.state = if len < 2 || len > MAX_HEADER_LEN {
+            self.state = if !(2..=MAX_HEADER_LEN).contains(&len) {
                 State::Done(Outcome::NotSafetensors)
             } else if len > MAX_SCAN_HEADER {
                 State::Done(Outcome::Unscanned)

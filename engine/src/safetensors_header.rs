@@ -283,15 +283,15 @@ fn parse_header_in(
 
     let mut by_offset: Vec<&TensorInfo> = tensors.iter().collect();
     by_offset.sort_by(|a, b| (a.begin, a.end, &a.name).cmp(&(b.begin, b.end, &b.name)));
-    if let Some(data_len) = data_len {
-        if let Some(t) = by_offset.iter().find(|t| t.end > data_len) {
-            return Err(bad(format!(
-                "tensor `{}` has out-of-bounds offsets [{}, {}]: the data section holds only \
+    if let Some(data_len) = data_len
+        && let Some(t) = by_offset.iter().find(|t| t.end > data_len)
+    {
+        return Err(bad(format!(
+            "tensor `{}` has out-of-bounds offsets [{}, {}]: the data section holds only \
                  {data_len} bytes, so the file is truncated or its header is wrong; upload the \
                  complete file",
-                t.name, t.begin, t.end
-            )));
-        }
+            t.name, t.begin, t.end
+        )));
     }
     let mut pos = 0u64;
     let mut prev: Option<&TensorInfo> = None;
