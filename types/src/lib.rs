@@ -12,6 +12,7 @@ use utoipa::ToSchema;
 
 pub mod digest;
 pub mod error;
+pub mod merkle;
 pub mod series;
 
 pub use digest::{Digest, DigestError};
