@@ -26,6 +26,7 @@ mod m20261130_000019_blob_grant_times;
 mod m20261130_000020_blob_weight_checks;
 mod m20261130_000021_purges;
 mod m20261130_000022_upload_instances;
+mod m20261130_000023_ledger_schemes;
 
 pub struct Migrator;
 
@@ -55,6 +56,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000020_blob_weight_checks::Migration),
             Box::new(m20261130_000021_purges::Migration),
             Box::new(m20261130_000022_upload_instances::Migration),
+            Box::new(m20261130_000023_ledger_schemes::Migration),
         ]
     }
 }

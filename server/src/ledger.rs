@@ -1,11 +1,10 @@
 //! The tamper-evident ledger: per-collaboration hash chains appended inside the writing transaction.
 
 use chrono::Utc;
-use clreg_types::LedgerEvent;
+use clreg_types::{LedgerEvent, LedgerScheme};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set,
 };
-use sha2::{Digest as _, Sha256};
 
 use crate::db::entities::ledger_event;
 use crate::error::ApiError;
@@ -44,7 +43,11 @@ pub async fn append<C: ConnectionTrait>(
     // Stored as text with microseconds so every backend returns exactly what was hashed.
     let now = Utc::now();
     let created_at = now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-    let preimage = clreg_types::ledger_preimage(
+    // New events are hashed over their RFC 8785 form (the scheme is recorded with each event;
+    // older `v1` events keep verifying as they were written).
+    let scheme = LedgerScheme::Jcs;
+    let hash = clreg_types::ledger_hash(
+        scheme,
         &prev_hash,
         seq,
         collab.map(|c| c.1),
@@ -52,18 +55,21 @@ pub async fn append<C: ConnectionTrait>(
         actor,
         &now,
         &payload,
-    );
-    let hash = hex::encode(Sha256::digest(preimage.as_bytes()));
+    )
+    .map_err(ApiError::internal)?;
+    let stored_payload =
+        serde_jcs::to_string(&payload).map_err(|e| ApiError::internal(e.to_string()))?;
     ledger_event::ActiveModel {
         chain: Set(chain),
         collab_id: Set(collab.map(|c| c.0)),
         seq: Set(seq),
         kind: Set(kind.to_string()),
         actor: Set(actor.to_string()),
-        payload: Set(clreg_types::canonical_json(&payload)),
+        payload: Set(stored_payload),
         created_at: Set(created_at),
         prev_hash: Set(prev_hash),
         hash: Set(hash),
+        scheme: Set(scheme.as_str().to_string()),
         ..Default::default()
     }
     .insert(db)
@@ -95,7 +101,12 @@ pub async fn list<C: ConnectionTrait>(
                 .with_timezone(&Utc);
             let payload = serde_json::from_str(&r.payload)
                 .map_err(|e| ApiError::internal(format!("ledger payload: {e}")))?;
+            let scheme = r
+                .scheme
+                .parse::<LedgerScheme>()
+                .map_err(|e| ApiError::internal(format!("ledger scheme: {e}")))?;
             Ok(LedgerEvent {
+                scheme,
                 seq: r.seq,
                 collab: collab.map(|c| c.1.to_string()),
                 kind: r.kind,
@@ -117,7 +128,8 @@ pub fn verify(events: &[LedgerEvent]) -> Result<(), String> {
         if e.seq != expected_seq || e.prev_hash != prev {
             return Err(format!("event {} does not link to its predecessor", e.seq));
         }
-        let preimage = clreg_types::ledger_preimage(
+        let hash = clreg_types::ledger_hash(
+            e.scheme,
             &e.prev_hash,
             e.seq,
             e.collab.as_deref(),
@@ -126,7 +138,7 @@ pub fn verify(events: &[LedgerEvent]) -> Result<(), String> {
             &e.created_at,
             &e.payload,
         );
-        if hex::encode(Sha256::digest(preimage.as_bytes())) != e.hash {
+        if hash.as_deref() != Ok(e.hash.as_str()) {
             return Err(format!("event {} has been altered", e.seq));
         }
         prev = e.hash.clone();

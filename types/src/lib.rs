@@ -338,8 +338,60 @@ pub struct LedgerEvent {
     pub created_at: DateTime<Utc>,
     /// Hex sha256 of the previous event of the same chain (64 zeros for the first).
     pub prev_hash: String,
-    /// Hex sha256 over this event's canonical form (see `ledger_hash`).
+    /// Hex sha256 over this event's canonical form (see [`ledger_hash`]).
     pub hash: String,
+    /// How `hash` was computed; events written before schemes existed are `v1`.
+    #[serde(default)]
+    pub scheme: LedgerScheme,
+}
+
+string_enum!(
+    /// How a ledger event's hash is computed. `v1`: sha256 of the line format of
+    /// [`ledger_preimage`] (events written before RFC 8785 was adopted keep it); `jcs`: sha256 of
+    /// the RFC 8785 (JCS) canonical JSON of the event object `{actor, collab, created_at, kind,
+    /// payload, prev_hash, seq}`, which any JCS implementation reproduces.
+    LedgerScheme { V1 => "v1", Jcs => "jcs" }
+);
+
+impl Default for LedgerScheme {
+    fn default() -> Self {
+        Self::V1
+    }
+}
+
+/// The hex sha256 of one ledger event under `scheme`: what the server writes and every
+/// verifier recomputes.
+#[allow(clippy::too_many_arguments)]
+pub fn ledger_hash(
+    scheme: LedgerScheme,
+    prev_hash: &str,
+    seq: i64,
+    collab: Option<&str>,
+    kind: &str,
+    actor: &str,
+    created_at: &DateTime<Utc>,
+    payload: &serde_json::Value,
+) -> Result<String, String> {
+    use sha2::Digest as _;
+    let bytes = match scheme {
+        LedgerScheme::V1 => {
+            ledger_preimage(prev_hash, seq, collab, kind, actor, created_at, payload).into_bytes()
+        }
+        LedgerScheme::Jcs => serde_jcs::to_vec(&serde_json::json!({
+            "prev_hash": prev_hash,
+            "seq": seq,
+            "collab": collab,
+            "kind": kind,
+            "actor": actor,
+            "created_at": created_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            "payload": payload,
+        }))
+        .map_err(|e| format!("cannot canonicalise the event: {e}"))?,
+    };
+    Ok(sha2::Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }
 
 /// The hash of one ledger event: sha256 over `prev_hash \n seq \n collab \n kind \n actor \n
@@ -362,10 +414,45 @@ pub fn ledger_preimage(
     )
 }
 
-/// JSON with object keys sorted and no insignificant whitespace.
+/// JSON with object keys sorted (by bytes) and no insignificant whitespace: the encoding of
+/// artifact ids and of `v1` ledger events. The keys are sorted here, not by serde_json's map
+/// (which keeps insertion order when any crate in the build turns `preserve_order` on), so ids
+/// and hashes never depend on a feature flag. Scalars are serde_json's compact forms.
 pub fn canonical_json(value: &serde_json::Value) -> String {
-    // serde_json's Map is a BTreeMap unless `preserve_order` is on, which this crate never enables.
-    value.to_string()
+    let mut out = String::new();
+    write_canonical(value, &mut out);
+    out
+}
+
+fn write_canonical(value: &serde_json::Value, out: &mut String) {
+    use serde_json::Value;
+    match value {
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(']');
+        }
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+            out.push('{');
+            for (i, (key, item)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(key.clone()).to_string());
+                out.push(':');
+                write_canonical(item, out);
+            }
+            out.push('}');
+        }
+        scalar => out.push_str(&scalar.to_string()),
+    }
 }
 
 string_enum!(
@@ -675,6 +762,65 @@ mod tests {
             assert_eq!(serde_json::to_string(r).ok(), Some(format!("\"{r}\"")));
         }
         assert!("admin".parse::<Role>().is_err());
+    }
+
+    #[test]
+    fn canonical_json_is_serde_jsons_sorted_compact_form() {
+        // What serde_json writes for a BTreeMap-ordered value, on a mix of every JSON type,
+        // escapes and non-ASCII keys included.
+        let v = serde_json::json!({
+            "z": [1, -2.5, 1e300, "q\"uote\n", null, true, {"b": {}, "a": []}],
+            "é": "ü\u{1F600}", "a b": {"y": 0.1, "x": -0.0}, "A": false
+        });
+        assert_eq!(canonical_json(&v), v.to_string());
+    }
+
+    #[test]
+    fn jcs_ledger_hashes_are_sha256_of_the_rfc8785_form() {
+        use sha2::Digest as _;
+        let at = DateTime::parse_from_rfc3339("2026-11-30T12:00:00.123456Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let payload = serde_json::json!({"b": [true, null, 1.5, 10], "a": "é\n"});
+        // Written by hand: keys in UTF-16 order, no whitespace, RFC 8785 escapes and numbers.
+        let canonical = concat!(
+            r#"{"actor":"alice","collab":"lab","created_at":"2026-11-30T12:00:00.123456Z","#,
+            r#""kind":"artifact.committed","payload":{"a":"é\n","b":[true,null,1.5,10]},"#,
+            r#""prev_hash":"00","seq":7}"#
+        );
+        let expected: String = sha2::Sha256::digest(canonical.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let got = ledger_hash(
+            LedgerScheme::Jcs,
+            "00",
+            7,
+            Some("lab"),
+            "artifact.committed",
+            "alice",
+            &at,
+            &payload,
+        )
+        .unwrap();
+        assert_eq!(got, expected);
+        // v1 is the line format, unchanged.
+        let v1 = ledger_hash(
+            LedgerScheme::V1,
+            "00",
+            7,
+            Some("lab"),
+            "k",
+            "alice",
+            &at,
+            &payload,
+        );
+        let line = ledger_preimage("00", 7, Some("lab"), "k", "alice", &at, &payload);
+        let expected_v1: String = sha2::Sha256::digest(line.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(v1.unwrap(), expected_v1);
     }
 
     #[test]

@@ -275,7 +275,13 @@ mod tests {
             let got = inclusion_proof(&leaves[..size], index).unwrap();
             assert_eq!(got, hashes(proof), "leaf {index} of {size}");
             let head = from_hex(ROOTS[size]).unwrap();
-            assert!(verify_inclusion(&leaves[index], index as u64, size as u64, &got, &head));
+            assert!(verify_inclusion(
+                &leaves[index],
+                index as u64,
+                size as u64,
+                &got,
+                &head
+            ));
         }
     }
 
@@ -329,10 +335,18 @@ mod tests {
             let head = root(tree);
             for i in 0..n {
                 let proof = inclusion_proof(tree, i).unwrap();
-                assert!(verify_inclusion(&tree[i], i as u64, n as u64, &proof, &head));
+                assert!(verify_inclusion(
+                    &tree[i], i as u64, n as u64, &proof, &head
+                ));
                 let other = (i + 1) % n;
                 if other != i {
-                    assert!(!verify_inclusion(&tree[other], i as u64, n as u64, &proof, &head));
+                    assert!(!verify_inclusion(
+                        &tree[other],
+                        i as u64,
+                        n as u64,
+                        &proof,
+                        &head
+                    ));
                 }
                 if let Some(first) = proof.first() {
                     let mut bad = proof.clone();
@@ -343,14 +357,25 @@ mod tests {
             for m in 1..=n {
                 let proof = consistency_proof(tree, m).unwrap();
                 let old = root(&tree[..m]);
-                assert!(verify_consistency(m as u64, n as u64, &old, &head, &proof), "{m}->{n}");
+                assert!(
+                    verify_consistency(m as u64, n as u64, &old, &head, &proof),
+                    "{m}->{n}"
+                );
                 // A rewritten history: the old head of different leaves.
                 let mut rewritten = tree[..m].to_vec();
                 rewritten[0] = leaf_hash(b"rewritten");
                 let forged = root(&rewritten);
-                assert!(!verify_consistency(m as u64, n as u64, &forged, &head, &proof));
+                assert!(!verify_consistency(
+                    m as u64, n as u64, &forged, &head, &proof
+                ));
                 if m < n {
-                    assert!(!verify_consistency(m as u64, n as u64, &old, &head, &proof[1..]));
+                    assert!(!verify_consistency(
+                        m as u64,
+                        n as u64,
+                        &old,
+                        &head,
+                        &proof[1..]
+                    ));
                 }
             }
         }

@@ -16,6 +16,8 @@ pub struct Model {
     pub created_at: String,
     pub prev_hash: String,
     pub hash: String,
+    /// `clreg_types::LedgerScheme` as text: how `hash` was computed.
+    pub scheme: String,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
