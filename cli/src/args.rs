@@ -139,6 +139,11 @@ Files already present with the right content are skipped; an interrupted pull re
     )]
     Ledger(CollabArg),
 
+    /// Verify a collaboration's ledger offline: hash chain, Merkle tree, signed checkpoint,
+    /// and that its history has not been rewritten since your last check.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+
     /// Merge registry models on the server: a job from a mergekit YAML recipe whose model
     /// fields are artifact references.
     #[command(after_help = "\
@@ -630,6 +635,33 @@ pub struct CollabArg {
     /// Collaboration name.
     #[arg(long, value_name = "COLLAB")]
     pub collab: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check a collaboration's ledger against the server's signed checkpoint and the
+    /// checkpoint you saved last time; exits non-zero naming the first bad event.
+    #[command(after_help = "\
+Examples:
+  clreg audit verify --collab org-a
+  clreg audit verify --collab org-a --json
+
+What it checks: every event's hash and link (RFC 8785 or v1, as each event records), the RFC 6962
+tree head over the events against a checkpoint signed by a key you trust, and a consistency proof
+from the checkpoint it saved last time (so a history rewritten consistently by someone with
+database access is caught). The first run trusts the server's key on first use and says so;
+pin a key you got out of band with `clreg audit trust`. Needs only the right to read the
+ledger (auditors have it), never bytes.")]
+    Verify(CollabArg),
+    /// Pin a ledger signing key for the current server (hex public key, or a file holding it,
+    /// as served at /.well-known/clreg/ledger-keys).
+    #[command(
+        after_help = "Examples:\n  clreg audit trust 3b6a27bc…\n  clreg audit trust ./ledger-key.hex"
+    )]
+    Trust {
+        /// The Ed25519 public key: 64 hex digits, or a file that holds them.
+        key: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

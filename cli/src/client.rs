@@ -174,6 +174,13 @@ impl Client {
         check(self.send_raw(req).await?).await
     }
 
+    /// GET `{server}{path}` (outside `/api/v1`, e.g. `/.well-known/…`).
+    pub async fn get_at_root<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let url = format!("{}{path}", self.server);
+        let resp = self.send(self.http.request(Method::GET, url)).await?;
+        json_body(resp).await
+    }
+
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
         let resp = self.send(self.request(Method::GET, path)).await?;
         json_body(resp).await

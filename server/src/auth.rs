@@ -128,20 +128,25 @@ impl Keys {
     }
 }
 
+/// Refuses a key file others may read.
+pub(crate) fn check_private(path: &Path, holds: &str) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)?.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            anyhow::bail!(
+                "{} holds {holds} but is readable by others (mode {mode:o}): `chmod 600` it",
+                path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 fn load_or_create_key_file(path: &Path) -> anyhow::Result<Vec<JwtKey>> {
     if path.exists() {
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(path)?.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
-                anyhow::bail!(
-                    "{} holds the token signing keys but is readable by others (mode {mode:o}): \
-                     `chmod 600` it",
-                    path.display()
-                );
-            }
-        }
+        check_private(path, "the token signing keys")?;
         let text = std::fs::read_to_string(path)?;
         let keys: Vec<JwtKey> = serde_json::from_str(&text)
             .map_err(|e| anyhow::anyhow!("invalid key file {}: {e}", path.display()))?;
@@ -160,7 +165,7 @@ fn load_or_create_key_file(path: &Path) -> anyhow::Result<Vec<JwtKey>> {
 }
 
 /// Writes a file readable by its owner only.
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);

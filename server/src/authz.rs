@@ -158,6 +158,22 @@ pub const ROUTES: &[(&str, &str, Rule)] = &[
     ),
     (
         "GET",
+        "/api/v1/collaborations/{c}/ledger/checkpoint",
+        Rule::Member(Action::Read),
+    ),
+    (
+        "GET",
+        "/api/v1/collaborations/{c}/ledger/proof/inclusion",
+        Rule::Member(Action::Read),
+    ),
+    (
+        "GET",
+        "/api/v1/collaborations/{c}/ledger/proof/consistency",
+        Rule::Member(Action::Read),
+    ),
+    ("GET", "/.well-known/clreg/ledger-keys", Rule::Public),
+    (
+        "GET",
         "/api/v1/collaborations/{c}/jobs",
         Rule::Member(Action::Read),
     ),

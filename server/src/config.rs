@@ -53,6 +53,9 @@ pub struct Config {
     /// JWT signing keys (HS256); the first is used to sign, all verify. When empty, a key is
     /// generated into `<data_dir>/jwt-keys.json` on first start.
     pub jwt_keys: Vec<JwtKey>,
+    /// The Ed25519 seed (64 hex digits) that signs ledger checkpoints. When absent, one is
+    /// generated into `<data_dir>/ledger-signing-key` (mode 0600) on first start.
+    pub ledger_signing_key: Option<String>,
     /// The `iss` claim of issued tokens.
     pub issuer: String,
     /// Job workers `serve` runs in-process (`clreg-server worker` runs more elsewhere); 0: none.
@@ -174,6 +177,7 @@ impl Default for Config {
             blob_gc_every_secs: 24 * 3600,
             token_ttl_secs: 3600,
             jwt_keys: Vec::new(),
+            ledger_signing_key: None,
             issuer: "clreg".to_string(),
             workers: 1,
             job_runner: None,
@@ -328,6 +332,9 @@ impl Config {
             }];
         }
         // Several keys for rotation: a JSON array of {kid, secret}, the first signs.
+        if let Some(v) = var("CLREG_LEDGER_SIGNING_KEY") {
+            self.ledger_signing_key = Some(v);
+        }
         if let Some(v) = var("CLREG_JWT_KEYS") {
             self.jwt_keys = serde_json::from_str(&v).map_err(|e| ConfigError::Env {
                 name: "CLREG_JWT_KEYS",
@@ -398,6 +405,10 @@ impl fmt::Debug for Config {
             .field(
                 "jwt_keys",
                 &self.jwt_keys.iter().map(|k| &k.kid).collect::<Vec<_>>(),
+            )
+            .field(
+                "ledger_signing_key",
+                &self.ledger_signing_key.as_ref().map(|_| "<redacted>"),
             )
             .finish()
     }

@@ -9,7 +9,7 @@ use sea_orm::{
 use crate::db::entities::ledger_event;
 use crate::error::ApiError;
 
-pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+pub const GENESIS: &str = clreg_types::LEDGER_GENESIS;
 
 fn chain_of(collab_id: Option<i64>) -> String {
     match collab_id {
@@ -122,26 +122,5 @@ pub async fn list<C: ConnectionTrait>(
 
 /// Recomputes every hash of a chain; `Err` names the first event that does not verify.
 pub fn verify(events: &[LedgerEvent]) -> Result<(), String> {
-    let mut prev = GENESIS.to_string();
-    for (i, e) in events.iter().enumerate() {
-        let expected_seq = i64::try_from(i).unwrap_or(i64::MAX) + 1;
-        if e.seq != expected_seq || e.prev_hash != prev {
-            return Err(format!("event {} does not link to its predecessor", e.seq));
-        }
-        let hash = clreg_types::ledger_hash(
-            e.scheme,
-            &e.prev_hash,
-            e.seq,
-            e.collab.as_deref(),
-            &e.kind,
-            &e.actor,
-            &e.created_at,
-            &e.payload,
-        );
-        if hash.as_deref() != Ok(e.hash.as_str()) {
-            return Err(format!("event {} has been altered", e.seq));
-        }
-        prev = e.hash.clone();
-    }
-    Ok(())
+    clreg_types::transparency::verify_chain(events)
 }

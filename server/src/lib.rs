@@ -19,6 +19,7 @@ pub mod ratelimit;
 pub mod routes;
 pub mod series;
 pub mod state;
+pub mod transparency;
 
 use std::future::Future;
 use std::time::Duration;

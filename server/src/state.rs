@@ -27,6 +27,8 @@ pub struct AppState {
     pub cpu: Arc<tokio::sync::Semaphore>,
     /// Wakes this process's idle workers when a job is queued (others poll).
     pub job_queued: Arc<tokio::sync::Notify>,
+    /// Signs ledger checkpoints.
+    pub signer: Arc<crate::transparency::Signer>,
     /// Token exchanges per client address, and per API key.
     pub token_limits: Arc<(crate::ratelimit::Limiter, crate::ratelimit::Limiter)>,
 }
@@ -50,6 +52,7 @@ impl AppState {
         clreg_migrations::Migrator::up(&db, None).await?;
         let store = open_store(&config)?;
         let keys = Keys::load_or_generate(&config)?;
+        let signer = crate::transparency::Signer::load_or_generate(&config)?;
         let per_address = config.token_requests_per_minute;
         Ok(AppState {
             db,
@@ -59,6 +62,7 @@ impl AppState {
             uploads: Arc::new(Mutex::new(HashMap::new())),
             cpu: Arc::new(tokio::sync::Semaphore::new(2)),
             job_queued: Arc::new(tokio::sync::Notify::new()),
+            signer: Arc::new(signer),
             token_limits: Arc::new((
                 crate::ratelimit::Limiter::new(per_address, Duration::from_secs(60)),
                 crate::ratelimit::Limiter::new(10, Duration::from_secs(60)),

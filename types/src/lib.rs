@@ -14,6 +14,7 @@ pub mod digest;
 pub mod error;
 pub mod merkle;
 pub mod series;
+pub mod transparency;
 
 pub use digest::{Digest, DigestError};
 pub use error::{ErrorBody, ErrorCode};
@@ -353,11 +354,16 @@ string_enum!(
     LedgerScheme { V1 => "v1", Jcs => "jcs" }
 );
 
+// string_enum! takes no per-variant attributes, so `#[default]` cannot be derived.
+#[allow(clippy::derivable_impls)]
 impl Default for LedgerScheme {
     fn default() -> Self {
         Self::V1
     }
 }
+
+/// The `prev_hash` of a chain's first event.
+pub const LEDGER_GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// The hex sha256 of one ledger event under `scheme`: what the server writes and every
 /// verifier recomputes.
@@ -730,6 +736,7 @@ pub fn check_manifest_paths<'a>(paths: impl IntoIterator<Item = &'a str>) -> Res
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use anyhow::Result;
 
 use crate::args::{
-    Args, CollabCommand, Command, DatasetCommand, EvalSubcommand, JobsCommand, LocalCommand,
-    SeriesCommand,
+    Args, AuditCommand, CollabCommand, Command, DatasetCommand, EvalSubcommand, JobsCommand,
+    LocalCommand, SeriesCommand,
 };
 use crate::cache::Cache;
 use crate::client::Client;
@@ -16,6 +16,7 @@ use crate::error::{ExitStatus, LocalError};
 use crate::output::Output;
 
 mod artifacts;
+mod audit;
 mod auth;
 mod collab;
 mod dataset;
@@ -38,6 +39,11 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// Where logins, pinned ledger keys and saved checkpoints live.
+    pub fn config_dir(&self) -> &std::path::Path {
+        &self.config_dir
+    }
+
     /// The server from `--server`/`CLREG_SERVER`, else the stored login's.
     pub fn client(&self) -> Result<Arc<Client>> {
         let creds = Credentials::load(&self.config_dir)?;
@@ -136,6 +142,8 @@ pub async fn run(args: Args) -> Result<ExitStatus> {
             } => dataset::pull(&ctx, &digest, &collab, &output).await,
         },
         Command::Ledger(a) => ledger::ledger(&ctx, &a.collab).await,
+        Command::Audit(AuditCommand::Verify(a)) => audit::verify(&ctx, &a.collab).await,
+        Command::Audit(AuditCommand::Trust { key }) => audit::trust(&ctx, &key).await,
         Command::Merge(a) => jobs::merge(&ctx, a).await,
         Command::Mix(a) => jobs::mix(&ctx, a).await,
         Command::Train(a) => jobs::train(&ctx, *a).await,
