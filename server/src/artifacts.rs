@@ -94,9 +94,13 @@ pub async fn by_name(
             .one(&state.db)
             .await?);
     }
-    let version: i64 = version.parse().map_err(|_| {
-        ApiError::bad_request(format!("version `{version}` is not a number or `latest`"))
-    })?;
+    // Digits only: Rust's integer parsing also takes `+1`, which the API does not document.
+    let version: i64 = Some(version)
+        .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| {
+            ApiError::bad_request(format!("version `{version}` is not a number or `latest`"))
+        })?;
     Ok(query
         .filter(artifact::Column::Version.eq(version))
         .one(&state.db)

@@ -1047,3 +1047,37 @@ async fn a_method_a_route_does_not_serve_gets_405_with_allow() {
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["code"], "method_not_allowed");
 }
+
+#[tokio::test]
+async fn numbers_with_a_plus_sign_are_refused_where_the_api_documents_digits() {
+    // Rust's integer parsing takes `+1`; the API documents digits only.
+    let server = TestServer::start().await;
+    let root = server.dir.path();
+    let alice = server.user("alice").await;
+    alice.create_collab("lab", "semi").await;
+    alice
+        .push(
+            "lab",
+            "llama",
+            ArtifactKind::Base,
+            None,
+            &tiny_model(root, "base", 1, None),
+        )
+        .await;
+    assert_eq!(alice.get("/artifacts/lab%2Fllama:1").await.0, 200);
+    assert_error(
+        &alice.get("/artifacts/lab%2Fllama:+1").await,
+        400,
+        "bad_request",
+    );
+    let id = alice.open_upload().await;
+    let refused = alice
+        .send(
+            alice
+                .request(reqwest::Method::PATCH, &format!("/blobs/uploads/{id}"))
+                .header("upload-offset", "+0")
+                .body(vec![1u8, 2, 3]),
+        )
+        .await;
+    assert_error(&refused, 400, "bad_request");
+}
