@@ -1,10 +1,12 @@
 //! Blob storage: resumable upload sessions (hashing as bytes arrive), and ranged reads.
 //!
 //! An upload streams its chunks, in order, straight into one multipart write at the staging key
-//! `uploads/<id>` while a running sha256 follows them; finishing checks the digest and renames
-//! the staging object to `blobs/sha256/<aa>/<digest>`. So each byte is read once, hashed once
-//! and written once. The multipart writer and hasher live in this process: if the server
-//! restarts mid-upload the session answers `upload_lost` and the client starts that blob again.
+//! `uploads/<id>` while a running sha256 and the NaN / infinity scan of safetensors weights
+//! (`clreg_engine::finite_scan`) follow them; finishing checks the digest and moves the staging
+//! object to `blobs/sha256/<aa>/<digest>`. So each byte is read once, hashed once and written
+//! once. The multipart writer and hasher live in this process: a chunk that reaches another
+//! replica answers `upload_lost`, and a restarted server aborts the sessions it held
+//! (`upload_unknown`); either way the client starts that blob again.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
