@@ -209,3 +209,40 @@ async fn a_swapped_signing_key_is_refused_until_trusted() {
     carol.ok(&["audit", "trust", &keys[0].public_key]).await;
     carol.ok(&["audit", "verify", "--collab", "lab"]).await;
 }
+
+#[tokio::test]
+async fn an_artifact_record_changed_after_its_commit_is_named() {
+    let (server, carol) = audited().await;
+    // alice pushes a model; carol's verify checks its record against the ledger.
+    let alice_key = clreg_server::admin::create_key(&server.state.db, "alice")
+        .await
+        .unwrap();
+    let alice = Cli::new();
+    alice
+        .ok(&["login", "--server", &server.url, "--api-key", &alice_key])
+        .await;
+    let model = clreg_tests::tiny_model(server.dir.path(), "base", 1, None);
+    alice
+        .ok(&[
+            "push",
+            model.to_str().unwrap(),
+            "--collab",
+            "lab",
+            "--name",
+            "llama",
+        ])
+        .await;
+    let ok = carol
+        .ok(&["--json", "audit", "verify", "--collab", "lab"])
+        .await
+        .json();
+    assert_eq!(ok["artifacts"], 1);
+    // Someone with database access points a file of it at other bytes (another stored blob).
+    sql(
+        &server,
+        "UPDATE artifact_files SET digest = (SELECT digest FROM artifact_files \
+         WHERE path = 'model.safetensors') WHERE path = 'config.json'",
+    )
+    .await;
+    refused(&carol, "artifact_tampered", "file `config.json`").await;
+}

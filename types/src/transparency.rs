@@ -202,3 +202,49 @@ pub fn verify_extends(
     }
     Ok(())
 }
+
+/// Checks the registry's record of an artifact against the `artifact.pushed` event that
+/// committed it: id, name, version, kind, base and every file's digest and size. A record
+/// changed in the database after the fact (a file pointed at other bytes) fails here.
+pub fn verify_artifact_record(
+    event: &LedgerEvent,
+    artifact: &crate::Artifact,
+) -> Result<(), String> {
+    let p = &event.payload;
+    let named = |what: &str| {
+        format!(
+            "artifact {} (event {}): its {what} differs from what the ledger recorded",
+            artifact.id, event.seq
+        )
+    };
+    if p["id"].as_str() != Some(artifact.id.as_str()) {
+        return Err(named("id"));
+    }
+    if p["name"].as_str() != Some(artifact.name.as_str()) {
+        return Err(named("name"));
+    }
+    if p["version"].as_i64() != Some(artifact.version) {
+        return Err(named("version"));
+    }
+    if p["kind"].as_str() != Some(artifact.kind.as_str()) {
+        return Err(named("kind"));
+    }
+    if p["base"].as_str() != artifact.base.as_deref() {
+        return Err(named("base"));
+    }
+    let recorded = p["files"].as_object().ok_or_else(|| named("file list"))?;
+    if recorded.len() != artifact.files.len() {
+        return Err(named("file list"));
+    }
+    for f in &artifact.files {
+        let entry = recorded
+            .get(&f.path)
+            .ok_or_else(|| named(&format!("file `{}`", f.path)))?;
+        if entry["digest"].as_str() != Some(f.digest.to_string().as_str())
+            || entry["size"].as_u64() != Some(f.size)
+        {
+            return Err(named(&format!("file `{}`", f.path)));
+        }
+    }
+    Ok(())
+}

@@ -6,11 +6,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
-use clreg_types::LedgerEvent;
 use clreg_types::transparency::{
-    ConsistencyProof, LedgerKey, SignedCheckpoint, key_id, verify_chain, verify_checkpoint,
-    verify_extends, verify_tree_head,
+    ConsistencyProof, LedgerKey, SignedCheckpoint, key_id, verify_artifact_record, verify_chain,
+    verify_checkpoint, verify_extends, verify_tree_head,
 };
+use clreg_types::{Artifact, LedgerEvent};
 use serde_json::json;
 
 use super::Ctx;
@@ -146,6 +146,19 @@ pub async fn verify(ctx: &Ctx, collab: &str) -> Result<ExitStatus> {
     verify_chain(&events).map_err(|e| failed("ledger_tampered", collab, e))?;
     verify_tree_head(&events, cp).map_err(|e| failed("ledger_tampered", collab, e))?;
 
+    // The registry's record of every artifact the ledger committed (metadata auditors may read;
+    // no bytes): ids, names, versions, kinds, bases and each file's digest and size.
+    let mut artifacts = 0usize;
+    for e in events.iter().filter(|e| e.kind == "artifact.pushed") {
+        let id = e.payload["id"].as_str().unwrap_or_default();
+        let artifact: Artifact = client
+            .get(&format!("/artifacts/{}", seg(id)))
+            .await
+            .with_context(|| format!("fetching artifact {id} (event {})", e.seq))?;
+        verify_artifact_record(e, &artifact).map_err(|m| failed("artifact_tampered", collab, m))?;
+        artifacts += 1;
+    }
+
     // Nothing before the last checkpoint this user verified has changed.
     let saved_file = saved_path(ctx.config_dir(), &server, collab);
     let saved: Option<SignedCheckpoint> =
@@ -189,11 +202,12 @@ pub async fn verify(ctx: &Ctx, collab: &str) -> Result<ExitStatus> {
         })
         .unwrap_or_default();
     ctx.out.emit(
-        &json!({"collab": collab, "events": events.len(), "checkpoint": cp,
+        &json!({"collab": collab, "events": events.len(), "artifacts": artifacts, "checkpoint": cp,
                 "previous_size": saved.as_ref().map(|s| s.checkpoint.size)}),
         || {
             format!(
-                "ledger of `{collab}` verified: {} events, tree head {} signed by key {} at {}{since}",
+                "ledger of `{collab}` verified: {} events, {artifacts} artifact records, tree head {} \
+                 signed by key {} at {}{since}",
                 events.len(),
                 &cp.root[..16],
                 cp.key_id,
