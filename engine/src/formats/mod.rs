@@ -12,6 +12,7 @@ pub mod output;
 pub mod staging;
 pub mod stfile;
 pub mod writer;
+pub mod yaml;
 
 pub use checkpoint::Checkpoint;
 pub use dtype::OutDtype;

@@ -182,6 +182,7 @@ pub const DEFAULT_SHARD_SIZE: u64 = 5_000_000_000;
 impl Recipe {
     /// Parses a recipe from YAML; unknown keys are refused, naming the key and its line.
     pub fn from_yaml(text: &str) -> Result<Self, MergeError> {
+        crate::formats::yaml::check_recipe_text(text).map_err(MergeError::recipe)?;
         serde_yaml::from_str(text).map_err(|e| MergeError::recipe(e.to_string()))
     }
 

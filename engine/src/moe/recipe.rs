@@ -178,6 +178,7 @@ pub fn read_prompts_file(path: &Path) -> Result<Vec<String>, MoeError> {
 impl MoeRecipe {
     /// Parses a recipe from YAML; unknown keys are refused, naming the key and its line.
     pub fn from_yaml(text: &str) -> Result<Self, MoeError> {
+        crate::formats::yaml::check_recipe_text(text).map_err(MoeError::recipe)?;
         serde_yaml::from_str(text).map_err(|e| MoeError::recipe(e.to_string()))
     }
 
