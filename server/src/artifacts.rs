@@ -94,13 +94,9 @@ pub async fn by_name(
             .one(&state.db)
             .await?);
     }
-    // Digits only: Rust's integer parsing also takes `+1`, which the API does not document.
-    let version: i64 = Some(version)
-        .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| {
-            ApiError::bad_request(format!("version `{version}` is not a number or `latest`"))
-        })?;
+    let version: i64 = clreg_types::parse_digits(version).ok_or_else(|| {
+        ApiError::bad_request(format!("version `{version}` is not a number or `latest`"))
+    })?;
     Ok(query
         .filter(artifact::Column::Version.eq(version))
         .one(&state.db)

@@ -603,13 +603,7 @@ pub fn parse_range(headers: &HeaderMap) -> Result<Option<GetRange>, ApiError> {
         .strip_prefix("bytes=")
         .ok_or_else(bad)?;
     let (a, b) = spec.split_once('-').ok_or_else(bad)?;
-    let num = |s: &str| {
-        let s = s.trim();
-        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(bad());
-        }
-        s.parse::<u64>().map_err(|_| bad())
-    };
+    let num = |s: &str| clreg_types::parse_digits::<u64>(s.trim()).ok_or_else(bad);
     Ok(Some(match (a.trim().is_empty(), b.trim().is_empty()) {
         (false, true) => GetRange::Offset(num(a)?),
         (false, false) => {

@@ -642,6 +642,15 @@ pub struct Health {
     pub version: String,
 }
 
+/// A non-negative decimal number as the API writes them: ASCII digits only (Rust's `parse`
+/// also takes a leading `+`, which the API does not document).
+pub fn parse_digits<T: FromStr>(text: &str) -> Option<T> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
 /// [`check_name`] as a regular expression, for the OpenAPI description.
 pub const NAME_PATTERN: &str = "^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$";
 /// A digest on the wire, as a regular expression.

@@ -94,8 +94,7 @@ fn hex_bytes(s: &str) -> Option<Vec<u8>> {
 
 /// Checks `signed` against `public_key` (hex), which must be the key its `key_id` names.
 pub fn verify_checkpoint(signed: &SignedCheckpoint, public_key: &str) -> Result<(), String> {
-    let raw: [u8; 32] = hex_bytes(public_key)
-        .and_then(|b| b.try_into().ok())
+    let raw = merkle::from_hex(public_key)
         .ok_or_else(|| format!("public key `{public_key}` is not 32 hex bytes"))?;
     if key_id(&raw) != signed.checkpoint.key_id {
         return Err(format!(

@@ -43,15 +43,7 @@ fn save_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
 }
 
 fn parse_key(text: &str) -> Option<[u8; 32]> {
-    let text = text.trim();
-    if text.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
+    clreg_types::merkle::from_hex(text.trim())
 }
 
 /// A file name for a server URL.
@@ -79,7 +71,7 @@ pub async fn trust(ctx: &Ctx, key: &str) -> Result<ExitStatus> {
     let client = ctx.client()?;
     let server = client.server().to_string();
     let mut pinned = load_pinned(ctx.config_dir())?;
-    let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    let hex = clreg_types::merkle::to_hex(&raw);
     let keys = pinned.entry(server.clone()).or_default();
     if !keys.contains(&hex) {
         keys.push(hex.clone());

@@ -130,9 +130,7 @@ async fn upload_chunk(
     let offset = headers
         .get(clreg_types::UPLOAD_OFFSET_HEADER)
         .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
-        .and_then(|v| v.parse::<u64>().ok())
+        .and_then(|v| clreg_types::parse_digits::<u64>(v.trim()))
         .ok_or_else(|| ApiError::bad_request("missing or invalid `Upload-Offset` header: send the byte offset this chunk starts at"))?;
     let length = headers
         .get(header::CONTENT_LENGTH)
