@@ -27,6 +27,7 @@ mod m20261130_000020_blob_weight_checks;
 mod m20261130_000021_purges;
 mod m20261130_000022_upload_instances;
 mod m20261130_000023_ledger_schemes;
+mod m20261130_000024_web_sessions;
 
 pub struct Migrator;
 
@@ -57,6 +58,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000021_purges::Migration),
             Box::new(m20261130_000022_upload_instances::Migration),
             Box::new(m20261130_000023_ledger_schemes::Migration),
+            Box::new(m20261130_000024_web_sessions::Migration),
         ]
     }
 }

@@ -1,6 +1,6 @@
 //! Artifacts: reference resolution, commit (validate, id, version, lineage, ledger) and lineage.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use chrono::Utc;
@@ -8,7 +8,7 @@ use clreg_engine::error::FormatError;
 use clreg_engine::inspect::{self, FileAccess, Kind};
 use clreg_types::{
     Artifact, ArtifactFile, ArtifactKind, ArtifactMetadata, CommitArtifact, Digest, ErrorCode,
-    Lineage, LineageEdge, LineageNode, Relation,
+    Relation,
 };
 use object_store::{GetOptions, GetRange, ObjectStore};
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set};
@@ -730,89 +730,4 @@ pub async fn member_collabs(
         .into_iter()
         .map(|m| m.collab_id)
         .collect())
-}
-
-/// Ancestors and descendants of `root`, limited to collaborations the caller can read.
-pub async fn lineage(
-    state: &AppState,
-    caller: &Caller,
-    root: &artifact::Model,
-) -> Result<Lineage, ApiError> {
-    let readable = member_collabs(state, caller.id, Action::Read).await?;
-    let mut nodes: HashMap<String, artifact::Model> = HashMap::new();
-    let mut edges: Vec<lineage_edge::Model> = Vec::new();
-    let mut seen_edges = BTreeSet::new();
-    nodes.insert(root.id.clone(), root.clone());
-    for upward in [true, false] {
-        let mut queue = VecDeque::from([root.id.clone()]);
-        let mut visited = BTreeSet::from([root.id.clone()]);
-        while let Some(current) = queue.pop_front() {
-            let column = if upward {
-                lineage_edge::Column::ChildId
-            } else {
-                lineage_edge::Column::ParentId
-            };
-            for e in lineage_edge::Entity::find()
-                .filter(column.eq(&current))
-                .all(&state.db)
-                .await?
-            {
-                let next = if upward {
-                    e.parent_id.clone()
-                } else {
-                    e.child_id.clone()
-                };
-                let Some(node) = artifact::Entity::find_by_id(&next).one(&state.db).await? else {
-                    continue;
-                };
-                if !readable.contains(&node.collab_id) {
-                    continue;
-                }
-                if seen_edges.insert(e.id) {
-                    edges.push(e);
-                }
-                if visited.insert(next.clone()) {
-                    nodes.insert(next.clone(), node);
-                    queue.push_back(next);
-                }
-            }
-        }
-    }
-    let mut collab_names = HashMap::new();
-    let mut wire_nodes = Vec::new();
-    for n in nodes.into_values() {
-        if let std::collections::hash_map::Entry::Vacant(slot) = collab_names.entry(n.collab_id) {
-            let c = collaboration::Entity::find_by_id(n.collab_id)
-                .one(&state.db)
-                .await?;
-            slot.insert(c.map(|c| c.name).unwrap_or_default());
-        }
-        wire_nodes.push(LineageNode {
-            collab: collab_names.get(&n.collab_id).cloned().unwrap_or_default(),
-            kind: n.kind.parse().map_err(ApiError::internal)?,
-            id: n.id,
-            name: n.name,
-            version: n.version,
-        });
-    }
-    wire_nodes
-        .sort_by(|a, b| (&a.collab, &a.name, a.version).cmp(&(&b.collab, &b.name, b.version)));
-    let wire_edges = edges
-        .into_iter()
-        .map(|e| {
-            Ok(LineageEdge {
-                parent: e.parent_id,
-                child: e.child_id,
-                relation: e.relation.parse().map_err(ApiError::internal)?,
-                method: e.method,
-                params: serde_json::from_str(&e.params).map_err(ApiError::internal)?,
-                datasets: serde_json::from_str(&e.datasets).map_err(ApiError::internal)?,
-            })
-        })
-        .collect::<Result<_, ApiError>>()?;
-    Ok(Lineage {
-        root: root.id.clone(),
-        nodes: wire_nodes,
-        edges: wire_edges,
-    })
 }

@@ -210,6 +210,39 @@ pub async fn user_of_api_key<C: sea_orm::ConnectionTrait>(
         .filter(|u| u.disabled_at.is_none()))
 }
 
+/// The user an API key logs in, for the token exchange and the web UI's login: limited per
+/// client address, then per key (by its hash: the key itself is never kept).
+pub async fn user_for_login(
+    state: &crate::state::AppState,
+    peer: Option<std::net::SocketAddr>,
+    api_key: &str,
+) -> Result<crate::db::entities::user::Model, ApiError> {
+    let limited = |retry: u64| {
+        ApiError::new(
+            ErrorCode::TooManyRequests,
+            format!("too many login attempts; retry in {retry} s (a token lasts, reuse it)"),
+        )
+    };
+    if let Some(addr) = peer {
+        state
+            .token_limits
+            .0
+            .hit(&addr.ip().to_string())
+            .map_err(limited)?;
+    }
+    state
+        .token_limits
+        .1
+        .hit(&hash_api_key(api_key.trim()))
+        .map_err(limited)?;
+    user_of_api_key(&state.db, api_key).await?.ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::InvalidApiKey,
+            "unknown or revoked API key; ask a server admin for a new one",
+        )
+    })
+}
+
 /// API keys carry 256 random bits, so one sha256 is as strong as a slow password hash here.
 pub fn hash_api_key(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))

@@ -120,6 +120,11 @@ pub const ROUTES: &[(&str, &str, Rule)] = &[
         "/api/v1/collaborations/{c}/artifacts/{name}/{version}",
         Rule::Member(Action::Read),
     ),
+    (
+        "GET",
+        "/api/v1/collaborations/{c}/lineage",
+        Rule::Member(Action::Read),
+    ),
     ("GET", "/api/v1/artifacts/{id}", Rule::Member(Action::Read)),
     (
         "GET",
@@ -254,6 +259,34 @@ pub const ROUTES: &[(&str, &str, Rule)] = &[
         "/api/v1/jobs/{id}/cancel",
         Rule::Member(Action::CancelJob),
     ),
+    // The web UI (routes/ui): the same rules, with a session cookie for credentials.
+    ("GET", "/", Rule::Public),
+    ("GET", "/ui", Rule::Public),
+    ("GET", "/ui/static/clreg.css", Rule::Public),
+    ("GET", "/ui/static/clreg.js", Rule::Public),
+    ("GET", "/ui/login", Rule::Public),
+    // The form token is checked against its cookie: see routes/ui/session.rs.
+    ("POST", "/ui/login", Rule::Public),
+    ("POST", "/ui/logout", Rule::User),
+    ("GET", "/ui/", Rule::User),
+    ("GET", "/ui/c/{c}", Rule::Member(Action::Read)),
+    ("GET", "/ui/c/{c}/lineage", Rule::Member(Action::Read)),
+    ("GET", "/ui/c/{c}/ledger", Rule::Member(Action::Read)),
+    ("GET", "/ui/c/{c}/series/{s}", Rule::Member(Action::Read)),
+    ("GET", "/ui/artifacts/{id}", Rule::Member(Action::Read)),
+    (
+        "GET",
+        "/ui/artifacts/{id}/files/{*path}",
+        Rule::Member(Action::Download),
+    ),
+    ("GET", "/ui/jobs/{id}", Rule::Member(Action::Read)),
+    ("GET", "/ui/jobs/{id}/events", Rule::Member(Action::Read)),
+    // Owners cancel any job, others their own: jobs::cancel checks.
+    (
+        "POST",
+        "/ui/jobs/{id}/cancel",
+        Rule::Member(Action::CancelJob),
+    ),
 ];
 
 pub fn rule_for(method: &Method, path: &str) -> Option<Rule> {
@@ -315,7 +348,21 @@ pub async fn authorize(
         tracing::error!(method = %request.method(), path, "route missing from the authorization table");
         return Err(ApiError::forbidden("this route has no authorization rule"));
     };
-    if rule != Rule::Public {
+    if rule != Rule::Public && path.starts_with("/ui") {
+        match crate::routes::ui::session::authenticate(&state, request.headers(), rule).await {
+            Ok((caller, session)) => {
+                request.extensions_mut().insert(caller);
+                request.extensions_mut().insert(session);
+            }
+            Err(e) => {
+                return Ok(crate::routes::ui::unauthenticated(
+                    request.method(),
+                    request.uri(),
+                    e,
+                ));
+            }
+        }
+    } else if rule != Rule::Public {
         let header = request
             .headers()
             .get(axum::http::header::AUTHORIZATION)

@@ -12,6 +12,7 @@ pub mod evaluations;
 pub mod gc;
 pub mod jobs;
 pub mod ledger;
+pub mod lineage;
 pub mod policy;
 pub mod purge;
 pub mod quota;

@@ -81,9 +81,19 @@ pub async fn checkpoint(
     state: &AppState,
     collab: (i64, &str),
 ) -> Result<SignedCheckpoint, ApiError> {
-    let leaves = leaves(state, collab).await?;
+    let events = crate::ledger::list(&state.db, Some(collab)).await?;
+    sign(state, collab.1, &events)
+}
+
+/// A signed checkpoint of `events` (a collaboration's whole chain, oldest first).
+pub fn sign(
+    state: &AppState,
+    collab: &str,
+    events: &[clreg_types::LedgerEvent],
+) -> Result<SignedCheckpoint, ApiError> {
+    let leaves = clreg_types::transparency::leaves(events).map_err(ApiError::internal)?;
     state.signer.sign(Checkpoint {
-        collab: collab.1.to_string(),
+        collab: collab.to_string(),
         size: leaves.len() as u64,
         root: merkle::to_hex(&merkle::root(&leaves)),
         timestamp: Utc::now(),

@@ -39,6 +39,7 @@ codes! {
     InvalidToken => ("invalid_token", 401),
     InvalidApiKey => ("invalid_api_key", 401),
     Forbidden => ("forbidden", 403),
+    CsrfRejected => ("csrf_rejected", 403),
     PolicyForbids => ("policy_forbids", 403),
     NotFound => ("not_found", 404),
     BlobUnknown => ("blob_unknown", 404),

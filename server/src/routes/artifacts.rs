@@ -21,6 +21,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(by_version))
         .routes(routes!(show))
         .routes(routes!(lineage))
+        .routes(routes!(collab_lineage))
         .routes(routes!(file))
         .routes(routes!(holding))
 }
@@ -39,9 +40,18 @@ async fn list(
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<ApiJson<Vec<Artifact>>, ApiError> {
     let access = caller.access(&state, &c).await?;
+    Ok(ApiJson(list_in(&state, &access, query.name).await?))
+}
+
+/// A collaboration's artifacts (only those named `name`, when given), by name and version.
+pub(crate) async fn list_in(
+    state: &AppState,
+    access: &crate::authz::Access,
+    name: Option<String>,
+) -> Result<Vec<Artifact>, ApiError> {
     let mut select =
         artifact::Entity::find().filter(artifact::Column::CollabId.eq(access.collab.id));
-    if let Some(name) = query.name {
+    if let Some(name) = name {
         select = select.filter(artifact::Column::Name.eq(name));
     }
     let rows = select
@@ -51,9 +61,9 @@ async fn list(
         .await?;
     let mut out = Vec::with_capacity(rows.len());
     for a in rows {
-        out.push(artifacts::to_wire(&state, a).await?);
+        out.push(artifacts::to_wire(state, a).await?);
     }
-    Ok(ApiJson(out))
+    Ok(out)
 }
 
 /// Commit a manifest whose blobs are all uploaded. Identical manifests are idempotent (200).
@@ -114,7 +124,24 @@ async fn lineage(
     ApiPath(id): ApiPath<String>,
 ) -> Result<ApiJson<Lineage>, ApiError> {
     let (found, _) = artifacts::find_for(&state, &caller, &id).await?;
-    Ok(ApiJson(artifacts::lineage(&state, &caller, &found).await?))
+    Ok(ApiJson(
+        crate::lineage::of_artifact(&state, &caller, &found).await?,
+    ))
+}
+
+/// The collaboration's whole lineage DAG: its artifacts, the edges into them and the parents
+/// (in collaborations the caller can read) they come from. `root` is the collaboration's name.
+#[utoipa::path(get, path = "/api/v1/collaborations/{c}/lineage", params(("c" = String, Path)),
+    responses((status = 200, body = Lineage), (status = 404, body = ErrorBody)))]
+async fn collab_lineage(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(c): ApiPath<String>,
+) -> Result<ApiJson<Lineage>, ApiError> {
+    let access = caller.access(&state, &c).await?;
+    Ok(ApiJson(
+        crate::lineage::of_collab(&state, &caller, &access.collab).await?,
+    ))
 }
 
 /// One file of an artifact; `path` is percent-encoded (`/` as `%2F`). Range supported.
@@ -126,20 +153,31 @@ async fn file(
     ApiPath((id, path)): ApiPath<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (found, _) = artifacts::find_for(&state, &caller, &id).await?;
+    serve_file(&state, &caller, &id, &path, &headers).await
+}
+
+/// One file of an artifact the caller may download (the API's and the web UI's download).
+pub(crate) async fn serve_file(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    path: &str,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let (found, _) = artifacts::find_for(state, caller, id).await?;
     let entry = artifact_file::Entity::find()
         .filter(artifact_file::Column::ArtifactId.eq(&found.id))
-        .filter(artifact_file::Column::Path.eq(&path))
+        .filter(artifact_file::Column::Path.eq(path))
         .one(&state.db)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("file `{path}` in artifact {}", found.id)))?;
     let digest = clreg_types::Digest::parse_lenient(&entry.digest)
         .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
     crate::blobs::serve(
-        &state,
+        state,
         &digest,
         u64::try_from(entry.size).unwrap_or(0),
-        &headers,
+        headers,
     )
     .await
 }

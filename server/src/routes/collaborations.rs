@@ -55,6 +55,14 @@ async fn list(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<ApiJson<Vec<Collaboration>>, ApiError> {
+    Ok(ApiJson(list_for(&state, &caller).await?))
+}
+
+/// The collaborations `caller` belongs to, by name, with the caller's roles in each.
+pub(crate) async fn list_for(
+    state: &AppState,
+    caller: &Caller,
+) -> Result<Vec<Collaboration>, ApiError> {
     let mut roles: BTreeMap<i64, Vec<Role>> = BTreeMap::new();
     for m in member::Entity::find()
         .filter(member::Column::UserId.eq(caller.id))
@@ -76,7 +84,7 @@ async fn list(
         out.push(to_wire(&state.db, c, mine).await?);
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(ApiJson(out))
+    Ok(out)
 }
 
 /// Create a collaboration; the caller becomes its owner. The policy can later only be tightened.
@@ -150,9 +158,15 @@ async fn show(
     caller: Caller,
     ApiPath(c): ApiPath<String>,
 ) -> Result<ApiJson<Collaboration>, ApiError> {
-    let Access { collab, mut roles } = caller.access(&state, &c).await?;
+    let access = caller.access(&state, &c).await?;
+    Ok(ApiJson(wire(&state, access).await?))
+}
+
+/// A collaboration as its `access` sees it.
+pub(crate) async fn wire(state: &AppState, access: Access) -> Result<Collaboration, ApiError> {
+    let Access { collab, mut roles } = access;
     roles.sort();
-    Ok(ApiJson(to_wire(&state.db, collab, roles).await?))
+    to_wire(&state.db, collab, roles).await
 }
 
 async fn find_user(state: &AppState, name: &str) -> Result<user::Model, ApiError> {
@@ -163,7 +177,10 @@ async fn find_user(state: &AppState, name: &str) -> Result<user::Model, ApiError
         .ok_or_else(|| ApiError::not_found(format!("user `{name}`")))
 }
 
-async fn member_list<C: ConnectionTrait>(db: &C, collab_id: i64) -> Result<Vec<Member>, ApiError> {
+pub(crate) async fn member_list<C: ConnectionTrait>(
+    db: &C,
+    collab_id: i64,
+) -> Result<Vec<Member>, ApiError> {
     let rows = member::Entity::find()
         .filter(member::Column::CollabId.eq(collab_id))
         .all(db)

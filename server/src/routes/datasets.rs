@@ -55,6 +55,11 @@ async fn list(
     ApiPath(c): ApiPath<String>,
 ) -> Result<ApiJson<Vec<Dataset>>, ApiError> {
     let access = caller.access(&state, &c).await?;
+    Ok(ApiJson(list_in(&state, &access).await?))
+}
+
+/// A collaboration's dataset manifests, in registration order.
+pub(crate) async fn list_in(state: &AppState, access: &Access) -> Result<Vec<Dataset>, ApiError> {
     let rows = dataset::Entity::find()
         .filter(dataset::Column::CollabId.eq(access.collab.id))
         .order_by_asc(dataset::Column::Id)
@@ -62,9 +67,9 @@ async fn list(
         .await?;
     let mut out = Vec::new();
     for d in rows {
-        out.push(to_wire(&state, d).await?);
+        out.push(to_wire(state, d).await?);
     }
-    Ok(ApiJson(out))
+    Ok(out)
 }
 
 /// Register a dataset manifest. In a `semi` collaboration the content is refused; in a `full` one

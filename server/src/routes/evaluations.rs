@@ -40,13 +40,26 @@ async fn list(
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<ApiJson<Vec<Evaluation>>, ApiError> {
     let access = caller.access(&state, &c).await?;
+    Ok(ApiJson(
+        list_in(&state, &caller, &access, query.artifact.as_deref()).await?,
+    ))
+}
+
+/// A collaboration's evaluations, oldest first (only those of `artifact`, any reference, when
+/// given).
+pub(crate) async fn list_in(
+    state: &AppState,
+    caller: &Caller,
+    access: &crate::authz::Access,
+    artifact: Option<&str>,
+) -> Result<Vec<Evaluation>, ApiError> {
     let mut select =
         evaluation::Entity::find().filter(evaluation::Column::CollabId.eq(access.collab.id));
-    if let Some(reference) = &query.artifact {
+    if let Some(reference) = artifact {
         // Only artifacts the caller can read: others are not found, whether they exist or not.
         let readable =
-            artifacts::member_collabs(&state, caller.id, crate::authz::Action::Read).await?;
-        let found = artifacts::find(&state, reference, &readable).await?;
+            artifacts::member_collabs(state, caller.id, crate::authz::Action::Read).await?;
+        let found = artifacts::find(state, reference, &readable).await?;
         select = select.filter(evaluation::Column::ArtifactId.eq(found.id));
     }
     let rows = select
@@ -57,7 +70,7 @@ async fn list(
     for e in rows {
         out.push(evaluations::to_wire(&state.db, &access.collab, e).await?);
     }
-    Ok(ApiJson(out))
+    Ok(out)
 }
 
 /// Import scores computed elsewhere: an lm-evaluation-harness `results*.json` (one evaluation

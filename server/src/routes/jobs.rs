@@ -3,7 +3,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use clreg_types::{ErrorBody, Job, SubmitJob};
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
@@ -55,20 +55,30 @@ async fn list(
     ApiPath(c): ApiPath<String>,
 ) -> Result<ApiJson<Vec<Job>>, ApiError> {
     let access = caller.access(&state, &c).await?;
+    Ok(ApiJson(list_in(&state, &access, None).await?))
+}
+
+/// A collaboration's jobs, newest first (the `limit` newest, when given).
+pub(crate) async fn list_in(
+    state: &AppState,
+    access: &Access,
+    limit: Option<u64>,
+) -> Result<Vec<Job>, ApiError> {
     let rows = job::Entity::find()
         .filter(job::Column::CollabId.eq(access.collab.id))
         .order_by_desc(job::Column::CreatedAt)
+        .limit(limit)
         .all(&state.db)
         .await?;
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
-        out.push(jobs::to_wire(&state, row).await?);
+        out.push(jobs::to_wire(state, row).await?);
     }
-    Ok(ApiJson(out))
+    Ok(out)
 }
 
 /// A job and the caller's access to its collaboration (`not_found` for non-members).
-async fn find(
+pub(crate) async fn find(
     state: &AppState,
     caller: &Caller,
     id: Uuid,

@@ -18,6 +18,7 @@ mod hf;
 mod jobs;
 mod ledger;
 mod series;
+pub mod ui;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -119,14 +120,15 @@ fn describe_errors_and_parameters(doc: &mut utoipa::openapi::OpenApi) {
     }
 }
 
-/// The whole application: API, health probes, the API description; every route passes through
-/// the authorization table.
+/// The whole application: API, health probes, the API description, the web UI; every route
+/// passes through the authorization table.
 pub fn app(state: AppState) -> Router {
     let (api, doc) = api();
     let doc = std::sync::Arc::new(doc);
     Router::new()
         .merge(api)
         .merge(hf::router())
+        .merge(ui::router())
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route(
@@ -142,6 +144,7 @@ pub fn app(state: AppState) -> Router {
         ))
         .fallback(|| async { crate::error::ApiError::not_found("route") })
         .layer(axum::middleware::from_fn(hf::hub_errors))
+        .layer(axum::middleware::from_fn(ui::harden))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
 }

@@ -31,6 +31,14 @@ async fn list(
     ApiPath(c): ApiPath<String>,
 ) -> Result<ApiJson<Vec<Series>>, ApiError> {
     let access = caller.access(&state, &c).await?;
+    Ok(ApiJson(list_in(&state, &access).await?))
+}
+
+/// A collaboration's series, by name.
+pub(crate) async fn list_in(
+    state: &AppState,
+    access: &crate::authz::Access,
+) -> Result<Vec<Series>, ApiError> {
     let rows = entity::Entity::find()
         .filter(entity::Column::CollabId.eq(access.collab.id))
         .order_by_asc(entity::Column::Name)
@@ -40,7 +48,7 @@ async fn list(
     for s in rows {
         out.push(series::to_wire(&state.db, &access.collab, &s).await?);
     }
-    Ok(ApiJson(out))
+    Ok(out)
 }
 
 /// Create a series: a base model and the tasks in training order.

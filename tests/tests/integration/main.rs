@@ -6,6 +6,7 @@
 mod artifacts;
 mod auth;
 mod blobs;
+mod browser;
 mod collaborations;
 mod concurrency;
 mod corpus;
@@ -16,6 +17,7 @@ mod ledger;
 mod possession;
 mod routes_table;
 mod series;
+mod ui;
 /// The harness lives in the crate's library so the CLI's tests share it.
 mod support {
     pub use clreg_tests::*;

@@ -19,6 +19,24 @@ const PLAIN_ROUTES: &[(&str, &str)] = &[
     ("GET", "/hf/api/models/{c}/{n}/tree/{rev}/{*path}"),
     ("POST", "/hf/api/models/{c}/{n}/paths-info/{rev}"),
     ("GET", "/hf/{c}/{n}/resolve/{rev}/{*path}"),
+    // The web UI's pages (routes/ui), whose contract is HTML.
+    ("GET", "/"),
+    ("GET", "/ui"),
+    ("GET", "/ui/static/clreg.css"),
+    ("GET", "/ui/static/clreg.js"),
+    ("GET", "/ui/login"),
+    ("POST", "/ui/login"),
+    ("POST", "/ui/logout"),
+    ("GET", "/ui/"),
+    ("GET", "/ui/c/{c}"),
+    ("GET", "/ui/c/{c}/lineage"),
+    ("GET", "/ui/c/{c}/ledger"),
+    ("GET", "/ui/c/{c}/series/{s}"),
+    ("GET", "/ui/artifacts/{id}"),
+    ("GET", "/ui/artifacts/{id}/files/{*path}"),
+    ("GET", "/ui/jobs/{id}"),
+    ("GET", "/ui/jobs/{id}/events"),
+    ("POST", "/ui/jobs/{id}/cancel"),
 ];
 
 fn router_routes() -> BTreeSet<(String, String)> {
@@ -72,7 +90,10 @@ fn every_route_has_a_rule_and_every_rule_a_route() {
 #[tokio::test]
 async fn non_public_routes_refuse_anonymous_callers() {
     let server = TestServer::start().await;
-    let anon = Client::anonymous(&server.url);
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
     for (method, path, rule) in ROUTES {
         let concrete = path
             .replace("{c}", "c")
@@ -84,9 +105,10 @@ async fn non_public_routes_refuse_anonymous_callers() {
             .replace("{id}", "00000000-0000-0000-0000-000000000000")
             .replace("{name}", "n")
             .replace("{version}", "1")
-            .replace("{path}", "f");
-        let response = anon
-            .http
+            .replace("{path}", "f")
+            .replace("{*path}", "f")
+            .replace("{s}", "s");
+        let response = no_redirects
             .request(
                 Method::from_bytes(method.as_bytes()).unwrap(),
                 format!("{}{concrete}", server.url),
@@ -97,6 +119,11 @@ async fn non_public_routes_refuse_anonymous_callers() {
         let status = response.status().as_u16();
         if *rule == Rule::Public {
             assert_ne!(status, 401, "{method} {path} is public");
+        } else if path.starts_with("/ui") && *method == "GET" {
+            // A page load without a session goes to the login form.
+            assert_eq!(status, 303, "{method} {path} must need a session");
+            let to = response.headers()["location"].to_str().unwrap();
+            assert!(to.starts_with("/ui/login?next="), "{to}");
         } else {
             assert_eq!(status, 401, "{method} {path} must need a token");
         }

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use crate::support::{TestServer, assert_error, tiny_adapter, tiny_model};
 
-const TASKS: [&str; 8] = [
+pub(crate) const TASKS: [&str; 8] = [
     "cstance",
     "fomc",
     "meetingbank",
@@ -19,7 +19,7 @@ const TASKS: [&str; 8] = [
 ];
 
 /// PAPER_TABLES.md, Table 4: R[round][task].
-const TABLE4: [[f64; 8]; 7] = [
+pub(crate) const TABLE4: [[f64; 8]; 7] = [
     [
         0.535, 0.5081, 0.1783, 0.0585, 0.7545, 0.3556, 0.5133, 0.5656,
     ],
@@ -39,10 +39,10 @@ const TABLE4: [[f64; 8]; 7] = [
     [0.508, 0.5988, 0.348, 0.5437, 0.531, 0.3903, 0.7096, 0.7104],
 ];
 /// Table 6's base row.
-const BASE: [f64; 8] = [0.218, 0.256, 0.167, 0.045, 0.726, 0.351, 0.505, 0.550];
+pub(crate) const BASE: [f64; 8] = [0.218, 0.256, 0.167, 0.045, 0.726, 0.351, 0.505, 0.550];
 
 /// An lm-evaluation-harness results file with these scores (`acc,none`).
-fn harness(scores: &[f64]) -> String {
+pub(crate) fn harness(scores: &[f64]) -> String {
     let results: serde_json::Map<String, Value> = TASKS
         .iter()
         .zip(scores)

@@ -18,3 +18,4 @@ pub mod series_round;
 pub mod series_snapshot;
 pub mod upload;
 pub mod user;
+pub mod web_session;
