@@ -7,6 +7,7 @@ pub mod authz;
 pub mod blobs;
 pub mod config;
 pub mod db;
+pub mod demo;
 pub mod error;
 pub mod evaluations;
 pub mod gc;

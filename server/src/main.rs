@@ -40,6 +40,18 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         count: usize,
     },
+    /// Fill this server's data dir with a small real collaboration (`demo`: a tiny base, three
+    /// LoRA rounds trained by jobs, a TIES merge, a LoRA-MoE mix, evaluations and a series),
+    /// then serve it; prints the web UI's address and login keys. A few minutes on 2 cores;
+    /// run again, it serves what is there.
+    Demo {
+        /// Listen address (overrides config and CLREG_ADDR).
+        #[arg(long)]
+        addr: Option<std::net::SocketAddr>,
+        /// Fill, print the keys, and exit instead of serving.
+        #[arg(long)]
+        no_serve: bool,
+    },
     /// Apply database migrations and exit.
     Migrate,
     /// Internal: run one job's engine work (a worker starts this and talks to it over pipes).
@@ -137,6 +149,50 @@ async fn run(args: Args) -> anyhow::Result<()> {
             tracing::info!(%addr, "listening");
             clreg_server::serve(state, listener, shutdown_signal()).await?;
             tracing::info!("stopped");
+        }
+        Command::Demo { addr, no_serve } => {
+            if let Some(addr) = addr {
+                config.addr = addr;
+            }
+            // At least one worker runs the demo's jobs.
+            config.workers = config.workers.max(1);
+            let addr = config.addr;
+            let work = config.data_dir.join("demo-work");
+            let state = AppState::build(config).await?;
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let server = tokio::spawn(clreg_server::serve(state.clone(), listener, async {
+                let _ = stopped.await;
+            }));
+            eprintln!(
+                "clreg demo: serving http://{addr}/ui/ while it fills (jobs show live there)"
+            );
+            let started = std::time::Instant::now();
+            let logins =
+                clreg_server::demo::fill(&state, &work, &|line| eprintln!("clreg demo: {line}"))
+                    .await?;
+            if logins.filled {
+                eprintln!(
+                    "clreg demo: filled in {:.0} s",
+                    started.elapsed().as_secs_f64()
+                );
+            }
+            println!(
+                "web UI:        http://{addr}/ui/c/{}",
+                clreg_server::demo::COLLAB
+            );
+            println!("owner key:     {}", logins.owner_key);
+            println!("auditor key:   {}", logins.auditor_key);
+            if no_serve {
+                let _ = stop.send(());
+            } else {
+                eprintln!("clreg demo: log in with a key above; Ctrl-C stops the server");
+                shutdown_signal().await;
+                let _ = stop.send(());
+            }
+            server.await??;
         }
         Command::Worker { count } => {
             tracing::info!(?config, count, "starting workers");

@@ -31,6 +31,8 @@ pub struct AppState {
     pub signer: Arc<crate::transparency::Signer>,
     /// Token exchanges per client address, and per API key.
     pub token_limits: Arc<(crate::ratelimit::Limiter, crate::ratelimit::Limiter)>,
+    /// The web UI's open live job streams (bounded in all and per user).
+    pub ui_streams: Arc<crate::routes::ui::events::Streams>,
 }
 
 impl AppState {
@@ -67,6 +69,7 @@ impl AppState {
                 crate::ratelimit::Limiter::new(per_address, Duration::from_secs(60)),
                 crate::ratelimit::Limiter::new(10, Duration::from_secs(60)),
             )),
+            ui_streams: Arc::default(),
         })
     }
 }

@@ -116,12 +116,7 @@ impl TestServer {
         let key = clreg_server::admin::create_user(&self.state.db, name, false)
             .await
             .expect("create user");
-        let mut client = Client::anonymous(&self.url);
-        let (status, body) = client.post("/auth/token", &json!({ "api_key": key })).await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-        client.token = body["token"].as_str().map(str::to_string);
-        client.api_key = Some(key);
-        client
+        Client::with_key(&self.url, &key).await
     }
 }
 
@@ -200,6 +195,16 @@ impl Client {
             token: None,
             api_key: None,
         }
+    }
+
+    /// A client logged in with an API key.
+    pub async fn with_key(base: &str, key: &str) -> Client {
+        let mut client = Client::anonymous(base);
+        let (status, body) = client.post("/auth/token", &json!({ "api_key": key })).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        client.token = body["token"].as_str().map(str::to_string);
+        client.api_key = Some(key.to_string());
+        client
     }
 
     pub fn url(&self, path: &str) -> String {

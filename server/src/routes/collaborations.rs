@@ -95,8 +95,18 @@ async fn create(
     caller: Caller,
     ApiJson(req): ApiJson<CreateCollaboration>,
 ) -> Result<(StatusCode, ApiJson<Collaboration>), ApiError> {
+    let created = create_for(&state, &caller, req).await?;
+    Ok((StatusCode::CREATED, ApiJson(created)))
+}
+
+/// Creates a collaboration owned by `caller` (the API's and `clreg-server demo`'s).
+pub(crate) async fn create_for(
+    state: &AppState,
+    caller: &Caller,
+    req: CreateCollaboration,
+) -> Result<Collaboration, ApiError> {
     clreg_types::check_name(&req.name).map_err(|m| ApiError::new(ErrorCode::InvalidName, m))?;
-    let created = crate::db::write(&state.db, |txn| {
+    crate::db::write(&state.db, |txn| {
         let (req, actor, caller_id) = (req.clone(), caller.name.clone(), caller.id);
         Box::pin(async move {
             let taken = collaboration::Entity::find()
@@ -121,7 +131,7 @@ async fn create(
             .await?;
             member::ActiveModel {
                 collab_id: Set(c.id),
-                user_id: Set(caller.id),
+                user_id: Set(caller_id),
                 role: Set(Role::Owner.as_str().to_string()),
                 ..Default::default()
             }
@@ -147,8 +157,7 @@ async fn create(
             to_wire(txn, c, vec![Role::Owner]).await
         })
     })
-    .await?;
-    Ok((StatusCode::CREATED, ApiJson(created)))
+    .await
 }
 
 #[utoipa::path(get, path = "/api/v1/collaborations/{c}", params(("c" = String, Path)),
@@ -228,8 +237,18 @@ async fn add_member(
     ApiJson(req): ApiJson<AddMember>,
 ) -> Result<ApiJson<Member>, ApiError> {
     let access = caller.access(&state, &c).await?;
-    let target = find_user(&state, &req.user).await?;
-    let member = crate::db::write(&state.db, |txn| {
+    Ok(ApiJson(add_member_to(&state, &caller, &access, req).await?))
+}
+
+/// Grants `req.role` in the collaboration `access` holds (the caller is an owner).
+pub(crate) async fn add_member_to(
+    state: &AppState,
+    caller: &Caller,
+    access: &Access,
+    req: AddMember,
+) -> Result<Member, ApiError> {
+    let target = find_user(state, &req.user).await?;
+    crate::db::write(&state.db, |txn| {
         let (collab, target, req) = (access.collab.clone(), target.clone(), req.clone());
         let actor = caller.name.clone();
         Box::pin(async move {
@@ -264,8 +283,7 @@ async fn add_member(
                 .ok_or_else(|| ApiError::internal("member vanished"))
         })
     })
-    .await?;
-    Ok(ApiJson(member))
+    .await
 }
 
 #[derive(Debug, Deserialize)]

@@ -80,9 +80,21 @@ async fn register(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath(c): ApiPath<String>,
-    ApiJson(mut req): ApiJson<RegisterDataset>,
+    ApiJson(req): ApiJson<RegisterDataset>,
 ) -> Result<(StatusCode, ApiJson<Dataset>), ApiError> {
     let access = caller.access(&state, &c).await?;
+    let registered = register_in(&state, &caller, &access, req).await?;
+    Ok((StatusCode::CREATED, ApiJson(registered)))
+}
+
+/// Registers a dataset manifest (and keeps its content, where the policy and the request say
+/// so) in the collaboration `access` holds: the API's and `clreg-server demo`'s.
+pub(crate) async fn register_in(
+    state: &AppState,
+    caller: &Caller,
+    access: &Access,
+    mut req: RegisterDataset,
+) -> Result<Dataset, ApiError> {
     clreg_types::check_name(&req.name).map_err(|m| ApiError::new(ErrorCode::InvalidName, m))?;
     // Stored as signed 64-bit integers: larger values would be changed, so they are refused.
     for (field, value) in [("size", req.size), ("examples", req.examples)] {
@@ -125,7 +137,7 @@ async fn register(
                 ),
             )
         };
-        if !blobs::may_name(&state, caller.id, &req.digest).await? {
+        if !blobs::may_name(state, caller.id, &req.digest).await? {
             return Err(unknown());
         }
         let stored = blob::Entity::find_by_id(req.digest.hex())
@@ -159,7 +171,7 @@ async fn register(
         req.examples = examples as u64;
         req.size = u64::try_from(stored.size).unwrap_or(0);
     }
-    store(&state, &caller, &access, req).await
+    store(state, caller, access, req).await
 }
 
 async fn store(
@@ -167,7 +179,7 @@ async fn store(
     caller: &Caller,
     access: &Access,
     req: RegisterDataset,
-) -> Result<(StatusCode, ApiJson<Dataset>), ApiError> {
+) -> Result<Dataset, ApiError> {
     let quota = state.config.collab_quota_bytes;
     let row = crate::db::write(&state.db, |txn| {
             let (collab, req) = (access.collab.clone(), req.clone());
@@ -223,7 +235,7 @@ async fn store(
             })
         })
     .await?;
-    Ok((StatusCode::CREATED, ApiJson(to_wire(state, row).await?)))
+    to_wire(state, row).await
 }
 
 /// Whether `digest` is registered in the collaboration.

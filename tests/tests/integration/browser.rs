@@ -375,7 +375,7 @@ async fn the_ui_in_chromium() {
     b.screenshot("series").await;
     b.no_console_errors("series").await;
 
-    // The ledger verifies.
+    // The ledger's chain verifies.
     b.go(&server, "/ui/c/lab/ledger").await;
     assert_eq!(
         b.client
@@ -383,7 +383,7 @@ async fn the_ui_in_chromium() {
             .await
             .unwrap()
             .len(),
-        3
+        1
     );
     b.screenshot("ledger").await;
     b.no_console_errors("ledger").await;
@@ -483,4 +483,65 @@ async fn the_ui_in_chromium() {
     assert_eq!(shown, api);
     b.console().await;
     drop(b);
+}
+
+/// `clreg-server demo`'s fill, on this test's server with a job worker: every job succeeds,
+/// the series has its figures, and the pages render in Chromium (screenshots of the lineage
+/// and series pages are the README's).
+#[tokio::test]
+async fn the_demo_fills_a_collaboration_the_ui_shows() {
+    let server = TestServer::with_worker(crate::support::server_binary()).await;
+    let work = server.dir.path().join("demo-work");
+    let logins = clreg_server::demo::fill(&server.state, &work, &|line| eprintln!("{line}"))
+        .await
+        .unwrap();
+    assert!(logins.filled);
+    assert!(!work.exists(), "the demo's scratch files are gone");
+    let auditor = crate::support::Client::with_key(&server.url, &logins.auditor_key).await;
+    let (_, report) = auditor.get("/collaborations/demo/series/seq/report").await;
+    let report: SeriesReport = serde_json::from_value(report).unwrap();
+    assert!(report.missing.is_empty(), "{:?}", report.missing);
+    assert!(report.transfer.is_some(), "{:?}", report.pending);
+    let (_, graph) = auditor.get("/collaborations/demo/lineage").await;
+    let names: Vec<&str> = graph["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["name"].as_str().unwrap())
+        .collect();
+    for name in ["base", "r1", "r2", "r3", "ties", "moe"] {
+        assert!(names.contains(&name), "{name} in {names:?}");
+    }
+    let (_, jobs) = auditor.get("/collaborations/demo/jobs").await;
+    let jobs = jobs.as_array().unwrap();
+    assert_eq!(jobs.len(), 10, "3 train, merge, mix, 5 eval");
+    assert!(jobs.iter().all(|j| j["state"] == "succeeded"), "{jobs:?}");
+    // A second run leaves it as it is.
+    let again = clreg_server::demo::fill(&server.state, &work, &|_| {})
+        .await
+        .unwrap();
+    assert!(!again.filled);
+
+    let Some(b) = browser().await else { return };
+    b.log_in(&server, "/ui/c/demo/lineage", &logins.auditor_key)
+        .await;
+    assert_eq!(
+        b.client
+            .find_all(Locator::Css(".graph svg a"))
+            .await
+            .unwrap()
+            .len(),
+        names.len()
+    );
+    b.screenshot("demo-lineage").await;
+    b.no_console_errors("demo lineage").await;
+    b.go(&server, "/ui/c/demo/series/seq").await;
+    assert!(
+        b.text(r#"dd[data-figure="bwt"]"#)
+            .await
+            .parse::<f64>()
+            .is_ok()
+    );
+    b.screenshot("demo-series").await;
+    b.no_console_errors("demo series").await;
 }

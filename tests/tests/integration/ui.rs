@@ -497,7 +497,7 @@ async fn the_ledger_page_shows_what_verifies_and_what_does_not() {
     let s = study(&server).await;
     let web = Web::login(&server, &s.audrey).await;
     let page = web.get("/ui/c/lab/ledger").await;
-    assert_eq!(page.body.matches("✓ verified").count(), 3, "{}", page.body);
+    assert_eq!(page.body.matches("✓ verified").count(), 1, "{}", page.body);
     let (_, checkpoint) = s.audrey.get("/collaborations/lab/ledger/checkpoint").await;
     let size = checkpoint["checkpoint"]["size"].as_u64().unwrap();
     assert!(page.body.contains(&format!(r#"id="tree-size">{size}<"#)));
@@ -667,4 +667,69 @@ async fn ui_render_times() {
             times[2], times[0], times[4]
         );
     }
+}
+
+#[tokio::test]
+async fn live_job_views_are_bounded_and_end_with_the_session() {
+    let server = TestServer::start().await;
+    let s = study(&server).await;
+    let recipe = "merge_method: linear\nmodels:\n  - model: lab/llama\n    parameters: {weight: 0.5}\n  - model: lab/merged\n    parameters: {weight: 0.5}\ndtype: float32\n";
+    let (status, job) = s
+        .alice
+        .post(
+            "/collaborations/lab/jobs",
+            &json!({"kind": "merge", "name": "avg", "recipe": recipe}),
+        )
+        .await;
+    assert_eq!(status, 201, "{job}");
+    let events = format!(
+        "{}/ui/jobs/{}/events",
+        server.url,
+        job["id"].as_str().unwrap()
+    );
+    let open = |web: &Web| {
+        reqwest::Client::new()
+            .get(&events)
+            .header("cookie", web.cookie.clone().unwrap())
+            .send()
+    };
+    let alice = Web::login(&server, &s.alice).await;
+    let mut held = Vec::new();
+    for _ in 0..clreg_server::routes::ui::events::MAX_PER_USER {
+        let r = open(&alice).await.unwrap();
+        assert_eq!(r.status(), 200);
+        held.push(r);
+    }
+    // One more from the same user is refused; another user still gets one.
+    let refused = open(&alice).await.unwrap();
+    assert_eq!(refused.status(), 503);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["code"], "busy");
+    let audrey = Web::login(&server, &s.audrey).await;
+    let mut watching = open(&audrey).await.unwrap();
+    assert_eq!(watching.status(), 200);
+    // A closed stream gives its place back.
+    drop(held.pop());
+    let mut again = None;
+    for _ in 0..50 {
+        let r = open(&alice).await.unwrap();
+        if r.status() == 200 {
+            again = Some(r);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(again.is_some(), "the place came back");
+
+    // Logging out ends the auditor's open stream at its next check.
+    let token = audrey.get("/ui/").await.csrf();
+    assert_eq!(
+        audrey.post("/ui/logout", &[("csrf", &token)]).await.status,
+        303
+    );
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while watching.chunk().await.unwrap().is_some() {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream outlived the session");
 }

@@ -3,7 +3,7 @@
 //! the bearer token. Refusals are pages with the API's status and stable code; file downloads
 //! refuse exactly as the API does.
 
-mod events;
+pub mod events;
 mod pages;
 pub mod session;
 

@@ -86,16 +86,13 @@ pub async fn ledger(
     Extension(session): Extension<Session>,
     ApiPath(c): ApiPath<String>,
 ) -> Result<Markup, UiError> {
-    use clreg_types::transparency::{verify_chain, verify_checkpoint, verify_tree_head};
     let access = caller.access(&state, &c).await?;
     let (id, name) = (access.collab.id, access.collab.name.clone());
     let events = crate::ledger::list(&state.db, Some((id, &name))).await?;
     let checkpoint = crate::transparency::sign(&state, &name, &events)?;
     let key = state.signer.public();
     let verification = pages::Verification {
-        chain: verify_chain(&events),
-        tree_head: verify_tree_head(&events, &checkpoint.checkpoint),
-        signature: verify_checkpoint(&checkpoint, &key.public_key),
+        chain: clreg_types::transparency::verify_chain(&events),
         checkpoint,
         key,
         verified_at: chrono::Utc::now(),

@@ -130,7 +130,14 @@ fn csrf_rejected() -> ApiError {
 /// Where to go after logging in: a UI page of this server, never another site.
 pub fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with("/ui/") && !n.contains("//") && !n.contains('\\') => n.to_string(),
+        Some(n)
+            if n.starts_with("/ui/")
+                && !n.contains("//")
+                && !n.contains('\\')
+                && n.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            n.to_string()
+        }
         _ => "/ui/".to_string(),
     }
 }
@@ -176,6 +183,8 @@ pub async fn login(
         return Err(UiError::anonymous(csrf_rejected()));
     }
     let next = safe_next(form.next.as_deref());
+    // Taken before the key is checked: a revocation racing this login ends the session too.
+    let now = Utc::now();
     let peer = peer.map(|axum::Extension(ConnectInfo(addr))| addr);
     let user = match crate::auth::user_for_login(&state, peer, &form.api_key).await {
         Ok(user) => user,
@@ -194,7 +203,6 @@ pub async fn login(
         Err(e) => return Err(UiError::anonymous(e)),
     };
     let token = random_hex();
-    let now = Utc::now();
     web_session::ActiveModel {
         token_hash: Set(sha256_hex(&token)),
         user_id: Set(user.id),
@@ -205,7 +213,14 @@ pub async fn login(
     .insert(&state.db)
     .await
     .map_err(ApiError::from)?;
-    // Expired sessions of anyone go when someone logs in: the table stays small.
+    // The session this browser held before ends; expired sessions of anyone go too, so the
+    // table stays small.
+    if let Some(old) = cookie(&headers, SESSION_COOKIE) {
+        web_session::Entity::delete_by_id(sha256_hex(old))
+            .exec(&state.db)
+            .await
+            .map_err(ApiError::from)?;
+    }
     web_session::Entity::delete_many()
         .filter(web_session::Column::ExpiresAt.lt(now))
         .exec(&state.db)
@@ -271,6 +286,8 @@ mod tests {
             "/ui//evil",
             "/api/v1/x",
             "/ui\\x",
+            "/ui/\nx",
+            "/ui/ x",
         ] {
             assert_eq!(safe_next(Some(bad)), "/ui/", "{bad}");
         }
