@@ -72,6 +72,9 @@ pub struct Config {
     /// running jobs; the least recently used artifacts go first. Blobs hard-linked from a
     /// local store cost nothing here.
     pub job_cache_bytes: u64,
+    /// Web UI cookies carry `Secure` (set it when users reach the server over TLS through a
+    /// proxy; they carry it anyway on requests the proxy marks `X-Forwarded-Proto: https`).
+    pub secure_cookies: bool,
 }
 
 /// JWT keys, wherever they come from (config, environment, the generated key file): each
@@ -184,6 +187,7 @@ impl Default for Config {
             worker_device: "cpu".to_string(),
             job_lease_secs: 30,
             job_cache_bytes: 20 << 30,
+            secure_cookies: false,
         }
     }
 }
@@ -258,6 +262,9 @@ impl Config {
         }
         if let Some(v) = var("CLREG_JOB_RUNNER") {
             self.job_runner = Some(PathBuf::from(v));
+        }
+        if let Some(v) = var("CLREG_SECURE_COOKIES") {
+            self.secure_cookies = parse("CLREG_SECURE_COOKIES", v)?;
         }
         if let Some(v) = var("CLREG_WORKER_DEVICE") {
             self.worker_device = v;
@@ -402,6 +409,7 @@ impl fmt::Debug for Config {
             .field("worker_device", &self.worker_device)
             .field("job_lease_secs", &self.job_lease_secs)
             .field("job_cache_bytes", &self.job_cache_bytes)
+            .field("secure_cookies", &self.secure_cookies)
             .field(
                 "jwt_keys",
                 &self.jwt_keys.iter().map(|k| &k.kid).collect::<Vec<_>>(),

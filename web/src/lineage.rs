@@ -99,6 +99,8 @@ const STRAIGHTEN_PASSES: usize = 8;
 const LABEL_CHARS: usize = 20;
 const DETAIL_CHARS: usize = 26;
 const EDGE_LABEL_CHARS: usize = 20;
+/// How far above the child an edge's label sits.
+const EDGE_LABEL_RISE: f64 = 12.0;
 /// Height of the legend band above the graph; its items' width and the room for the row titles.
 const LEGEND_H: f64 = 60.0;
 const LEGEND_ITEM_W: f64 = 104.0;
@@ -620,7 +622,9 @@ fn arrow_id(id_prefix: &str, relation: Relation) -> String {
     format!("{id_prefix}-arrow-{}", relation.as_str())
 }
 
-/// An edge's SVG path and the point for its label. The path leaves the upper box at its bottom,
+/// An edge's SVG path and the point for its label (just above where it enters the child, so the
+/// one label of a child's edges that share a method sits by that child). The path leaves the
+/// upper box at its bottom,
 /// runs straight down through each dummy's layer and enters the lower box at its top; between
 /// layers it is an S-curve with vertical ends. It is written from parent to child, so the
 /// arrowhead (`marker-end`) is always at the child, even on an edge reversed to break a cycle.
@@ -656,10 +660,9 @@ fn edge_path(route: &Route) -> (String, (f64, f64)) {
             d += &format!(" L{} {}", px(bx), px(by));
         }
     }
-    // The label goes in the middle gap; such a symmetric curve passes through the mean of its ends.
-    let gap = (c.len() - 1) / 2;
-    let (a, b) = (points[2 * gap], points[2 * gap + 1]);
-    (d, ((a.0 + b.0) / 2.0, (a.1 + b.1) / 2.0))
+    // The path ends at the child, whichever way it was laid out.
+    let end = points[points.len() - 1];
+    (d, (end.0, end.1 - EDGE_LABEL_RISE))
 }
 
 fn legend(id_prefix: &str) -> Markup {
@@ -692,6 +695,16 @@ pub fn render(nodes: &[Node], edges: &[Edge], id_prefix: &str, title: &str, desc
         return placeholder("lineage", id_prefix, title, desc, "no artifacts yet");
     }
     let (lay, routes) = compute(nodes, edges);
+    // One label per child and method: a merge of five parents says `ties` once, not five times.
+    let mut labelled = std::collections::HashSet::new();
+    let show_label: Vec<bool> = edges
+        .iter()
+        .map(|e| {
+            e.label
+                .as_ref()
+                .is_some_and(|l| labelled.insert((e.child, l.clone())))
+        })
+        .collect();
     let legend_w = 2.0 * MARGIN
         + LEGEND_LEFT
         + ArtifactKind::ALL.len().max(Relation::ALL.len()) as f64 * LEGEND_ITEM_W;
@@ -708,7 +721,7 @@ pub fn render(nodes: &[Node], edges: &[Edge], id_prefix: &str, title: &str, desc
         (legend(id_prefix))
         g class="graph" transform=(format!("translate(0 {LEGEND_H})")) {
             g class="edges" {
-                @for (edge, route) in edges.iter().zip(&routes) {
+                @for ((edge, route), &show) in edges.iter().zip(&routes).zip(&show_label) {
                     @if let Some(route) = route {
                         @let (d, (lx, ly)) = edge_path(route);
                         @let (colour, dash) = relation_style(edge.relation);
@@ -721,7 +734,7 @@ pub fn render(nodes: &[Node], edges: &[Edge], id_prefix: &str, title: &str, desc
                                     @if let Some(label) = &edge.label { " (" (label) ")" }
                                 }
                             }
-                            @if let Some(label) = &edge.label {
+                            @if let (true, Some(label)) = (show, &edge.label) {
                                 text class="edge-label" x=(px(lx)) y=(px(ly)) text-anchor="middle"
                                     dominant-baseline="central" font-size="11" fill=(INK) stroke="#ffffff"
                                     stroke-width="3" paint-order="stroke" { (truncate(label, EDGE_LABEL_CHARS)) }
@@ -1121,7 +1134,9 @@ mod tests {
         assert!(html.contains("class=\"node node-base node-focus\""));
         assert!(html.contains("class=\"edge edge-merge\""));
         assert!(html.contains("marker-end=\"url(#lin-arrow-adapter)\""));
-        assert_eq!(html.matches(">ties</text>").count(), 2);
+        // Two `ties` edges into one child: one label, and each edge keeps its tooltip.
+        assert_eq!(html.matches(">ties</text>").count(), 1);
+        assert_eq!(html.matches("merge (ties)</title>").count(), 2);
     }
 
     #[test]

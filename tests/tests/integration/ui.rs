@@ -733,3 +733,35 @@ async fn live_job_views_are_bounded_and_end_with_the_session() {
     .await;
     assert!(ended.is_ok(), "the stream outlived the session");
 }
+
+#[tokio::test]
+async fn cookies_are_secure_behind_tls_or_when_configured() {
+    let session_cookie = |page: &Page| {
+        page.set_cookies()
+            .into_iter()
+            .find(|c| c.starts_with("clreg_session="))
+            .unwrap()
+    };
+    // Configured: every cookie is Secure.
+    let server = TestServer::start_with(|c| c.secure_cookies = true).await;
+    let alice = server.user("alice").await;
+    let page = Web::new(&server)
+        .login_attempt(alice.api_key.as_deref().unwrap(), "/ui/")
+        .await;
+    assert!(session_cookie(&page).ends_with("; Secure"));
+    let form = Web::new(&server).get("/ui/login").await;
+    assert!(form.set_cookies()[0].ends_with("; Secure"));
+    // Not configured: Secure when a TLS proxy says the request came over https.
+    let server = TestServer::start().await;
+    let response = reqwest::Client::new()
+        .get(format!("{}/ui/login", server.url))
+        .header("x-forwarded-proto", "https")
+        .send()
+        .await
+        .unwrap();
+    let set = response.headers()[SET_COOKIE].to_str().unwrap();
+    assert!(
+        set.starts_with("clreg_login=") && set.ends_with("; Secure"),
+        "{set}"
+    );
+}

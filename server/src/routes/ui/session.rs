@@ -60,19 +60,19 @@ fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
         .map(|(_, v)| v)
 }
 
-/// `Set-Cookie` for `name`; `Secure` when the request came over TLS through a proxy.
-fn set_cookie(
-    headers: &HeaderMap,
-    name: &str,
-    value: &str,
-    path: &str,
-    max_age: i64,
-) -> HeaderValue {
-    let tls = headers
-        .get("x-forwarded-proto")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("https"));
-    let secure = if tls { "; Secure" } else { "" };
+/// Whether cookies carry `Secure`: when configured (`secure_cookies`), or when the request came
+/// over TLS through a proxy (`X-Forwarded-Proto: https`).
+fn secure(state: &AppState, headers: &HeaderMap) -> bool {
+    state.config.secure_cookies
+        || headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("https"))
+}
+
+/// `Set-Cookie` for `name`.
+fn set_cookie(secure: bool, name: &str, value: &str, path: &str, max_age: i64) -> HeaderValue {
+    let secure = if secure { "; Secure" } else { "" };
     let cookie = format!(
         "{name}={value}; Path={path}; Max-Age={max_age}; HttpOnly; SameSite=Strict{secure}"
     );
@@ -148,13 +148,23 @@ pub struct NextQuery {
 }
 
 /// `GET /ui/login`: the form, with a fresh login form token in a cookie and a hidden field.
-pub async fn login_form(headers: HeaderMap, Query(q): Query<NextQuery>) -> Response {
+pub async fn login_form(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<NextQuery>,
+) -> Response {
     let token = random_hex();
     let page = clreg_web::pages::login(&token, &safe_next(q.next.as_deref()), None);
     let mut response = page.into_response();
     response.headers_mut().insert(
         header::SET_COOKIE,
-        set_cookie(&headers, LOGIN_COOKIE, &token, "/ui/login", 3600),
+        set_cookie(
+            secure(&state, &headers),
+            LOGIN_COOKIE,
+            &token,
+            "/ui/login",
+            3600,
+        ),
     );
     response
 }
@@ -196,7 +206,13 @@ pub async fn login(
             let mut response = (status, page).into_response();
             response.headers_mut().insert(
                 header::SET_COOKIE,
-                set_cookie(&headers, LOGIN_COOKIE, &token, "/ui/login", 3600),
+                set_cookie(
+                    secure(&state, &headers),
+                    LOGIN_COOKIE,
+                    &token,
+                    "/ui/login",
+                    3600,
+                ),
             );
             return Ok(response);
         }
@@ -232,7 +248,7 @@ pub async fn login(
     cookies.append(
         header::SET_COOKIE,
         set_cookie(
-            &headers,
+            secure(&state, &headers),
             SESSION_COOKIE,
             &token,
             "/ui",
@@ -241,7 +257,7 @@ pub async fn login(
     );
     cookies.append(
         header::SET_COOKIE,
-        set_cookie(&headers, LOGIN_COOKIE, "", "/ui/login", 0),
+        set_cookie(secure(&state, &headers), LOGIN_COOKIE, "", "/ui/login", 0),
     );
     Ok(response)
 }
@@ -268,7 +284,7 @@ pub async fn logout(
     let mut response = Redirect::to("/ui/login").into_response();
     response.headers_mut().insert(
         header::SET_COOKIE,
-        set_cookie(&headers, SESSION_COOKIE, "", "/ui", 0),
+        set_cookie(secure(&state, &headers), SESSION_COOKIE, "", "/ui", 0),
     );
     Ok(response)
 }
@@ -303,14 +319,13 @@ mod tests {
         );
         assert_eq!(cookie(&h, SESSION_COOKIE), Some("abc"));
         assert_eq!(cookie(&h, LOGIN_COOKIE), None);
-        let set = set_cookie(&h, SESSION_COOKIE, "v", "/ui", 60);
+        let set = set_cookie(false, SESSION_COOKIE, "v", "/ui", 60);
         assert_eq!(
             set.to_str().ok(),
             Some("clreg_session=v; Path=/ui; Max-Age=60; HttpOnly; SameSite=Strict")
         );
-        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
         assert!(
-            set_cookie(&h, SESSION_COOKIE, "v", "/ui", 60)
+            set_cookie(true, SESSION_COOKIE, "v", "/ui", 60)
                 .to_str()
                 .is_ok_and(|s| s.ends_with("; Secure"))
         );
