@@ -609,7 +609,7 @@ async fn ui_render_times() {
             } else {
                 ArtifactKind::Checkpoint
             },
-            base: None,
+            base: (!parents.is_empty()).then(|| "big/r0".to_string()),
             files: files.clone(),
             parents: parents
                 .into_iter()
@@ -662,6 +662,17 @@ async fn ui_render_times() {
             bytes = page.body.len();
         }
         times.sort_by(f64::total_cmp);
+        if path.ends_with("/lineage") {
+            // The page itself, with its stylesheet inlined, to look at.
+            let page = web.get(&path).await.body.replace(
+                r#"<link rel="stylesheet" href="/ui/static/clreg.css">"#,
+                &format!("<style>{}</style>", clreg_web::CSS),
+            );
+            let file =
+                std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("ui-200-lineage.html");
+            std::fs::write(&file, page).unwrap();
+            println!("wrote {}", file.display());
+        }
         println!(
             "{path}: median {:.1} ms (min {:.1}, max {:.1}), {bytes} bytes",
             times[2], times[0], times[4]
