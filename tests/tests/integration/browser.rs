@@ -389,16 +389,8 @@ async fn the_ui_in_chromium() {
     b.no_console_errors("ledger").await;
 
     // A job followed live: queued, then cancelled elsewhere; the page follows over SSE.
-    let recipe = "merge_method: linear\nmodels:\n  - model: lab/llama\n    parameters: {weight: 0.5}\n  - model: lab/merged\n    parameters: {weight: 0.5}\ndtype: float32\n";
-    let (status, job) = s
-        .alice
-        .post(
-            "/collaborations/lab/jobs",
-            &json!({"kind": "merge", "name": "avg", "recipe": recipe}),
-        )
-        .await;
-    assert_eq!(status, 201, "{job}");
-    let id = job["id"].as_str().unwrap();
+    let job = crate::ui::queued_job(&s.alice).await;
+    let id = job.as_str();
     b.go(&server, &format!("/ui/jobs/{id}")).await;
     assert_eq!(b.text("#job-state").await, "queued");
     b.screenshot("job-queued").await;

@@ -155,6 +155,19 @@ pub(crate) async fn study(server: &TestServer) -> Study {
     }
 }
 
+/// A merge job in the study's collaboration that stays queued (these tests run no worker).
+pub(crate) async fn queued_job(alice: &Client) -> String {
+    let recipe = "merge_method: linear\nmodels:\n  - model: lab/llama\n    parameters: {weight: 0.5}\n  - model: lab/merged\n    parameters: {weight: 0.5}\ndtype: float32\n";
+    let (status, job) = alice
+        .post(
+            "/collaborations/lab/jobs",
+            &json!({"kind": "merge", "name": "avg", "recipe": recipe}),
+        )
+        .await;
+    assert_eq!(status, 201, "{job}");
+    job["id"].as_str().unwrap().to_string()
+}
+
 /// A browser-like client of the UI: follows no redirects, keeps the session cookie.
 pub(crate) struct Web {
     http: reqwest::Client,
@@ -517,16 +530,8 @@ async fn the_ledger_page_shows_what_verifies_and_what_does_not() {
 async fn a_jobs_page_follows_it_live_and_cancels_with_the_form_token() {
     let server = TestServer::start().await;
     let s = study(&server).await;
-    let recipe = "merge_method: linear\nmodels:\n  - model: lab/llama\n    parameters: {weight: 0.5}\n  - model: lab/merged\n    parameters: {weight: 0.5}\ndtype: float32\n";
-    let (status, job) = s
-        .alice
-        .post(
-            "/collaborations/lab/jobs",
-            &json!({"kind": "merge", "name": "avg", "recipe": recipe}),
-        )
-        .await;
-    assert_eq!(status, 201, "{job}");
-    let id = job["id"].as_str().unwrap();
+    let job = queued_job(&s.alice).await;
+    let id = job.as_str();
     let alice = Web::login(&server, &s.alice).await;
     let page = alice.get(&format!("/ui/jobs/{id}")).await;
     assert_eq!(page.status, 200);
@@ -684,20 +689,8 @@ async fn ui_render_times() {
 async fn live_job_views_are_bounded_and_end_with_the_session() {
     let server = TestServer::start().await;
     let s = study(&server).await;
-    let recipe = "merge_method: linear\nmodels:\n  - model: lab/llama\n    parameters: {weight: 0.5}\n  - model: lab/merged\n    parameters: {weight: 0.5}\ndtype: float32\n";
-    let (status, job) = s
-        .alice
-        .post(
-            "/collaborations/lab/jobs",
-            &json!({"kind": "merge", "name": "avg", "recipe": recipe}),
-        )
-        .await;
-    assert_eq!(status, 201, "{job}");
-    let events = format!(
-        "{}/ui/jobs/{}/events",
-        server.url,
-        job["id"].as_str().unwrap()
-    );
+    let job = queued_job(&s.alice).await;
+    let events = format!("{}/ui/jobs/{job}/events", server.url);
     let open = |web: &Web| {
         reqwest::Client::new()
             .get(&events)

@@ -147,19 +147,33 @@ pub struct NextQuery {
     next: Option<String>,
 }
 
-/// `GET /ui/login`: the form, with a fresh login form token in a cookie and a hidden field.
+/// `GET /ui/login`: the form.
 pub async fn login_form(
     State(state): State<AppState>,
     headers: HeaderMap,
     Query(q): Query<NextQuery>,
 ) -> Response {
+    form_page(&state, &headers, &safe_next(q.next.as_deref()), None)
+}
+
+/// The login form with a fresh form token, in a cookie and a hidden field; `problem` is why the
+/// last attempt was refused (and sets the page's status).
+fn form_page(
+    state: &AppState,
+    headers: &HeaderMap,
+    next: &str,
+    problem: Option<&ApiError>,
+) -> Response {
     let token = random_hex();
-    let page = clreg_web::pages::login(&token, &safe_next(q.next.as_deref()), None);
-    let mut response = page.into_response();
+    let page = clreg_web::pages::login(&token, next, problem.map(|e| e.message.as_str()));
+    let status = problem.map_or(StatusCode::OK, |e| {
+        StatusCode::from_u16(e.code.status()).unwrap_or(StatusCode::UNAUTHORIZED)
+    });
+    let mut response = (status, page).into_response();
     response.headers_mut().insert(
         header::SET_COOKIE,
         set_cookie(
-            secure(&state, &headers),
+            secure(state, headers),
             LOGIN_COOKIE,
             &token,
             "/ui/login",
@@ -200,21 +214,7 @@ pub async fn login(
         Ok(user) => user,
         Err(e) if e.code == ErrorCode::InvalidApiKey || e.code == ErrorCode::TooManyRequests => {
             // The form again, with a new token and the reason.
-            let token = random_hex();
-            let page = clreg_web::pages::login(&token, &next, Some(&e.message));
-            let status = StatusCode::from_u16(e.code.status()).unwrap_or(StatusCode::UNAUTHORIZED);
-            let mut response = (status, page).into_response();
-            response.headers_mut().insert(
-                header::SET_COOKIE,
-                set_cookie(
-                    secure(&state, &headers),
-                    LOGIN_COOKIE,
-                    &token,
-                    "/ui/login",
-                    3600,
-                ),
-            );
-            return Ok(response);
+            return Ok(form_page(&state, &headers, &next, Some(&e)));
         }
         Err(e) => return Err(UiError::anonymous(e)),
     };
