@@ -127,40 +127,69 @@ pub async fn find_for(
 
 /// The wire form of an artifact.
 pub async fn to_wire(state: &AppState, a: artifact::Model) -> Result<Artifact, ApiError> {
-    let collab = collaboration::Entity::find_by_id(a.collab_id)
-        .one(&state.db)
-        .await?;
-    let creator = user::Entity::find_by_id(a.created_by)
-        .one(&state.db)
-        .await?;
-    let files = artifact_file::Entity::find()
-        .filter(artifact_file::Column::ArtifactId.eq(&a.id))
-        .order_by_asc(artifact_file::Column::Path)
-        .all(&state.db)
-        .await?;
-    let files = files
-        .into_iter()
-        .map(|f| {
-            Ok(ArtifactFile {
+    let mut one = to_wire_all(state, vec![a]).await?;
+    one.pop()
+        .ok_or_else(|| ApiError::internal("an artifact lost on the way to the wire"))
+}
+
+/// The wire form of many artifacts, in their order: three queries for the lot (their
+/// collaborations, authors and files), in batches that stay within every database's limit on
+/// bound parameters.
+pub async fn to_wire_all(
+    state: &AppState,
+    rows: Vec<artifact::Model>,
+) -> Result<Vec<Artifact>, ApiError> {
+    const BATCH: usize = 500;
+    let mut collabs = HashMap::new();
+    let mut creators = HashMap::new();
+    let mut files: HashMap<String, Vec<ArtifactFile>> = HashMap::new();
+    for batch in rows.chunks(BATCH) {
+        let collab_ids: BTreeSet<i64> = batch.iter().map(|a| a.collab_id).collect();
+        for c in collaboration::Entity::find()
+            .filter(collaboration::Column::Id.is_in(collab_ids))
+            .all(&state.db)
+            .await?
+        {
+            collabs.insert(c.id, c.name);
+        }
+        let user_ids: BTreeSet<i64> = batch.iter().map(|a| a.created_by).collect();
+        for u in user::Entity::find()
+            .filter(user::Column::Id.is_in(user_ids))
+            .all(&state.db)
+            .await?
+        {
+            creators.insert(u.id, u.name);
+        }
+        for f in artifact_file::Entity::find()
+            .filter(artifact_file::Column::ArtifactId.is_in(batch.iter().map(|a| a.id.clone())))
+            .order_by_asc(artifact_file::Column::Path)
+            .all(&state.db)
+            .await?
+        {
+            files.entry(f.artifact_id).or_default().push(ArtifactFile {
                 digest: Digest::parse_lenient(&f.digest).map_err(ApiError::internal)?,
                 path: f.path,
                 size: u64::try_from(f.size).unwrap_or(0),
+            });
+        }
+    }
+    rows.into_iter()
+        .map(|a| {
+            Ok(Artifact {
+                kind: a.kind.parse().map_err(ApiError::internal)?,
+                collab: collabs.get(&a.collab_id).cloned().unwrap_or_default(),
+                name: a.name,
+                version: a.version,
+                base: a.base_id,
+                description: a.description,
+                metadata: serde_json::from_str(&a.metadata).map_err(ApiError::internal)?,
+                files: files.remove(&a.id).unwrap_or_default(),
+                created_by: creators.get(&a.created_by).cloned().unwrap_or_default(),
+                created_at: a.created_at,
+                id: a.id,
             })
         })
-        .collect::<Result<_, ApiError>>()?;
-    Ok(Artifact {
-        kind: a.kind.parse().map_err(ApiError::internal)?,
-        collab: collab.map(|c| c.name).unwrap_or_default(),
-        name: a.name,
-        version: a.version,
-        base: a.base_id,
-        description: a.description,
-        metadata: serde_json::from_str(&a.metadata).map_err(ApiError::internal)?,
-        files,
-        created_by: creator.map(|u| u.name).unwrap_or_default(),
-        created_at: a.created_at,
-        id: a.id,
-    })
+        .collect()
 }
 
 /// Reads artifact files out of the object store for the engine's inspectors, which run on a

@@ -59,11 +59,7 @@ pub(crate) async fn list_in(
         .order_by_asc(artifact::Column::Version)
         .all(&state.db)
         .await?;
-    let mut out = Vec::with_capacity(rows.len());
-    for a in rows {
-        out.push(artifacts::to_wire(state, a).await?);
-    }
-    Ok(out)
+    artifacts::to_wire_all(state, rows).await
 }
 
 /// Commit a manifest whose blobs are all uploaded. Identical manifests are idempotent (200).
@@ -194,9 +190,5 @@ async fn holding(
     let digest = crate::blobs::parse_digest(&digest)?;
     let readable = artifacts::member_collabs(&state, caller.id, crate::authz::Action::Read).await?;
     let rows = artifacts::holding(&state, &digest, readable).await?;
-    let mut out = Vec::with_capacity(rows.len());
-    for a in rows {
-        out.push(artifacts::to_wire(&state, a).await?);
-    }
-    Ok(ApiJson(out))
+    Ok(ApiJson(artifacts::to_wire_all(&state, rows).await?))
 }

@@ -550,3 +550,67 @@ async fn bad_adapters_manifests_and_paths_are_refused() {
     req.parents = vec![];
     assert_error(&bob.commit("lab", &req).await, 422, "invalid_model");
 }
+
+/// The lineage of a 1,000-round chain (each round a checkpoint of the one before), asked at
+/// both ends and in the middle; printed, not asserted. Run with
+/// `cargo nextest run -p clreg-tests --cargo-profile release --run-ignored only -E 'test(lineage_of_a_long_chain)' --no-capture`.
+#[tokio::test]
+#[ignore = "a measurement, not a check: run it by name"]
+async fn lineage_of_a_long_chain() {
+    const ROUNDS: usize = 1000;
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    alice.create_collab("long", "semi").await;
+    let files = alice
+        .upload_dir(&tiny_model(server.dir.path(), "m", 1, None))
+        .await;
+    let mut ids = Vec::new();
+    for i in 0..ROUNDS {
+        let req = CommitArtifact {
+            name: format!("r{i}"),
+            kind: if i == 0 {
+                ArtifactKind::Base
+            } else {
+                ArtifactKind::Checkpoint
+            },
+            base: (i > 0).then(|| "long/r0".to_string()),
+            files: files.clone(),
+            parents: (i > 0)
+                .then(|| ParentSpec {
+                    parent: format!("long/r{}", i - 1),
+                    relation: Relation::Finetune,
+                    method: "fft".into(),
+                    params: BTreeMap::new(),
+                    datasets: vec![],
+                })
+                .into_iter()
+                .collect(),
+            description: String::new(),
+        };
+        let (status, body) = alice.commit("long", &req).await;
+        assert_eq!(status, 201, "{body}");
+        ids.push(body["artifact"]["id"].as_str().unwrap().to_string());
+    }
+    for (at, id) in [
+        ("last", &ids[ROUNDS - 1]),
+        ("middle", &ids[ROUNDS / 2]),
+        ("first", &ids[0]),
+    ] {
+        let mut times = Vec::new();
+        let mut nodes = 0;
+        for _ in 0..5 {
+            let t = std::time::Instant::now();
+            let (status, lineage) = alice.get(&format!("/artifacts/{id}/lineage")).await;
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+            assert_eq!(status, 200);
+            nodes = lineage["nodes"].as_array().unwrap().len();
+            assert_eq!(lineage["edges"].as_array().unwrap().len(), ROUNDS - 1);
+        }
+        assert_eq!(nodes, ROUNDS);
+        times.sort_by(f64::total_cmp);
+        println!(
+            "lineage of the {at} round of {ROUNDS}: median {:.1} ms (min {:.1}, max {:.1})",
+            times[2], times[0], times[4]
+        );
+    }
+}

@@ -4,6 +4,7 @@
 //! without their token and an auditor's download are refused, that no page logs a console
 //! error, and saves a screenshot of each page under the target dir.
 
+use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -24,7 +25,12 @@ struct Browser {
 }
 
 impl Drop for Browser {
+    /// Ends ChromeDriver and the Chromium it started (its own process group), also when a test
+    /// fails midway.
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-s", "KILL", "--", &format!("-{}", self.driver.id())])
+            .status();
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
@@ -55,6 +61,8 @@ async fn browser() -> Option<Browser> {
         .port();
     let driver = Command::new(driver_bin)
         .arg(format!("--port={port}"))
+        .process_group(0)
+        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -474,7 +482,7 @@ async fn the_ui_in_chromium() {
     assert_eq!(status, 403);
     assert_eq!(shown, api);
     b.console().await;
-    drop(b);
+    drop(b); // ends ChromeDriver and Chromium
 }
 
 /// `clreg-server demo`'s fill, on this test's server with a job worker: every job succeeds,
@@ -536,4 +544,5 @@ async fn the_demo_fills_a_collaboration_the_ui_shows() {
     );
     b.screenshot("demo-series").await;
     b.no_console_errors("demo series").await;
+    drop(b); // ends ChromeDriver and Chromium
 }
