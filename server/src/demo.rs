@@ -410,7 +410,6 @@ async fn submit_and_wait(
     };
     let submitting = access(state, owner, action).await?;
     let row = crate::jobs::submit(state, &caller(owner, action), &submitting, req).await?;
-    state.job_queued.notify_waiters();
     let started = std::time::Instant::now();
     let mut shown = -1i64;
     loop {
