@@ -265,7 +265,8 @@ impl Uploader {
         result.with_context(|| format!("uploading {}", path.display()))
     }
 
-    /// Finishes the upload; waits out a chunk still being received (another process's).
+    /// Finishes the upload; waits out a chunk still being received (another process's), and
+    /// tries again after a network error (finishing is safe to repeat, on any replica).
     async fn finish(&self, id: Uuid, digest: &Digest) -> Result<BlobInfo> {
         let mut tries = 0;
         loop {
@@ -274,7 +275,9 @@ impl Uploader {
                 .request(Method::PUT, &format!("/blobs/uploads/{id}"))
                 .query(&[("digest", digest.to_string())]);
             match self.client.send(req).await {
-                Err(e) if is_code(&e, ErrorCode::Conflict) && tries < RETRIES => {
+                Err(e)
+                    if (is_code(&e, ErrorCode::Conflict) || transient(&e)) && tries < RETRIES =>
+                {
                     tries += 1;
                     tokio::time::sleep(Duration::from_millis(250 << tries)).await;
                 }
@@ -335,7 +338,10 @@ impl Uploader {
                             .fetch_min((n / 2).max(MIN_PATCH), Ordering::Relaxed);
                         continue;
                     }
-                    if !(err.is(ErrorCode::UploadOutOfOrder) || err.is(ErrorCode::Conflict)) {
+                    let retry = err.is(ErrorCode::UploadOutOfOrder)
+                        || err.is(ErrorCode::Conflict)
+                        || gateway_failed(&err);
+                    if !retry {
                         return Err(err.into());
                     }
                     err.into()
@@ -378,6 +384,19 @@ impl std::error::Error for Resync {}
 fn resync_offset(e: &anyhow::Error) -> Option<u64> {
     e.chain()
         .find_map(|c| c.downcast_ref::<Resync>().map(|r| r.0))
+}
+
+/// A proxy in front of several replicas answers 502-504 when the one it chose died or is
+/// stopping: another try reaches another replica.
+fn gateway_failed(e: &ApiError) -> bool {
+    matches!(e.status, 502..=504)
+}
+
+/// A failure another try may not meet: the network, or a proxy whose replica went away.
+fn transient(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.is::<reqwest::Error>() || c.downcast_ref::<ApiError>().is_some_and(gateway_failed)
+    })
 }
 
 fn is_code(e: &anyhow::Error, code: ErrorCode) -> bool {

@@ -119,7 +119,7 @@ async fn model(cli: &Cli, root: &Path, name: &str, seed: u64) -> PathBuf {
     dir
 }
 
-/// The live offsets of the server's open upload sessions, once they stop moving.
+/// The committed offsets of the server's open upload sessions, once they stop moving.
 async fn settled_offsets(server: &TestServer) -> Vec<u64> {
     let mut last = Vec::new();
     for _ in 0..100 {
@@ -129,7 +129,7 @@ async fn settled_offsets(server: &TestServer) -> Vec<u64> {
             .unwrap();
         let offsets: Vec<u64> = rows
             .iter()
-            .filter_map(|r| clreg_server::blobs::live_offset(&server.state, r.id))
+            .map(|r| u64::try_from(r.offset).unwrap())
             .collect();
         if offsets == last && !offsets.is_empty() {
             return offsets;

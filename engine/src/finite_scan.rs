@@ -7,6 +7,8 @@
 //! tokenizer, a corrupt file) ends the scan as [`Outcome::NotSafetensors`]; the full validation
 //! of the file happens at commit, as for every file.
 
+use serde::{Deserialize, Serialize};
+
 use crate::safetensors_header::{MAX_HEADER_LEN, check_finite, parse_header_unsized};
 
 /// The largest header the scanner buffers: a header entry is ~100 bytes, so 16 MiB describes
@@ -15,7 +17,7 @@ use crate::safetensors_header::{MAX_HEADER_LEN, check_finite, parse_header_unsiz
 pub const MAX_SCAN_HEADER: u64 = 16 << 20;
 
 /// What the scan found, once the last byte was seen.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
     /// Not a safetensors file (or not a well-formed one): nothing to say about its weights.
     NotSafetensors,
@@ -27,15 +29,54 @@ pub enum Outcome {
     NonFinite { tensor: String, element: u64 },
 }
 
+/// The float dtypes the scan checks.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+enum Float {
+    F16,
+    BF16,
+    F32,
+    F64,
+}
+
+impl Float {
+    fn parse(dtype: &str) -> Option<Self> {
+        Some(match dtype {
+            "F16" => Self::F16,
+            "BF16" => Self::BF16,
+            "F32" => Self::F32,
+            "F64" => Self::F64,
+            _ => return None,
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::F16 => "F16",
+            Self::BF16 => "BF16",
+            Self::F32 => "F32",
+            Self::F64 => "F64",
+        }
+    }
+
+    fn width(self) -> usize {
+        match self {
+            Self::F16 | Self::BF16 => 2,
+            Self::F32 => 4,
+            Self::F64 => 8,
+        }
+    }
+}
+
 /// One float tensor's bytes, as absolute offsets in the file.
+#[derive(Serialize, Deserialize)]
 struct Span {
     name: String,
-    dtype: &'static str,
-    width: usize,
+    dtype: Float,
     begin: u64,
     end: u64,
 }
 
+#[derive(Serialize, Deserialize)]
 enum State {
     Prefix,
     Header { len: u64 },
@@ -44,12 +85,32 @@ enum State {
 }
 
 /// The scanner: feed it every byte of the file in order, then ask for [`FiniteScan::outcome`].
+///
+/// It serialises (serde) between any two bytes, so an upload that moves from one server process
+/// to another carries its scan along: the state is the header (while it arrives) or the float
+/// tensors' spans, plus at most one split element.
+#[derive(Serialize, Deserialize)]
 pub struct FiniteScan {
     state: State,
     /// Bytes seen so far: the absolute offset of the next byte.
     pos: u64,
     /// The prefix and header while they arrive; then the bytes of one split element.
+    #[serde(with = "hex_bytes")]
     buf: Vec<u8>,
+}
+
+/// Bytes as one hex string (a JSON array of numbers would be four times larger).
+mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        hex::decode(text).map_err(serde::de::Error::custom)
+    }
 }
 
 impl Default for FiniteScan {
@@ -131,17 +192,9 @@ impl FiniteScan {
                         .tensors
                         .into_iter()
                         .filter_map(|t| {
-                            let (dtype, width) = match t.dtype.as_str() {
-                                "F16" => ("F16", 2),
-                                "BF16" => ("BF16", 2),
-                                "F32" => ("F32", 4),
-                                "F64" => ("F64", 8),
-                                _ => return None,
-                            };
                             Some(Span {
+                                dtype: Float::parse(&t.dtype)?,
                                 name: t.name,
-                                dtype,
-                                width,
                                 begin: data_start + t.begin,
                                 end: data_start + t.end,
                             })
@@ -175,7 +228,7 @@ impl FiniteScan {
         }
         let in_span = usize::try_from(span.end - pos).map_or(bytes.len(), |n| n.min(bytes.len()));
         let piece = &bytes[..in_span];
-        let width = span.width;
+        let width = span.dtype.width();
         let mut checked = 0;
         let mut bad = None;
         // Complete an element split by the previous chunk.
@@ -184,7 +237,7 @@ impl FiniteScan {
             self.buf.extend_from_slice(&piece[..take]);
             checked = take;
             if self.buf.len() == width {
-                if check_finite(span.dtype, &self.buf).is_err() {
+                if check_finite(span.dtype.name(), &self.buf).is_err() {
                     bad = Some((pos - span.begin) / width as u64);
                 }
                 self.buf.clear();
@@ -193,7 +246,7 @@ impl FiniteScan {
         if bad.is_none() {
             let rest = &piece[checked..];
             let whole = rest.len() - rest.len() % width;
-            if let Err(i) = check_finite(span.dtype, &rest[..whole]) {
+            if let Err(i) = check_finite(span.dtype.name(), &rest[..whole]) {
                 let at = pos + checked as u64 + (i * width) as u64;
                 bad = Some((at - span.begin) / width as u64);
             }
@@ -249,12 +302,19 @@ mod tests {
         v.iter().flat_map(|x| x.to_le_bytes()).collect()
     }
 
+    /// Scans `bytes` in chunks, twice: in one scanner, and in one that is serialised and
+    /// read back between every two chunks (an upload moving between server processes). Both
+    /// must agree.
     fn scan_in_chunks(bytes: &[u8], chunk: usize) -> Outcome {
-        let mut s = FiniteScan::new();
+        let mut whole = FiniteScan::new();
+        let mut moved = FiniteScan::new();
         for c in bytes.chunks(chunk.max(1)) {
-            s.update(c);
+            whole.update(c);
+            moved.update(c);
+            moved = serde_json::from_slice(&serde_json::to_vec(&moved).unwrap()).unwrap();
         }
-        s.outcome()
+        assert_eq!(whole.outcome(), moved.outcome(), "chunk {chunk}");
+        whole.outcome()
     }
 
     #[test]

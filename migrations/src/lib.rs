@@ -28,6 +28,7 @@ mod m20261130_000021_purges;
 mod m20261130_000022_upload_instances;
 mod m20261130_000023_ledger_schemes;
 mod m20261130_000024_web_sessions;
+mod m20261130_000025_upload_chunks;
 
 pub struct Migrator;
 
@@ -59,6 +60,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000022_upload_instances::Migration),
             Box::new(m20261130_000023_ledger_schemes::Migration),
             Box::new(m20261130_000024_web_sessions::Migration),
+            Box::new(m20261130_000025_upload_chunks::Migration),
         ]
     }
 }

@@ -27,10 +27,7 @@ pub struct Config {
     pub upload_ttl_secs: u64,
     /// An upload session that receives nothing for this long is aborted, in seconds.
     pub upload_idle_secs: u64,
-    /// This server process's name among replicas, stable across its restarts: upload sessions
-    /// it held before a restart are aborted when it starts again. Default: `<hostname>/<addr>`.
-    pub instance_id: Option<String>,
-    /// Open upload sessions one user may hold (each holds a staged object and a writer).
+    /// Open upload sessions one user may hold (each holds a row and its chunks' objects).
     pub max_uploads_per_user: u64,
     /// Open upload sessions in all.
     pub max_uploads: u64,
@@ -101,19 +98,6 @@ pub fn check_jwt_keys(keys: &[JwtKey]) -> Result<(), String> {
     Ok(())
 }
 
-impl Config {
-    /// [`Config::instance_id`], or `<hostname>/<addr>` (replicas on one host differ by address).
-    pub fn instance(&self) -> String {
-        self.instance_id.clone().unwrap_or_else(|| {
-            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-                .map(|h| h.trim().to_string())
-                .unwrap_or_default();
-            format!("{host}/{}", self.addr)
-        })
-    }
-}
-
 /// The longest a token may live: clients renew from their API key.
 pub const MAX_TOKEN_TTL_SECS: u64 = 24 * 3600;
 
@@ -169,7 +153,6 @@ impl Default for Config {
             max_chunk_size: 64 << 20,
             upload_ttl_secs: 24 * 3600,
             upload_idle_secs: 3600,
-            instance_id: None,
             max_uploads_per_user: 64,
             max_uploads: 4096,
             token_requests_per_minute: 60,
@@ -289,9 +272,6 @@ impl Config {
         }
         if let Some(v) = var("CLREG_S3_ALLOW_HTTP") {
             self.s3.allow_http = parse("CLREG_S3_ALLOW_HTTP", v)?;
-        }
-        if let Some(v) = var("CLREG_INSTANCE_ID") {
-            self.instance_id = Some(v);
         }
         if let Some(v) = var("CLREG_S3_MAX_COPY_SIZE") {
             self.s3.max_copy_size = Some(parse("CLREG_S3_MAX_COPY_SIZE", v)?);

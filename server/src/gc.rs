@@ -20,50 +20,24 @@ pub struct Report {
     pub bytes: u64,
     /// How many were deleted (0 in a dry run).
     pub deleted: usize,
-    /// Part files a local store staged for uploads no session holds any more (a crash), older
-    /// than an hour: found, and removed when applied.
+    /// Upload sessions that left objects behind (chunks, part files of a crash) but no longer
+    /// exist, untouched for an hour: found, and removed when applied.
     pub stale_parts: usize,
 }
 
-/// Local-store part files (`uploads/<id>#<n>`) of upload ids no session row holds, untouched
-/// for an hour (a session writes its first part file just before its row).
-async fn stale_parts(state: &AppState, apply: bool) -> Result<usize, ApiError> {
+/// Leftovers of upload sessions that no longer exist (see [`crate::uploads::orphaned`]).
+async fn stale_uploads(state: &AppState, apply: bool) -> Result<usize, ApiError> {
     use crate::db::entities::upload;
-    let Some(dir) = state.local_store_dir().map(|d| d.join("uploads")) else {
-        return Ok(0);
-    };
-    let live: std::collections::HashSet<String> = upload::Entity::find()
+    let live: std::collections::HashSet<uuid::Uuid> = upload::Entity::find()
         .all(&state.db)
         .await?
         .into_iter()
-        .map(|u| u.id.to_string())
+        .map(|u| u.id)
         .collect();
-    let old = |path: &std::path::Path| {
-        std::fs::metadata(path)
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.elapsed().ok())
-            .is_some_and(|age| age > std::time::Duration::from_secs(3600))
-    };
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return Ok(0);
-    };
-    let stale: Vec<_> = entries
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.split_once('#'))
-                .is_some_and(|(id, _)| !live.contains(id))
-                && old(p)
-        })
-        .collect();
+    let stale = crate::uploads::orphaned(state, &live).await?;
     if apply {
-        for p in &stale {
-            if let Err(e) = std::fs::remove_file(p) {
-                tracing::warn!(path = %p.display(), error = %e, "removing a stale upload part failed");
-            }
+        for id in &stale {
+            crate::uploads::remove_objects(state, *id).await;
         }
     }
     Ok(stale.len())
@@ -115,7 +89,7 @@ pub async fn collect(
         .all(&state.db)
         .await?;
     let mut report = Report {
-        stale_parts: stale_parts(state, apply).await?,
+        stale_parts: stale_uploads(state, apply).await?,
         ..Report::default()
     };
     for b in &found {

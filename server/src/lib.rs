@@ -22,6 +22,7 @@ pub mod routes;
 pub mod series;
 pub mod state;
 pub mod transparency;
+pub mod uploads;
 
 use std::future::Future;
 use std::time::Duration;
@@ -37,21 +38,13 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    match blobs::abort_orphans(&state).await {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(
-            sessions = n,
-            "upload sessions held before a restart aborted"
-        ),
-        Err(e) => tracing::warn!(error = e.message, "aborting earlier upload sessions failed"),
-    }
     let sweeper = tokio::spawn({
         let state = state.clone();
         async move {
             let mut tick = tokio::time::interval(Duration::from_secs(300));
             loop {
                 tick.tick().await;
-                match blobs::sweep_expired(&state).await {
+                match uploads::sweep_expired(&state).await {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(sessions = n, "expired upload sessions removed"),
                     Err(e) => tracing::warn!(error = e.message, "upload sweep failed"),

@@ -1,7 +1,6 @@
 //! `AppState`: the database, the object store, the signing keys and the config, built in one place.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use object_store::ObjectStore;
@@ -12,7 +11,6 @@ use sea_orm::{ConnectOptions, Database, DatabaseConnection};
 use sea_orm_migration::MigratorTrait;
 
 use crate::auth::Keys;
-use crate::blobs::UploadSessions;
 use crate::config::{Config, redact_url};
 
 /// Everything a handler needs; cheap to clone.
@@ -22,7 +20,6 @@ pub struct AppState {
     pub store: Arc<dyn ObjectStore>,
     pub keys: Arc<Keys>,
     pub config: Arc<Config>,
-    pub uploads: UploadSessions,
     /// Bounds CPU-heavy validation running on blocking threads.
     pub cpu: Arc<tokio::sync::Semaphore>,
     /// Wakes this process's idle workers when a job is queued (others poll).
@@ -61,7 +58,6 @@ impl AppState {
             store,
             keys: Arc::new(keys),
             config: Arc::new(config),
-            uploads: Arc::new(Mutex::new(HashMap::new())),
             cpu: Arc::new(tokio::sync::Semaphore::new(2)),
             job_queued: Arc::new(tokio::sync::Notify::new()),
             signer: Arc::new(signer),

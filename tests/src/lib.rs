@@ -120,6 +120,48 @@ impl TestServer {
     }
 }
 
+/// A second server process on the same database and store (another replica), serving until
+/// dropped. Its HTTP server is stopped abruptly on drop: in-flight requests are cut.
+pub struct Replica {
+    pub url: String,
+    pub state: AppState,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TestServer {
+    /// Starts another replica of this server: the same configuration, its own process state.
+    pub async fn replica(&self) -> Replica {
+        let state = AppState::build((*self.state.config).clone())
+            .await
+            .expect("replica state");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let serve_state = state.clone();
+        let task = tokio::spawn(async move {
+            let _ = clreg_server::serve(serve_state, listener, std::future::pending()).await;
+        });
+        Replica { url, state, task }
+    }
+}
+
+impl Replica {
+    /// `client`, pointed at this replica.
+    pub fn client(&self, client: &Client) -> Client {
+        Client {
+            base: self.url.clone(),
+            ..client.clone()
+        }
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 impl Drop for TestServer {
     fn drop(&mut self) {
         if let Some(tx) = self.shutdown.take() {

@@ -16,6 +16,7 @@ use crate::blobs::{self, parse_digest};
 use crate::db::entities::{blob, upload};
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 use crate::state::AppState;
+use crate::uploads;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -96,7 +97,7 @@ fn status_of(state: &AppState, row: &upload::Model) -> UploadStatus {
 /// Open a resumable upload session.
 #[utoipa::path(post, path = "/api/v1/blobs/uploads", responses((status = 201, body = UploadStatus)))]
 async fn open_upload(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
-    let row = blobs::open(&state, caller.id).await?;
+    let row = uploads::open(&state, caller.id).await?;
     let mut response = (StatusCode::CREATED, ApiJson(status_of(&state, &row))).into_response();
     if let Ok(location) = HeaderValue::from_str(&format!("/api/v1/blobs/uploads/{}", row.id)) {
         response.headers_mut().insert(header::LOCATION, location);
@@ -111,7 +112,7 @@ async fn upload_status(
     caller: Caller,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<ApiJson<UploadStatus>, ApiError> {
-    let row = blobs::status(&state, id, caller.id).await?;
+    let row = uploads::row(&state, id, caller.id).await?;
     Ok(ApiJson(status_of(&state, &row)))
 }
 
@@ -136,15 +137,15 @@ async fn upload_chunk(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok());
-    match blobs::append(&state, id, caller.id, offset, length, body).await {
+    match uploads::append(&state, id, caller.id, offset, length, body).await {
         Ok(_) => {
-            let row = blobs::status(&state, id, caller.id).await?;
+            let row = uploads::row(&state, id, caller.id).await?;
             Ok((StatusCode::ACCEPTED, ApiJson(status_of(&state, &row))).into_response())
         }
         // A refused chunk says where the upload stands, so the client can go on from there.
         Err(e) if matches!(e.code, ErrorCode::UploadOutOfOrder | ErrorCode::Conflict) => {
             let mut response = e.into_response();
-            if let Some(held) = blobs::live_offset(&state, id) {
+            if let Some(held) = uploads::offset(&state, id).await {
                 response
                     .headers_mut()
                     .insert(clreg_types::UPLOAD_OFFSET_HEADER, HeaderValue::from(held));
@@ -170,7 +171,7 @@ async fn finish_upload(
     ApiQuery(query): ApiQuery<FinishQuery>,
 ) -> Result<(StatusCode, ApiJson<BlobInfo>), ApiError> {
     let expected = parse_digest(&query.digest)?;
-    let (digest, size) = blobs::finish(&state, id, caller.id, &expected).await?;
+    let (digest, size) = uploads::finish(&state, id, caller.id, &expected).await?;
     tracing::info!(%digest, size, user = %caller.name, "blob stored");
     Ok((StatusCode::CREATED, ApiJson(BlobInfo { digest, size })))
 }
@@ -181,7 +182,7 @@ async fn abort_upload(
     caller: Caller,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<StatusCode, ApiError> {
-    blobs::row(&state, id, caller.id).await?;
-    blobs::abort(&state, id).await?;
+    uploads::row(&state, id, caller.id).await?;
+    uploads::abort(&state, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -168,12 +168,12 @@ async fn abandoned_uploads_expire_and_are_swept() {
         404,
         "upload_unknown",
     );
-    let swept = clreg_server::blobs::sweep_expired(&server.state)
+    let swept = clreg_server::uploads::sweep_expired(&server.state)
         .await
         .unwrap();
     assert_eq!(swept, 1);
     assert_eq!(
-        clreg_server::blobs::sweep_expired(&server.state)
+        clreg_server::uploads::sweep_expired(&server.state)
             .await
             .unwrap(),
         0

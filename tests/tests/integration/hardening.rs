@@ -287,7 +287,7 @@ async fn upload_sessions_are_capped_per_user_and_end_when_idle() {
     let (status, body) = alice.patch(&second, 0, b"abc".to_vec()).await;
     assert!(status.is_success(), "{body}");
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
-    let swept = clreg_server::blobs::sweep_expired(&server.state)
+    let swept = clreg_server::uploads::sweep_expired(&server.state)
         .await
         .unwrap();
     assert_eq!(swept, 3, "alice's two and bob's one");
@@ -916,91 +916,120 @@ fn walk_if_exists(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 }
 
 #[tokio::test]
-async fn a_restarted_server_aborts_the_uploads_it_held_and_gc_removes_stray_parts() {
+async fn an_upload_goes_on_at_another_replica_and_gc_removes_what_dead_sessions_left() {
     let server = TestServer::start().await;
     let alice = server.user("alice").await;
+    // A safetensors file with a NaN in its second tensor, so the scan's state must travel too.
+    let mut bytes = clreg_tests::safetensors_bytes(
+        r#"{"a":{"dtype":"F32","shape":[3000],"data_offsets":[0,12000]},"b":{"dtype":"F32","shape":[2],"data_offsets":[12000,12008]}}"#,
+        12008,
+    );
+    let nan_at = bytes.len() - 4;
+    bytes[nan_at..].copy_from_slice(&f32::NAN.to_le_bytes());
+    let digest = clreg_tests::digest_of(&bytes);
+
     let id = alice.open_upload().await;
-    let (status, _) = alice.patch(&id, 0, vec![7u8; 4096]).await;
-    assert_eq!(status.as_u16(), 202);
-    let uploads = server.store_root().join("uploads");
-    let local = !server
-        .state
-        .config
-        .store
-        .as_deref()
-        .unwrap_or("")
-        .starts_with("s3://");
-    if local {
-        assert!(
-            walk_if_exists(&uploads)
-                .iter()
-                .any(|p| p.to_string_lossy().contains(&id)),
-            "the local store stages the upload beside its key"
-        );
-    }
-
-    // The process dies (its writer and running hash with it) and starts again: a new state on
-    // the same database and store, with the same instance name.
-    let restarted = clreg_server::AppState::build((*server.state.config).clone())
-        .await
-        .unwrap();
+    // Bytes 0..5000 reach this server, which then goes away; the rest reach a replica, in a
+    // chunk that splits a float element.
+    let (status, _) = alice.patch(&id, 0, bytes[..5001].to_vec()).await;
+    assert_eq!(status, 202);
+    let replica = server.replica().await;
+    let at_replica = replica.client(&alice);
+    let (status, body) = at_replica.get(&format!("/blobs/uploads/{id}")).await;
     assert_eq!(
-        clreg_server::blobs::abort_orphans(&restarted)
-            .await
-            .unwrap(),
-        1
+        (status.as_u16(), body["offset"].as_u64()),
+        (200, Some(5001))
     );
+    // A chunk that starts at the wrong byte is refused with where the upload stands.
     assert_error(
-        &alice.get(&format!("/blobs/uploads/{id}")).await,
-        404,
-        "upload_unknown",
+        &at_replica.patch(&id, 4000, bytes[4000..].to_vec()).await,
+        416,
+        "upload_out_of_order",
     );
-    if local {
-        let left = walk_if_exists(&uploads);
-        assert!(
-            left.iter().all(|p| !p.to_string_lossy().contains(&id)),
-            "{left:?}"
-        );
-    }
-    // Another replica's sessions are not this one's to abort.
-    let other = alice.open_upload().await;
-    let mut config = (*server.state.config).clone();
-    config.instance_id = Some("another-replica".into());
-    let replica = clreg_server::AppState::build(config).await.unwrap();
-    assert_eq!(
-        clreg_server::blobs::abort_orphans(&replica).await.unwrap(),
-        0
+    let (status, _) = at_replica.patch(&id, 5001, bytes[5001..].to_vec()).await;
+    assert_eq!(status, 202);
+    // Finishing back at the first server: it has nothing of the session but what is stored.
+    let (status, body) = alice.finish(&id, &digest.to_string()).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(std::fs::read(server.object_file(&digest)).unwrap(), bytes);
+    use sea_orm::EntityTrait as _;
+    let stored = clreg_server::db::entities::blob::Entity::find_by_id(digest.hex())
+        .one(&server.state.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.non_finite_tensor.as_deref(), Some("b"));
+    assert_eq!(stored.non_finite_element, Some(1));
+    assert!(
+        walk_if_exists(&server.store_root().join("uploads")).is_empty(),
+        "a finished upload leaves no chunks"
     );
-    let (status, _) = alice.get(&format!("/blobs/uploads/{other}")).await;
-    assert_eq!(status, 200);
 
-    // A part file no session holds (a crash before this server recorded instances), an hour
-    // old: gc reports it in a dry run and removes it when applied.
-    if local {
-        let stray = uploads.join(format!("{}#1", uuid::Uuid::new_v4()));
-        std::fs::write(&stray, b"partial bytes").unwrap();
-        let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
-        std::fs::File::options()
-            .write(true)
-            .open(&stray)
+    // Two requests race to send the same bytes (a client retrying at another replica while the
+    // first still reads): one commits, the other is refused, and the blob is whole.
+    let id = alice.open_upload().await;
+    let other: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let (a, b) = tokio::join!(
+        alice.patch(&id, 0, other[..200_000].to_vec()),
+        at_replica.patch(&id, 0, other[..200_000].to_vec()),
+    );
+    let mut codes = [a.0.as_u16(), b.0.as_u16()];
+    codes.sort();
+    assert!(
+        codes == [202, 409] || codes == [202, 416],
+        "{codes:?} {a:?} {b:?}"
+    );
+    let (status, _) = at_replica
+        .patch(&id, 200_000, other[200_000..].to_vec())
+        .await;
+    assert_eq!(status, 202);
+    let other_digest = clreg_tests::digest_of(&other);
+    let (status, _) = at_replica.finish(&id, &other_digest.to_string()).await;
+    assert_eq!(status, 201);
+    assert_eq!(
+        std::fs::read(server.object_file(&other_digest)).unwrap(),
+        other
+    );
+
+    // A session whose row is gone but whose chunk stayed (a crash between the two), an hour
+    // old: gc reports it in a dry run and removes it when applied; a live session's chunk is
+    // untouched.
+    let live = alice.open_upload().await;
+    let (status, _) = alice.patch(&live, 0, vec![1u8; 100]).await;
+    assert_eq!(status, 202);
+    let dead = uuid::Uuid::new_v4();
+    let stray = server
+        .store_root()
+        .join(format!("uploads/{dead}/00000000000000000000-x"));
+    std::fs::create_dir_all(stray.parent().unwrap()).unwrap();
+    std::fs::write(&stray, b"partial bytes").unwrap();
+    let old_part = server
+        .store_root()
+        .join(format!("uploads/{}#1", uuid::Uuid::new_v4()));
+    std::fs::write(&old_part, b"a part file of the old layout").unwrap();
+    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+    for path in [stray.parent().unwrap(), &stray, &old_part] {
+        std::fs::File::open(path)
             .unwrap()
             .set_modified(hour_ago)
             .unwrap();
-        let grace = chrono::Duration::days(7);
-        let dry = clreg_server::gc::collect(&server.state, grace, false)
-            .await
-            .unwrap();
-        assert_eq!(dry.stale_parts, 1);
-        assert!(stray.exists());
-        let applied = clreg_server::gc::collect(&server.state, grace, true)
-            .await
-            .unwrap();
-        assert_eq!(applied.stale_parts, 1);
-        assert!(!stray.exists());
-        // The live session's part is untouched.
-        let (status, _) = alice.get(&format!("/blobs/uploads/{other}")).await;
-        assert_eq!(status, 200);
     }
+    let s3 = server.state.local_store_dir().is_none();
+    let grace = chrono::Duration::days(7);
+    let dry = clreg_server::gc::collect(&server.state, grace, false)
+        .await
+        .unwrap();
+    // The in-process S3 server dates objects by their files, but lists only objects (not the
+    // old layout's part files, which only a local store made).
+    assert_eq!(dry.stale_parts, if s3 { 1 } else { 2 });
+    assert!(stray.exists());
+    let applied = clreg_server::gc::collect(&server.state, grace, true)
+        .await
+        .unwrap();
+    assert_eq!(applied.stale_parts, dry.stale_parts);
+    assert!(!stray.exists());
+    let (status, body) = alice.get(&format!("/blobs/uploads/{live}")).await;
+    assert_eq!((status.as_u16(), body["offset"].as_u64()), (200, Some(100)));
 }
 
 #[tokio::test]
@@ -1080,4 +1109,31 @@ async fn numbers_with_a_plus_sign_are_refused_where_the_api_documents_digits() {
         )
         .await;
     assert_error(&refused, 400, "bad_request");
+}
+
+#[tokio::test]
+async fn readiness_fails_while_the_object_store_does_not_answer() {
+    // An S3 endpoint nothing listens on (port 9, discard): the database answers, the store not.
+    let server = TestServer::start_with(|c| {
+        c.store = Some("s3://unreachable/prefix".into());
+        c.s3.endpoint = Some("http://127.0.0.1:9".into());
+        c.s3.region = Some("us-east-1".into());
+        c.s3.access_key_id = Some("k".into());
+        c.s3.secret_access_key = Some("s".into());
+        c.s3.allow_http = true;
+    })
+    .await;
+    let anonymous = crate::support::Client::anonymous(&server.url);
+    let (status, _) = anonymous.get("/healthz").await;
+    assert_eq!(status, 200, "alive, though not ready");
+    let refused = anonymous.get("/readyz").await;
+    assert_error(&refused, 503, "busy");
+    assert!(
+        refused.1["message"]
+            .as_str()
+            .unwrap()
+            .contains("object store"),
+        "{}",
+        refused.1
+    );
 }

@@ -17,5 +17,6 @@ pub mod series;
 pub mod series_round;
 pub mod series_snapshot;
 pub mod upload;
+pub mod upload_chunk;
 pub mod user;
 pub mod web_session;
