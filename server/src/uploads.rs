@@ -447,7 +447,7 @@ async fn assemble(
             for f in files {
                 std::io::copy(&mut std::fs::File::open(f)?, &mut out)?;
             }
-            out.sync_data()
+            Ok(())
         })
         .await
         .map_err(ApiError::internal)?
