@@ -489,6 +489,15 @@ impl Caller {
             .into_iter()
             .filter_map(|m| m.role.parse().ok())
             .collect();
+        self.access_with(collab, roles)
+    }
+
+    /// [`Caller::access_to`] with the caller's roles in `collab` already read.
+    pub fn access_with(
+        &self,
+        collab: collaboration::Model,
+        roles: Vec<Role>,
+    ) -> Result<Access, ApiError> {
         if roles.is_empty() {
             return Err(ApiError::not_found(format!(
                 "collaboration `{}`",

@@ -107,8 +107,10 @@ async fn show(
     caller: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> Result<ApiJson<Artifact>, ApiError> {
-    let (found, _) = artifacts::find_for(&state, &caller, &id).await?;
-    Ok(ApiJson(artifacts::to_wire(&state, found).await?))
+    let (found, access) = artifacts::find_for(&state, &caller, &id).await?;
+    Ok(ApiJson(
+        artifacts::to_wire_in(&state, found, &access.collab).await?,
+    ))
 }
 
 /// Ancestors and descendants as a DAG (only collaborations the caller can read).
