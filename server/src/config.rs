@@ -98,6 +98,42 @@ pub fn check_jwt_keys(keys: &[JwtKey]) -> Result<(), String> {
     Ok(())
 }
 
+/// Every environment variable the configuration reads (besides `CLREG_CONFIG`, the file's
+/// path, which the command line reads). Deployment files are checked against it.
+pub const ENV_VARS: &[&str] = &[
+    "CLREG_ADDR",
+    "CLREG_DATA_DIR",
+    "CLREG_DATABASE_URL",
+    "CLREG_STORE",
+    "CLREG_WORKERS",
+    "CLREG_JOB_RUNNER",
+    "CLREG_SECURE_COOKIES",
+    "CLREG_WORKER_DEVICE",
+    "CLREG_JOB_LEASE_SECS",
+    "CLREG_JOB_CACHE_BYTES",
+    "CLREG_S3_ENDPOINT",
+    "CLREG_S3_REGION",
+    "CLREG_S3_ACCESS_KEY_ID",
+    "CLREG_S3_SECRET_ACCESS_KEY",
+    "CLREG_S3_ALLOW_HTTP",
+    "CLREG_S3_MAX_COPY_SIZE",
+    "CLREG_MAX_BLOB_SIZE",
+    "CLREG_MAX_CHUNK_SIZE",
+    "CLREG_UPLOAD_IDLE_SECS",
+    "CLREG_MAX_UPLOADS_PER_USER",
+    "CLREG_MAX_UPLOADS",
+    "CLREG_TOKEN_REQUESTS_PER_MINUTE",
+    "CLREG_HEADER_READ_TIMEOUT_SECS",
+    "CLREG_MAX_CONNECTIONS",
+    "CLREG_COLLAB_QUOTA_BYTES",
+    "CLREG_BLOB_GC_GRACE_SECS",
+    "CLREG_BLOB_GC_EVERY_SECS",
+    "CLREG_TOKEN_TTL_SECS",
+    "CLREG_JWT_SECRET",
+    "CLREG_LEDGER_SIGNING_KEY",
+    "CLREG_JWT_KEYS",
+];
+
 /// The longest a token may live: clients renew from their API key.
 pub const MAX_TOKEN_TTL_SECS: u64 = 24 * 3600;
 
@@ -440,6 +476,19 @@ pub fn redact_url(url: &str) -> String {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    #[test]
+    fn env_vars_lists_every_variable_read() {
+        let source = include_str!("config.rs");
+        let read: std::collections::BTreeSet<&str> = source
+            .split("var(\"")
+            .skip(1)
+            .filter_map(|rest| rest.split_once('"').map(|(name, _)| name))
+            .filter(|name| name.starts_with("CLREG_"))
+            .collect();
+        let listed: std::collections::BTreeSet<&str> = ENV_VARS.iter().copied().collect();
+        assert_eq!(read, listed);
+    }
+
     use super::*;
 
     #[test]

@@ -11,6 +11,7 @@ mod collaborations;
 mod concurrency;
 mod corpus;
 mod datasets;
+mod deploy;
 mod hardening;
 mod hf;
 mod ledger;
