@@ -173,7 +173,8 @@ impl Drop for TestServer {
     }
 }
 
-async fn fresh_postgres_db(admin_url: &str) -> String {
+/// A new, empty database on the PostgreSQL server at `admin_url`; returns its URL.
+pub async fn fresh_postgres_db(admin_url: &str) -> String {
     use sea_orm::ConnectionTrait;
     let name = format!("t_{}", uuid::Uuid::new_v4().simple());
     let admin = clreg_server::state::connect(admin_url)
@@ -189,20 +190,30 @@ async fn fresh_postgres_db(admin_url: &str) -> String {
 
 /// Runs s3s-fs (a real S3 protocol implementation over a directory) on 127.0.0.1:0.
 async fn start_s3(root: &Path) -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind s3");
+    serve_s3(&root.join("s3"), "clreg-test", listener)
+}
+
+/// Serves a real S3 implementation (s3s-fs: objects are files under `root/<bucket>/`) on
+/// `listener`, with the access key `test-access` and secret `test-secret-key`, creating
+/// `bucket`. Returns its endpoint. The `s3-server` binary runs it as a process of its own.
+pub fn serve_s3(
+    root: &Path,
+    bucket: &str,
+    listener: tokio::net::TcpListener,
+) -> (String, tokio::task::JoinHandle<()>) {
     use hyper_util::rt::{TokioExecutor, TokioIo};
     use hyper_util::server::conn::auto::Builder;
-    let s3_root = root.join("s3");
-    std::fs::create_dir_all(s3_root.join("clreg-test")).expect("bucket dir");
-    let fs = s3s_fs::FileSystem::new(&s3_root).expect("s3s-fs");
+    std::fs::create_dir_all(root.join(bucket)).expect("bucket dir");
+    let fs = s3s_fs::FileSystem::new(root).expect("s3s-fs");
     let mut builder = s3s::service::S3ServiceBuilder::new(fs);
     builder.set_auth(s3s::auth::SimpleAuth::from_single(
         "test-access",
         "test-secret-key",
     ));
     let service = builder.build();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind s3");
     let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
     let task = tokio::spawn(async move {
         loop {
@@ -417,7 +428,19 @@ impl Client {
 /// directory.
 pub fn server_binary() -> PathBuf {
     static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BIN.get_or_init(|| {
+    BIN.get_or_init(|| workspace_binary("clreg-server")).clone()
+}
+
+/// The `s3-server` binary of this crate (a standalone S3 server process, see [`serve_s3`]).
+pub fn s3_server_binary() -> PathBuf {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| workspace_binary("s3-server")).clone()
+}
+
+/// Builds binary `name` of the workspace, as the test build would (the same features), and
+/// returns its path.
+fn workspace_binary(name: &str) -> PathBuf {
+    {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"))
             .parent()
             .expect("workspace root");
@@ -446,21 +469,20 @@ pub fn server_binary() -> PathBuf {
                 "build",
                 "--workspace",
                 "--bin",
-                "clreg-server",
+                name,
                 "--message-format=json-render-diagnostics",
             ])
             .stderr(std::process::Stdio::inherit())
             .output()
             .expect("running cargo build");
-        assert!(out.status.success(), "cargo build of clreg-server failed");
+        assert!(out.status.success(), "cargo build of {name} failed");
         String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "clreg-server")
+            .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == name)
             .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-            .expect("cargo reported no clreg-server executable")
-    })
-    .clone()
+            .unwrap_or_else(|| panic!("cargo reported no {name} executable"))
+    }
 }
 
 pub fn digest_of(bytes: &[u8]) -> Digest {
