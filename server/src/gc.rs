@@ -21,12 +21,18 @@ pub struct Report {
     /// How many were deleted (0 in a dry run).
     pub deleted: usize,
     /// Upload sessions that left objects behind (chunks, part files of a crash) but no longer
-    /// exist, untouched for an hour: found, and removed when applied.
+    /// exist, untouched for the grace period or an hour, whichever is shorter: found, and
+    /// removed when applied.
     pub stale_parts: usize,
 }
 
-/// Leftovers of upload sessions that no longer exist (see [`crate::uploads::orphaned`]).
-async fn stale_uploads(state: &AppState, apply: bool) -> Result<usize, ApiError> {
+/// Leftovers of upload sessions that no longer exist (see [`crate::uploads::orphaned`]),
+/// untouched for `grace` or an hour, whichever is shorter.
+async fn stale_uploads(
+    state: &AppState,
+    grace: chrono::Duration,
+    apply: bool,
+) -> Result<usize, ApiError> {
     use crate::db::entities::upload;
     let live: std::collections::HashSet<uuid::Uuid> = upload::Entity::find()
         .all(&state.db)
@@ -34,7 +40,8 @@ async fn stale_uploads(state: &AppState, apply: bool) -> Result<usize, ApiError>
         .into_iter()
         .map(|u| u.id)
         .collect();
-    let stale = crate::uploads::orphaned(state, &live).await?;
+    let age = grace.min(chrono::Duration::hours(1));
+    let stale = crate::uploads::orphaned(state, &live, age).await?;
     if apply {
         for id in &stale {
             crate::uploads::remove_objects(state, *id).await;
@@ -89,7 +96,7 @@ pub async fn collect(
         .all(&state.db)
         .await?;
     let mut report = Report {
-        stale_parts: stale_uploads(state, apply).await?,
+        stale_parts: stale_uploads(state, grace, apply).await?,
         ..Report::default()
     };
     for b in &found {

@@ -260,12 +260,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     }
                     if apply {
                         eprintln!(
-                            "deleted {} unreferenced blob(s), {} bytes, and {} stale upload part file(s)",
+                            "deleted {} unreferenced blob(s), {} bytes, and what {} ended upload session(s) left",
                             report.deleted, report.bytes, report.stale_parts
                         );
                     } else {
                         eprintln!(
-                            "{} unreferenced blob(s), {} bytes, and {} stale upload part file(s) \
+                            "{} unreferenced blob(s), {} bytes, and what {} ended upload session(s) left \
                              (a dry run: --apply deletes them)",
                             report.blobs.len(),
                             report.bytes,

@@ -583,12 +583,13 @@ pub async fn sweep_expired(state: &AppState) -> Result<usize, ApiError> {
 
 /// Sessions that left objects in the store but have no row (finished, aborted or expired while
 /// a write of theirs was still landing, or a crash between a session's rows and its objects),
-/// untouched for an hour. [`remove_objects`] removes them; `admin gc` does both.
+/// untouched for `age`. [`remove_objects`] removes them; `admin gc` does both.
 pub async fn orphaned(
     state: &AppState,
     live: &std::collections::HashSet<Uuid>,
+    age: chrono::Duration,
 ) -> Result<Vec<Uuid>, ApiError> {
-    let hour_ago = Utc::now() - chrono::Duration::hours(1);
+    let cutoff = Utc::now() - age;
     let mut newest: std::collections::HashMap<Uuid, chrono::DateTime<Utc>> = Default::default();
     let mut note = |id: Uuid, at: chrono::DateTime<Utc>| {
         let t = newest.entry(id).or_insert(at);
@@ -620,7 +621,7 @@ pub async fn orphaned(
     }
     Ok(newest
         .into_iter()
-        .filter(|(id, at)| !live.contains(id) && *at < hour_ago)
+        .filter(|(id, at)| !live.contains(id) && *at <= cutoff)
         .map(|(id, _)| id)
         .collect())
 }
