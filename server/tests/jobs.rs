@@ -1374,3 +1374,95 @@ async fn a_job_whose_output_is_refused_at_commit_fails_once_with_the_refusal() {
     let (_, versions) = alice.get("/collaborations/lab/artifacts?name=a").await;
     assert_eq!(versions.as_array().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn postgres_stopped_as_by_a_crash_during_a_job_loses_nothing_and_runs_it_once() {
+    // A cluster of this test's own, so stopping it disturbs no other test; the store is the
+    // pass's own (local, or the in-process S3 server).
+    let Some(cluster) = clreg_tests::PgCluster::start() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "PostgreSQL's server binaries are missing"
+        );
+        eprintln!("SKIPPED: needs PostgreSQL's server binaries");
+        return;
+    };
+    let url = cluster.url.clone();
+    let server = TestServer::start_with(|c| {
+        c.database_url = Some(url);
+        c.workers = 1;
+        c.job_runner = Some(PathBuf::from(env!("CARGO_BIN_EXE_clreg-server")));
+        c.job_lease_secs = 3;
+    })
+    .await;
+    let alice = server.user("alice").await;
+    alice.create_collab("lab", "semi").await;
+    // Big enough that the merge takes a few seconds in a debug build.
+    three_models(&server, &alice, Some((384, 4))).await;
+    let (status, job) = alice
+        .post(
+            "/collaborations/lab/jobs",
+            &json!({"kind": "merge", "name": "m", "recipe": RECIPE}),
+        )
+        .await;
+    assert_eq!(status, 201, "{job}");
+    let id = job["id"].as_str().unwrap().to_string();
+    let mut running = false;
+    for _ in 0..600 {
+        let (_, j) = alice.get(&format!("/jobs/{id}")).await;
+        if j["state"] == "running" {
+            running = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(running, "the job never started");
+
+    // The database goes away mid-job, as in a crash, and comes back a few seconds later.
+    cluster.stop_immediate();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Readiness says so, at once (not after the pool's 30 s wait for a connection).
+    let (status, body) = alice.get("/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("database"),
+        "{body}"
+    );
+    cluster.restart();
+
+    // The job ends (requests may fail while the pool reconnects).
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let done = loop {
+        let (status, j) = alice.get(&format!("/jobs/{id}")).await;
+        if status == 200
+            && ["succeeded", "failed", "cancelled"].contains(&j["state"].as_str().unwrap())
+        {
+            break j;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "job {id} never ended: {j}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    eprintln!(
+        "after the database's crash the job ended {} after {} attempt(s): {}",
+        done["state"], done["attempts"], done["message"]
+    );
+    assert_eq!(done["state"], "succeeded", "{done}");
+    // Committed once: one artifact, one success in the ledger, and the ledger verifies.
+    let (_, listed) = alice.get("/collaborations/lab/artifacts?name=m").await;
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    let events = ledger_of(&alice).await;
+    let count = |kind: &str| events.iter().filter(|e| e.kind == kind).count();
+    assert_eq!(count("job.succeeded"), 1);
+    assert_eq!(count("artifact.pushed"), 4); // three inputs and the merge
+    clreg_server::ledger::verify(&events).unwrap();
+    // Nothing committed before the crash was lost: the inputs still pull back whole.
+    for name in ["base", "a", "b"] {
+        let (status, a) = alice
+            .get(&format!("/collaborations/lab/artifacts/{name}/1"))
+            .await;
+        assert_eq!(status, 200, "{a}");
+    }
+}

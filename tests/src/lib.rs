@@ -173,6 +173,128 @@ impl Drop for TestServer {
     }
 }
 
+/// A PostgreSQL cluster of a test's own (initdb, fsync off, a free loopback port), which the
+/// test may stop as a crash would (`pg_ctl stop -m immediate`) and start again. Stopped and
+/// removed on drop.
+pub struct PgCluster {
+    pub url: String,
+    bin: PathBuf,
+    dir: TempDir,
+    port: u16,
+}
+
+impl PgCluster {
+    /// Starts a cluster; `None` where PostgreSQL's server binaries are not installed.
+    pub fn start() -> Option<PgCluster> {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .flatten()
+            .map(|e| e.path().join("bin"))
+            .filter(|p| p.join("pg_ctl").exists())
+            .max()?;
+        let dir = tempfile::tempdir().expect("tempdir");
+        if Self::root() {
+            let status = std::process::Command::new("chown")
+                .args(["postgres", dir.path().to_str().expect("utf-8 path")])
+                .status()
+                .expect("chown");
+            assert!(status.success());
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let cluster = PgCluster {
+            url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+            bin,
+            dir,
+            port,
+        };
+        let data = cluster.dir.path().join("data");
+        cluster.run(
+            "initdb",
+            &["-A", "trust", "-U", "postgres", "-D", data.to_str()?],
+        );
+        cluster.restart();
+        Some(cluster)
+    }
+
+    fn root() -> bool {
+        std::process::Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
+    }
+
+    /// Runs a PostgreSQL program, as the `postgres` user when this process is root.
+    fn run(&self, program: &str, args: &[&str]) {
+        let exe = self.bin.join(program);
+        let mut command = if Self::root() {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&exe);
+            c
+        } else {
+            std::process::Command::new(&exe)
+        };
+        let out = command
+            .args(args)
+            .output()
+            .expect("running a PostgreSQL program");
+        assert!(
+            out.status.success(),
+            "{program} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Stops the server as a crash would: no checkpoint, connections cut.
+    pub fn stop_immediate(&self) {
+        let data = self.dir.path().join("data");
+        self.run(
+            "pg_ctl",
+            &["-D", data.to_str().unwrap_or(""), "-m", "immediate", "stop"],
+        );
+    }
+
+    /// Starts the server (again): crash recovery replays the WAL.
+    pub fn restart(&self) {
+        let data = self.dir.path().join("data");
+        let log = self.dir.path().join("log");
+        let options = format!(
+            "-F -p {} -k {} -c listen_addresses=127.0.0.1",
+            self.port,
+            self.dir.path().display()
+        );
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                data.to_str().unwrap_or(""),
+                "-l",
+                log.to_str().unwrap_or(""),
+                "-w",
+                "-o",
+                &options,
+                "start",
+            ],
+        );
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data");
+        let _ = std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join("pg_ctl"))
+            .args(["-D", data.to_str().unwrap_or(""), "-m", "immediate", "stop"])
+            .output();
+        let _ = std::process::Command::new(self.bin.join("pg_ctl"))
+            .args(["-D", data.to_str().unwrap_or(""), "-m", "immediate", "stop"])
+            .output();
+    }
+}
+
 /// A new, empty database on the PostgreSQL server at `admin_url`; returns its URL.
 pub async fn fresh_postgres_db(admin_url: &str) -> String {
     use sea_orm::ConnectionTrait;

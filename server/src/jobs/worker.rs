@@ -196,6 +196,16 @@ async fn execute(
             tracing::warn!(job = %id, "lease lost; another worker runs this job");
             return Ok(());
         }
+        // The database (or a contended write) failed the attempt, not the job: it runs again,
+        // here or at another worker, up to `MAX_ATTEMPTS`.
+        Err(e) if e.code == ErrorCode::Busy.as_str() && claimed.attempts < MAX_ATTEMPTS => {
+            tracing::warn!(job = %id, attempt = claimed.attempts, error = %e.message, "the attempt met an unavailable database; the job runs again");
+            if let Err(e) = release(state, id, worker, &e.message).await {
+                // Still unavailable: the lease lapses on its own.
+                tracing::warn!(job = %id, error = %e.message, "handing the job back failed");
+            }
+            return Ok(());
+        }
         Err(e) => (
             Some(Ending::Failed {
                 code: e.code,
@@ -237,6 +247,32 @@ fn carries_data(j: &job::Model) -> bool {
             .chain(r.tasks.iter().map(|t| &t.data))
             .any(|d| d.content.is_some())
     })
+}
+
+/// Attempts a job gets when the database fails them (a crash, a restart, a long contention);
+/// past that it fails with the database's error.
+const MAX_ATTEMPTS: i32 = 5;
+
+/// Hands a running job back: its lease ends now, so the next claim (any worker's) runs it
+/// again as a new attempt.
+async fn release(
+    state: &AppState,
+    id: uuid::Uuid,
+    worker: &str,
+    why: &str,
+) -> Result<(), ApiError> {
+    job::Entity::update_many()
+        .col_expr(job::Column::LeaseExpiresAt, Expr::value(Utc::now()))
+        .col_expr(
+            job::Column::Message,
+            Expr::value(format!("{why}; the job runs again")),
+        )
+        .filter(job::Column::Id.eq(id))
+        .filter(job::Column::LeaseOwner.eq(worker))
+        .filter(job::Column::State.eq(job::StateValue::Running))
+        .exec(&state.db)
+        .await?;
+    Ok(())
 }
 
 /// Extends this worker's lease on a job; `false` if it no longer holds the job.
