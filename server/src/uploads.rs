@@ -28,7 +28,6 @@ use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, WriteMultipart};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, Set,
-    TransactionTrait,
 };
 use serde::{Deserialize, Serialize};
 use sha2::digest::common::hazmat::SerializableState;
@@ -221,6 +220,14 @@ pub async fn append(
         .map_err(ApiError::internal)?
 }
 
+/// Why a chunk stopped before its body ended.
+enum Stop {
+    /// Past a size limit: the upload is aborted.
+    TooLarge(String),
+    /// The store refused the bytes.
+    Store(object_store::Error),
+}
+
 /// Streams one chunk into its object while the checks follow it, then commits it.
 async fn receive(
     state: &AppState,
@@ -239,7 +246,7 @@ async fn receive(
     let max_blob = state.config.max_blob_size;
     let mut received: u64 = 0;
     let mut stream = body.into_data_stream();
-    let mut failure = None;
+    let mut stop = None;
     while let Some(frame) = stream.next().await {
         let bytes = match frame {
             Ok(b) => b,
@@ -250,20 +257,20 @@ async fn receive(
             }
         };
         let len = bytes.len() as u64;
-        if start + received + len > max_blob || received + len > max_chunk {
-            failure = Some(if start + received + len > max_blob {
-                format!(
-                    "blob is larger than the server's limit of {max_blob} bytes; the upload was aborted"
-                )
-            } else {
-                format!(
-                    "chunk is larger than the server's limit of {max_chunk} bytes; the upload was aborted, send smaller chunks"
-                )
-            });
+        if start + received + len > max_blob {
+            stop = Some(Stop::TooLarge(format!(
+                "blob is larger than the server's limit of {max_blob} bytes; the upload was aborted"
+            )));
+            break;
+        }
+        if received + len > max_chunk {
+            stop = Some(Stop::TooLarge(format!(
+                "chunk is larger than the server's limit of {max_chunk} bytes; the upload was aborted, send smaller chunks"
+            )));
             break;
         }
         if let Err(e) = writer.wait_for_capacity(PARTS_IN_FLIGHT).await {
-            failure = Some(format!("storing the chunk failed: {e}"));
+            stop = Some(Stop::Store(e));
             break;
         }
         hasher.update(&bytes);
@@ -272,15 +279,18 @@ async fn receive(
         writer.put(bytes);
         received += len;
     }
-    if let Some(message) = failure {
+    if let Some(stop) = stop {
         if let Err(e) = writer.abort().await {
             tracing::warn!(upload = %id, error = %e, "aborting a chunk's write failed");
         }
-        if message.starts_with("storing") {
-            return Err(ApiError::internal(message));
-        }
-        abort(state, id).await?;
-        return Err(ApiError::new(ErrorCode::TooLarge, message));
+        return Err(match stop {
+            // The session stands where it stood: the client may send the chunk again.
+            Stop::Store(e) => e.into(),
+            Stop::TooLarge(message) => {
+                abort(state, id).await?;
+                ApiError::new(ErrorCode::TooLarge, message)
+            }
+        });
     }
     if received == 0 {
         writer.abort().await.ok();
@@ -318,40 +328,38 @@ async fn commit_chunk(
     scan: FiniteScan,
 ) -> Result<bool, ApiError> {
     use sea_orm::sea_query::Expr;
-    let txn = state.db.begin().await?;
-    let moved = upload::Entity::update_many()
-        .col_expr(upload::Column::Offset, Expr::value(row.offset + len))
-        .col_expr(
-            upload::Column::State,
-            Expr::value(Checks::pack(hasher, scan).to_json()),
-        )
-        // Activity keeps a session alive (up to its lifetime); silence ends it.
-        .col_expr(
-            upload::Column::ExpiresAt,
-            Expr::value(expiry(state, row.created_at)),
-        )
-        .filter(upload::Column::Id.eq(row.id))
-        .filter(upload::Column::Offset.eq(row.offset))
-        .exec(&txn)
-        .await?;
-    if moved.rows_affected != 1 {
-        return Ok(false);
-    }
-    let inserted = upload_chunk::ActiveModel {
-        upload_id: Set(row.id),
-        start: Set(row.offset),
-        len: Set(len),
-        attempt: Set(attempt),
-    }
-    .insert(&txn)
-    .await;
-    match inserted {
-        Ok(_) => {}
-        Err(e) if crate::ledger::is_unique_violation(&e) => return Ok(false),
-        Err(e) => return Err(e.into()),
-    }
-    txn.commit().await?;
-    Ok(true)
+    let state_json = Checks::pack(hasher, scan).to_json();
+    let expires = expiry(state, row.created_at);
+    let (id, from) = (row.id, row.offset);
+    crate::db::write(&state.db, |txn| {
+        let state_json = state_json.clone();
+        Box::pin(async move {
+            let moved = upload::Entity::update_many()
+                .col_expr(upload::Column::Offset, Expr::value(from + len))
+                .col_expr(upload::Column::State, Expr::value(state_json))
+                // Activity keeps a session alive (up to its lifetime); silence ends it.
+                .col_expr(upload::Column::ExpiresAt, Expr::value(expires))
+                .filter(upload::Column::Id.eq(id))
+                .filter(upload::Column::Offset.eq(from))
+                .exec(txn)
+                .await?;
+            if moved.rows_affected != 1 {
+                return Ok(false);
+            }
+            // One chunk per start: with the condition above, a second commit of the same
+            // bytes cannot pass (the key makes it certain whatever the isolation level).
+            upload_chunk::ActiveModel {
+                upload_id: Set(id),
+                start: Set(from),
+                len: Set(len),
+                attempt: Set(attempt),
+            }
+            .insert(txn)
+            .await?;
+            Ok(true)
+        })
+    })
+    .await
 }
 
 async fn row_offset(state: &AppState, id: Uuid) -> Result<i64, ApiError> {
@@ -526,13 +534,17 @@ pub async fn abort(state: &AppState, id: Uuid) -> Result<(), ApiError> {
 /// Deletes the session's rows, then its objects (a crash between the two leaves objects that
 /// `admin gc` collects).
 async fn forget(state: &AppState, id: Uuid) -> Result<(), ApiError> {
-    let txn = state.db.begin().await?;
-    upload_chunk::Entity::delete_many()
-        .filter(upload_chunk::Column::UploadId.eq(id))
-        .exec(&txn)
-        .await?;
-    upload::Entity::delete_by_id(id).exec(&txn).await?;
-    txn.commit().await?;
+    crate::db::write(&state.db, |txn| {
+        Box::pin(async move {
+            upload_chunk::Entity::delete_many()
+                .filter(upload_chunk::Column::UploadId.eq(id))
+                .exec(txn)
+                .await?;
+            upload::Entity::delete_by_id(id).exec(txn).await?;
+            Ok(())
+        })
+    })
+    .await?;
     remove_objects(state, id).await;
     Ok(())
 }
