@@ -15,32 +15,9 @@ use common::{Cli, same_tree};
 
 /// `clreg-server ARGS` on `server`'s database and store (its configuration, as environment).
 fn registry(server: &TestServer, args: &[&str]) -> tokio::process::Command {
-    let config = &server.state.config;
-    let mut command = tokio::process::Command::new(clreg_tests::server_binary());
-    command
-        .args(args)
-        .env("CLREG_DATA_DIR", &config.data_dir)
-        .env("CLREG_WORKERS", "0")
-        .env("RUST_LOG", "warn")
-        .kill_on_drop(true);
-    if let Some(url) = &config.database_url {
-        command.env("CLREG_DATABASE_URL", url);
-    }
-    if let Some(store) = &config.store {
-        command.env("CLREG_STORE", store);
-        let s3 = &config.s3;
-        for (name, value) in [
-            ("CLREG_S3_ENDPOINT", &s3.endpoint),
-            ("CLREG_S3_REGION", &s3.region),
-            ("CLREG_S3_ACCESS_KEY_ID", &s3.access_key_id),
-            ("CLREG_S3_SECRET_ACCESS_KEY", &s3.secret_access_key),
-        ] {
-            if let Some(v) = value {
-                command.env(name, v);
-            }
-        }
-        command.env("CLREG_S3_ALLOW_HTTP", s3.allow_http.to_string());
-    }
+    let mut command =
+        clreg_tests::server_process(&clreg_tests::server_binary(), &server.state.config);
+    command.args(args).env("CLREG_WORKERS", "0");
     command
 }
 

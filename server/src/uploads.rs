@@ -463,10 +463,21 @@ async fn assemble(
         state.store.rename(&joined, target).await?;
         return Ok(());
     }
+    stream_into(state, &keys, target).await
+}
+
+/// Writes the objects `from`, in order, as one object `target`, streamed through this process
+/// into a multipart write (one part in flight per `PART_SIZE`: memory stays bounded). A failure
+/// aborts the write, so nothing appears at `target`.
+async fn stream_into(
+    state: &AppState,
+    from: &[StorePath],
+    target: &StorePath,
+) -> Result<(), ApiError> {
     let mut writer =
         WriteMultipart::new_with_chunk_size(state.store.put_multipart(target).await?, PART_SIZE);
     let copied: Result<(), ApiError> = async {
-        for key in &keys {
+        for key in from {
             let mut stream = state.store.get(key).await?.into_stream();
             while let Some(bytes) = stream.try_next().await? {
                 writer.wait_for_capacity(PARTS_IN_FLIGHT).await?;
@@ -480,7 +491,7 @@ async fn assemble(
         Ok(()) => writer.finish().await.map(|_| ())?,
         Err(e) => {
             if let Err(abort) = writer.abort().await {
-                tracing::warn!(error = %abort, "aborting an assembly failed");
+                tracing::warn!(error = %abort, "aborting a streamed copy failed");
             }
             return Err(e);
         }
@@ -502,26 +513,7 @@ async fn rename(
         state.store.rename(from, target).await?;
         return Ok(());
     }
-    let mut stream = state.store.get(from).await?.into_stream();
-    let mut writer =
-        WriteMultipart::new_with_chunk_size(state.store.put_multipart(target).await?, PART_SIZE);
-    let copied: Result<(), ApiError> = async {
-        while let Some(bytes) = stream.try_next().await? {
-            writer.wait_for_capacity(PARTS_IN_FLIGHT).await?;
-            writer.put(bytes);
-        }
-        Ok(())
-    }
-    .await;
-    match copied {
-        Ok(()) => writer.finish().await.map(|_| ())?,
-        Err(e) => {
-            if let Err(abort) = writer.abort().await {
-                tracing::warn!(error = %abort, "aborting a streamed copy failed");
-            }
-            return Err(e);
-        }
-    }
+    stream_into(state, std::slice::from_ref(from), target).await?;
     state.store.delete(from).await?;
     Ok(())
 }

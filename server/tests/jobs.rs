@@ -385,32 +385,13 @@ async fn a_worker_killed_mid_job_leaves_it_to_another_which_commits_once() {
     let id = job["id"].as_str().unwrap().to_string();
 
     // A standalone worker process on the same database and store claims it...
-    let config = &server.state.config;
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_clreg-server"));
+    let mut command = clreg_tests::server_process(
+        std::path::Path::new(env!("CARGO_BIN_EXE_clreg-server")),
+        &server.state.config,
+    );
     command
         .args(["worker", "--count", "1"])
-        .env("CLREG_DATA_DIR", &config.data_dir)
-        .env("CLREG_JOB_LEASE_SECS", "3")
-        .env("RUST_LOG", "warn")
-        .kill_on_drop(true);
-    if let Some(url) = &config.database_url {
-        command.env("CLREG_DATABASE_URL", url);
-    }
-    if let Some(store) = &config.store {
-        command.env("CLREG_STORE", store);
-        let s3 = &config.s3;
-        for (name, value) in [
-            ("CLREG_S3_ENDPOINT", &s3.endpoint),
-            ("CLREG_S3_REGION", &s3.region),
-            ("CLREG_S3_ACCESS_KEY_ID", &s3.access_key_id),
-            ("CLREG_S3_SECRET_ACCESS_KEY", &s3.secret_access_key),
-        ] {
-            if let Some(v) = value {
-                command.env(name, v);
-            }
-        }
-        command.env("CLREG_S3_ALLOW_HTTP", s3.allow_http.to_string());
-    }
+        .env("CLREG_JOB_LEASE_SECS", "3");
     let mut worker = command.spawn().unwrap();
     let mut claimed = false;
     for _ in 0..300 {

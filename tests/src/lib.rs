@@ -295,6 +295,36 @@ impl Drop for PgCluster {
     }
 }
 
+/// `bin` (a `clreg-server`) as a process of its own on `config`'s data dir, database and
+/// store, the configuration passed as environment the way a deployment passes it; killed when
+/// dropped. Callers add the subcommand.
+pub fn server_process(bin: &Path, config: &Config) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(bin);
+    command
+        .env("CLREG_DATA_DIR", &config.data_dir)
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true);
+    if let Some(url) = &config.database_url {
+        command.env("CLREG_DATABASE_URL", url);
+    }
+    if let Some(store) = &config.store {
+        command.env("CLREG_STORE", store);
+        let s3 = &config.s3;
+        for (name, value) in [
+            ("CLREG_S3_ENDPOINT", &s3.endpoint),
+            ("CLREG_S3_REGION", &s3.region),
+            ("CLREG_S3_ACCESS_KEY_ID", &s3.access_key_id),
+            ("CLREG_S3_SECRET_ACCESS_KEY", &s3.secret_access_key),
+        ] {
+            if let Some(v) = value {
+                command.env(name, v);
+            }
+        }
+        command.env("CLREG_S3_ALLOW_HTTP", s3.allow_http.to_string());
+    }
+    command
+}
+
 /// A new, empty database on the PostgreSQL server at `admin_url`; returns its URL.
 pub async fn fresh_postgres_db(admin_url: &str) -> String {
     use sea_orm::ConnectionTrait;
