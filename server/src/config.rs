@@ -72,6 +72,9 @@ pub struct Config {
     /// Web UI cookies carry `Secure` (set it when users reach the server over TLS through a
     /// proxy; they carry it anyway on requests the proxy marks `X-Forwarded-Proto: https`).
     pub secure_cookies: bool,
+    /// Who runs this process's workers' train jobs: the engine (default), a command, Slurm or
+    /// Kubernetes (`[executor]`; see docs/executors.md).
+    pub executor: crate::jobs::executor::ExecutorConfig,
 }
 
 /// JWT keys, wherever they come from (config, environment, the generated key file): each
@@ -111,6 +114,9 @@ pub const ENV_VARS: &[&str] = &[
     "CLREG_WORKER_DEVICE",
     "CLREG_JOB_LEASE_SECS",
     "CLREG_JOB_CACHE_BYTES",
+    "CLREG_EXECUTOR",
+    "CLREG_EXECUTOR_COMMAND",
+    "CLREG_EXECUTOR_PYTHON",
     "CLREG_S3_ENDPOINT",
     "CLREG_S3_REGION",
     "CLREG_S3_ACCESS_KEY_ID",
@@ -207,6 +213,7 @@ impl Default for Config {
             job_lease_secs: 30,
             job_cache_bytes: 20 << 30,
             secure_cookies: false,
+            executor: Default::default(),
         }
     }
 }
@@ -293,6 +300,18 @@ impl Config {
         }
         if let Some(v) = var("CLREG_JOB_CACHE_BYTES") {
             self.job_cache_bytes = parse("CLREG_JOB_CACHE_BYTES", v)?;
+        }
+        if let Some(v) = var("CLREG_EXECUTOR") {
+            self.executor.kind = v.parse().map_err(|reason| ConfigError::Env {
+                name: "CLREG_EXECUTOR",
+                reason,
+            })?;
+        }
+        if let Some(v) = var("CLREG_EXECUTOR_COMMAND") {
+            self.executor.command = v;
+        }
+        if let Some(v) = var("CLREG_EXECUTOR_PYTHON") {
+            self.executor.python = v;
         }
         if let Some(v) = var("CLREG_S3_ENDPOINT") {
             self.s3.endpoint = Some(v);
@@ -387,6 +406,9 @@ impl Config {
                 "job_lease_secs must be at least 3".into(),
             ));
         }
+        self.executor
+            .check(&self.data_dir)
+            .map_err(ConfigError::Invalid)?;
         check_jwt_keys(&self.jwt_keys).map_err(ConfigError::Invalid)
     }
 
@@ -426,6 +448,7 @@ impl fmt::Debug for Config {
             .field("job_lease_secs", &self.job_lease_secs)
             .field("job_cache_bytes", &self.job_cache_bytes)
             .field("secure_cookies", &self.secure_cookies)
+            .field("executor", &self.executor.kind)
             .field(
                 "jwt_keys",
                 &self.jwt_keys.iter().map(|k| &k.kid).collect::<Vec<_>>(),

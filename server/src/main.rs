@@ -54,9 +54,18 @@ enum Command {
     },
     /// Apply database migrations and exit.
     Migrate,
-    /// Internal: run one job's engine work (a worker starts this and talks to it over pipes).
+    /// Internal: run one job's engine work. A worker starts this and talks to it over pipes;
+    /// with --order and --progress it speaks the same protocol through files, as the trainer of
+    /// an external executor does (docs/executors.md).
     #[command(hide = true)]
-    RunJob,
+    RunJob {
+        /// The order file (JSON) instead of stdin.
+        #[arg(long, requires = "progress")]
+        order: Option<std::path::PathBuf>,
+        /// The file progress lines are appended to instead of stdout.
+        #[arg(long, requires = "order")]
+        progress: Option<std::path::PathBuf>,
+    },
     /// Manage users and API keys.
     #[command(subcommand)]
     Admin(AdminCommand),
@@ -96,9 +105,13 @@ enum AdminCommand {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    if matches!(args.command, Command::RunJob) {
-        // stdout carries the protocol; diagnostics go to stderr.
-        return match clreg_server::jobs::runner::child_main() {
+    if let Command::RunJob { order, progress } = &args.command {
+        // stdout (or the progress file) carries the protocol; diagnostics go to stderr.
+        let result = match (order, progress) {
+            (Some(order), Some(progress)) => clreg_server::jobs::runner::file_main(order, progress),
+            _ => clreg_server::jobs::runner::child_main(),
+        };
+        return match result {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: run-job: {e}");
@@ -205,7 +218,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             }
             tracing::info!("stopped");
         }
-        Command::RunJob => unreachable!("handled before the runtime starts"),
+        Command::RunJob { .. } => unreachable!("handled before the runtime starts"),
         Command::Migrate => {
             std::fs::create_dir_all(&config.data_dir)?;
             let db = state::connect(&config.database_url()).await?;

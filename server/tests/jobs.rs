@@ -18,15 +18,7 @@ async fn server_with_worker() -> TestServer {
 
 /// Waits for a job to end and returns it.
 async fn wait(client: &Client, id: &str) -> Value {
-    for _ in 0..600 {
-        let (status, job) = client.get(&format!("/jobs/{id}")).await;
-        assert_eq!(status, 200, "{job}");
-        if ["succeeded", "failed", "cancelled"].contains(&job["state"].as_str().unwrap()) {
-            return job;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("job {id} did not end within 60 s");
+    client.wait_job(id).await
 }
 
 const RECIPE: &str = "merge_method: ties\nbase_model: lab/base\nmodels:\n  - model: lab/a\n    parameters: {weight: 1.0, density: 0.5}\n  - model: lab/b\n    parameters: {weight: 0.5, density: 0.7}\ndtype: float32\nseed: 7\n";
@@ -920,22 +912,7 @@ async fn served_files(
     client: &Client,
     artifact: &Value,
 ) -> std::collections::BTreeMap<String, Vec<u8>> {
-    let id = artifact["id"].as_str().unwrap();
-    let mut out = std::collections::BTreeMap::new();
-    for f in artifact["files"].as_array().unwrap() {
-        let path = f["path"].as_str().unwrap();
-        let response = client
-            .request(
-                reqwest::Method::GET,
-                &format!("/artifacts/{id}/files/{}", path.replace('/', "%2F")),
-            )
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
-        out.insert(path.to_string(), response.bytes().await.unwrap().to_vec());
-    }
-    out
+    client.artifact_files(artifact).await
 }
 
 #[tokio::test]

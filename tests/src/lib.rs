@@ -463,6 +463,42 @@ impl Client {
         self.send(self.request(reqwest::Method::DELETE, path)).await
     }
 
+    /// Waits (up to 60 s) for job `id` to end, and returns it.
+    pub async fn wait_job(&self, id: &str) -> Value {
+        for _ in 0..600 {
+            let (status, job) = self.get(&format!("/jobs/{id}")).await;
+            assert_eq!(status, 200, "{job}");
+            if ["succeeded", "failed", "cancelled"].contains(&job["state"].as_str().unwrap_or("")) {
+                return job;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("job {id} did not end within 60 s");
+    }
+
+    /// Every file of `artifact` (as the API returns it), by path, as the server serves it.
+    pub async fn artifact_files(&self, artifact: &Value) -> BTreeMap<String, Vec<u8>> {
+        let id = artifact["id"].as_str().expect("artifact id");
+        let mut out = BTreeMap::new();
+        for f in artifact["files"].as_array().expect("files") {
+            let path = f["path"].as_str().expect("path");
+            let response = self
+                .request(
+                    reqwest::Method::GET,
+                    &format!("/artifacts/{id}/files/{}", path.replace('/', "%2F")),
+                )
+                .send()
+                .await
+                .expect("download");
+            assert_eq!(response.status(), 200);
+            out.insert(
+                path.to_string(),
+                response.bytes().await.expect("body").to_vec(),
+            );
+        }
+        out
+    }
+
     pub async fn create_collab(&self, name: &str, policy: &str) {
         let (status, body) = self
             .post("/collaborations", &json!({"name": name, "policy": policy}))

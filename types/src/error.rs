@@ -64,6 +64,7 @@ codes! {
     InvalidDataset => ("invalid_dataset", 422),
     InvalidResults => ("invalid_results", 422),
     Internal => ("internal", 500),
+    ExecutorFailed => ("executor_failed", 502),
     Busy => ("busy", 503),
 }
 

@@ -9,6 +9,7 @@
 //! ([`data`]). What each kind builds and commits is in `kinds`.
 
 pub mod data;
+pub mod executor;
 mod kinds;
 pub mod runner;
 pub mod stage;

@@ -69,7 +69,25 @@ pub fn child_main() -> std::io::Result<()> {
             cancel.store(true, Ordering::Relaxed);
         });
     }
-    let out = std::sync::Mutex::new(std::io::stdout());
+    serve(order, &cancel, std::io::stdout())
+}
+
+/// The same protocol through files, as an external executor runs a job
+/// ([`super::executor`]): the order from `order`, lines appended to `progress`. The process
+/// is stopped by a signal (there is no input to cancel through).
+pub fn file_main(order: &Path, progress: &Path) -> std::io::Result<()> {
+    let text = std::fs::read(order)?;
+    let order: Order = serde_json::from_slice(&text)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(progress)?;
+    serve(order, &AtomicBool::new(false), out)
+}
+
+fn serve(order: Order, cancel: &AtomicBool, out: impl Write + Send) -> std::io::Result<()> {
+    let out = std::sync::Mutex::new(out);
     let write = |line: &Line| {
         if let Ok(text) = serde_json::to_string(line) {
             let mut out = out.lock().unwrap_or_else(|p| p.into_inner());
@@ -79,7 +97,7 @@ pub fn child_main() -> std::io::Result<()> {
     };
     let events = |e: JobEvent| write(&Line::Event(e));
     let ctx = RunContext {
-        cancel: &cancel,
+        cancel,
         events: &events,
         digests: Digests(Arc::new(Known(order.digests))),
         device: order.device,

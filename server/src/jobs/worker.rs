@@ -7,6 +7,7 @@
 //! so a job whose lease lapsed and that another worker took over can never commit twice.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -94,13 +95,20 @@ pub async fn claim(
         Device::Cpu => "cpu",
         Device::Cuda(_) => "cuda",
     };
+    // A worker that hands train jobs to a cluster with GPUs takes those that require CUDA.
+    let executor = &state.config.executor;
+    let gpus_elsewhere = match executor.kind {
+        super::executor::ExecutorKind::Slurm => executor.slurm.gpus_per_node > 0,
+        super::executor::ExecutorKind::Kubernetes => executor.kubernetes.gpus > 0,
+        _ => false,
+    };
     let sql = format!(
         "UPDATE jobs SET state = 'running', lease_owner = $1, lease_expires_at = $2, \
            attempts = attempts + 1, started_at = COALESCE(started_at, $3), \
            message = 'running on ' || $1 \
          WHERE id = (SELECT id FROM jobs \
            WHERE (state = 'queued' OR (state = 'running' AND lease_expires_at < $3)) \
-             AND (requires IS NULL OR requires = $4) \
+             AND (requires IS NULL OR requires = $4 OR ($5 AND kind = 'train')) \
            ORDER BY created_at LIMIT 1{skip_locked}) \
          RETURNING *"
     );
@@ -109,7 +117,13 @@ pub async fn claim(
         let statement = Statement::from_sql_and_values(
             backend,
             sql.clone(),
-            [worker.clone().into(), until.into(), now.into(), kind.into()],
+            [
+                worker.clone().into(),
+                until.into(),
+                now.into(),
+                kind.into(),
+                gpus_elsewhere.into(),
+            ],
         );
         let worker = worker.clone();
         Box::pin(async move {
@@ -413,18 +427,60 @@ async fn run_job(
         output: &output,
     };
     let spec = super::kinds::spec(&cx, &request, &mut staged).await?;
-    let program = match &state.config.job_runner {
-        Some(p) => p.clone(),
-        None => std::env::current_exe().map_err(ApiError::internal)?,
+    let executor = &state.config.executor;
+    let external = request.kind == clreg_types::JobKind::Train
+        && executor.kind != super::executor::ExecutorKind::Engine;
+    // What an external run's record is checked against: the settings and every dataset's
+    // digest (the inputs' digests are the registry's, in `staged.digests`).
+    let checks = match (&spec, external) {
+        (clreg_engine::job::JobSpec::Train(t), true) => {
+            let files: Vec<PathBuf> = t.data.iter().chain(&t.past).cloned().collect();
+            let data = tokio::task::spawn_blocking(move || {
+                files
+                    .into_iter()
+                    .map(|f| Ok((f.clone(), clreg_engine::merge::record::sha256_file(&f)?)))
+                    .collect::<Result<Vec<_>, clreg_engine::FormatError>>()
+            })
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(|e| engine_failure(e.code(), e.to_string()))?;
+            Some((t.config.clone(), data))
+        }
+        _ => None,
     };
     let order = Order {
         spec,
         device,
-        digests: std::mem::take(&mut staged.digests).into_iter().collect(),
+        digests: staged.digests.clone().into_iter().collect(),
     };
-    let mut child = Child::start(&program, &order).await.map_err(|e| {
-        ApiError::internal(format!("cannot start {} run-job: {e}", program.display()))
-    })?;
+    let (mut child, runs_in) = if external {
+        let invocation = super::executor::Invocation {
+            job: claimed.id,
+            attempt: claimed.attempts,
+            dir: scratch.join("external"),
+        };
+        let run = super::executor::Run::start(
+            std::sync::Arc::new(executor.clone()),
+            invocation,
+            &state.config.data_dir,
+            &order,
+        )
+        .await
+        .map_err(|m| ApiError::new(ErrorCode::ExecutorFailed, m))?;
+        (
+            Running::External(run),
+            format!("the {} executor", executor.kind),
+        )
+    } else {
+        let program = match &state.config.job_runner {
+            Some(p) => p.clone(),
+            None => std::env::current_exe().map_err(ApiError::internal)?,
+        };
+        let child = Child::start(&program, &order).await.map_err(|e| {
+            ApiError::internal(format!("cannot start {} run-job: {e}", program.display()))
+        })?;
+        (Running::Local(child), program.display().to_string())
+    };
 
     let mut heartbeat = tokio::time::interval(Duration::from_secs(
         (state.config.job_lease_secs / 3).max(1),
@@ -432,10 +488,9 @@ async fn run_job(
     heartbeat.tick().await;
     let mut progress = (0.0f64, String::new());
     let mut log = vec![format!(
-        "attempt {} on {worker} ({device}): {} input artifact(s) staged, running in {}",
+        "attempt {} on {worker} ({device}): {} input artifact(s) staged, running in {runs_in}",
         claimed.attempts,
         inputs.len(),
-        program.display()
     )];
     let mut cancelled: Option<String> = None;
     let finished = loop {
@@ -456,11 +511,11 @@ async fn run_job(
                 }
                 Some(Line::Failed(e)) => break Err(e),
                 None => {
-                    let status = child.wait().await.map_err(ApiError::internal)?;
-                    return Err(ApiError::internal(format!(
-                        "the job's process ended without a result ({status}); it may have run out of memory"
-                    ))
-                    .into());
+                    if let Some(why) = cancelled {
+                        child.wait().await;
+                        return Ok(Outcome::Cancelled(why));
+                    }
+                    return Err(child.ended_without_result().await.into());
                 }
             },
             _ = heartbeat.tick() => {
@@ -496,7 +551,7 @@ async fn run_job(
             }
         }
     };
-    let _ = child.wait().await;
+    child.wait().await;
     if !log.is_empty()
         && let Err(e) = beat(state, claimed.id, worker, progress.0, &progress.1, &log).await
     {
@@ -520,6 +575,23 @@ async fn run_job(
             .ok_or_else(|| ApiError::internal("eval job without its artifact"))?;
         return Ok(Outcome::Evaluated { artifact, reports });
     }
+    // An external run's record is checked before anything of it is believed.
+    if let Some((config, data)) = &checks {
+        let record = output.join(clreg_engine::train::RECORD);
+        std::fs::read(&record)
+            .map_err(|e| format!("cannot read {}: {e}", record.display()))
+            .and_then(|b| {
+                serde_json::from_slice::<clreg_engine::train::TrainRecord>(&b)
+                    .map_err(|e| format!("{} is not a training record: {e}", record.display()))
+            })
+            .and_then(|r| super::executor::verify_record(&r, config, &staged.digests, data))
+            .map_err(|m| {
+                ApiError::new(
+                    ErrorCode::ExecutorFailed,
+                    format!("the external run's output is refused: {m}"),
+                )
+            })?;
+    }
     // Outputs → blobs the submitter holds → a prepared commit with its lineage.
     let provenance = clreg_engine::provenance::read(&output)
         .map_err(|e| engine_failure(e.code(), e.to_string()))?
@@ -541,6 +613,62 @@ async fn run_job(
     let prepared =
         artifacts::prepare(state, &author, &collab, plan.inspect, request_commit).await?;
     Ok(Outcome::Done(Box::new(prepared)))
+}
+
+/// A job's work in progress: the engine in a child process, or a job an external executor
+/// runs ([`super::executor`]). Both speak in [`Line`]s.
+enum Running {
+    Local(Child),
+    External(super::executor::Run),
+}
+
+impl Running {
+    async fn next(&mut self) -> std::io::Result<Option<Line>> {
+        match self {
+            Running::Local(c) => c.next().await,
+            Running::External(r) => r.next().await,
+        }
+    }
+
+    async fn cancel(&mut self) {
+        match self {
+            Running::Local(c) => c.cancel().await,
+            Running::External(r) => r.cancel().await,
+        }
+    }
+
+    async fn kill(&mut self) {
+        match self {
+            Running::Local(c) => c.kill().await,
+            Running::External(r) => r.kill().await,
+        }
+    }
+
+    async fn wait(&mut self) {
+        match self {
+            Running::Local(c) => {
+                let _ = c.wait().await;
+            }
+            Running::External(r) => r.wait().await,
+        }
+    }
+
+    /// Why a job that stopped writing lines gave no result.
+    async fn ended_without_result(&mut self) -> ApiError {
+        match self {
+            Running::Local(c) => match c.wait().await {
+                Ok(status) => ApiError::internal(format!(
+                    "the job's process ended without a result ({status}); it may have run out of memory"
+                )),
+                Err(e) => ApiError::internal(e),
+            },
+            Running::External(r) => {
+                let why = r.ended_why().await;
+                r.wait().await;
+                ApiError::new(ErrorCode::ExecutorFailed, why)
+            }
+        }
+    }
 }
 
 fn describe(e: &JobEvent) -> String {
