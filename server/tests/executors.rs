@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 use clreg_server::jobs::executor::{ExecutorKind, shell_quote};
-use clreg_tests::{Client, TestServer, tiny_model};
+use clreg_tests::{Client, TestServer, tiny_model_with_tokenizer};
 use clreg_types::ArtifactKind;
 use serde_json::{Value, json};
 
@@ -54,9 +54,7 @@ async fn lab(server: &TestServer, policy: &str) -> Lab {
     let root = server.dir.path();
     let alice = server.user("alice").await;
     alice.create_collab("lab", policy).await;
-    let base = tiny_model(root, "base", 1, None);
-    clreg_engine::tiny::write_tiny_tokenizer(&base, &clreg_engine::tiny::TinyConfig::default())
-        .unwrap();
+    let base = tiny_model_with_tokenizer(root, "base", 1);
     alice
         .push("lab", "base", ArtifactKind::Base, None, &base)
         .await;

@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use clreg_engine::merge::{Recipe, run_recipe};
-use clreg_tests::{Client, TestServer, assert_error, tiny_model};
+use clreg_tests::{Client, TestServer, assert_error, tiny_model, tiny_model_with_tokenizer};
 use clreg_types::{ArtifactKind, LedgerEvent};
 use serde_json::{Value, json};
 
@@ -563,9 +563,7 @@ async fn train_jobs_carry_data_under_semi_and_nothing_of_it_remains() {
     alice.create_collab("lab", "semi").await;
     alice.add_member("lab", "bob", "contributor").await;
     alice.add_member("lab", "carol", "consumer").await;
-    let base = tiny_model(root, "base", 1, None);
-    clreg_engine::tiny::write_tiny_tokenizer(&base, &clreg_engine::tiny::TinyConfig::default())
-        .unwrap();
+    let base = tiny_model_with_tokenizer(root, "base", 1);
     let base_artifact = alice
         .push("lab", "base", ArtifactKind::Base, None, &base)
         .await;
@@ -923,9 +921,8 @@ async fn mix_jobs_commit_a_mixtral_checkpoint_and_a_lora_moe_bundle_equal_to_loc
     let alice = server.user("alice").await;
     alice.create_collab("lab", "semi").await;
     let tiny = clreg_engine::tiny::TinyConfig::default();
-    let base_dir = tiny_model(root, "base", 1, None);
     // `gate_mode: hidden` reads the prompts through the base's tokenizer.
-    clreg_engine::tiny::write_tiny_tokenizer(&base_dir, &tiny).unwrap();
+    let base_dir = tiny_model_with_tokenizer(root, "base", 1);
     let fts = [
         fine_tune(&base_dir, "ft1", 1),
         fine_tune(&base_dir, "ft2", 2),
@@ -1087,9 +1084,7 @@ async fn full_collaborations_replay_and_joint_train_on_stored_data_as_a_local_ru
     let bob = server.user("bob").await;
     alice.create_collab("lab", "full").await;
     alice.add_member("lab", "bob", "contributor").await;
-    let tiny = clreg_engine::tiny::TinyConfig::default();
-    let base = tiny_model(root, "base", 1, None);
-    clreg_engine::tiny::write_tiny_tokenizer(&base, &tiny).unwrap();
+    let base = tiny_model_with_tokenizer(root, "base", 1);
     alice
         .push("lab", "base", ArtifactKind::Base, None, &base)
         .await;
@@ -1171,9 +1166,7 @@ async fn a_running_job_is_cancelled_between_steps_and_leaves_nothing() {
     let root = server.dir.path();
     let alice = server.user("alice").await;
     alice.create_collab("lab", "semi").await;
-    let base = tiny_model(root, "base", 1, None);
-    clreg_engine::tiny::write_tiny_tokenizer(&base, &clreg_engine::tiny::TinyConfig::default())
-        .unwrap();
+    let base = tiny_model_with_tokenizer(root, "base", 1);
     alice
         .push("lab", "base", ArtifactKind::Base, None, &base)
         .await;

@@ -708,6 +708,15 @@ pub fn tiny_model(root: &Path, name: &str, seed: u64, shard: Option<u64>) -> Pat
     dir
 }
 
+/// A tiny model with the tiny tokenizer: what a job that reads text needs (training, `hidden`
+/// routers, evaluation).
+pub fn tiny_model_with_tokenizer(root: &Path, name: &str, seed: u64) -> PathBuf {
+    let dir = tiny_model(root, name, seed, None);
+    clreg_engine::tiny::write_tiny_tokenizer(&dir, &clreg_engine::tiny::TinyConfig::default())
+        .expect("tiny tokenizer");
+    dir
+}
+
 pub fn tiny_adapter(
     root: &Path,
     name: &str,

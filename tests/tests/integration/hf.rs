@@ -10,7 +10,7 @@ use clreg_types::ArtifactKind;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::support::{TestServer, tiny_adapter, tiny_model, walk};
+use crate::support::{TestServer, tiny_adapter, tiny_model, tiny_model_with_tokenizer, walk};
 
 /// The python with huggingface_hub.
 fn python() -> PathBuf {
@@ -93,8 +93,7 @@ async fn huggingface_hub_downloads_a_base_an_adapter_and_a_mixture_byte_for_byte
     alice.add_member("lab", "remy", "contributor").await;
     alice.delete("/collaborations/lab/members/remy").await;
     let tiny = clreg_engine::tiny::TinyConfig::default();
-    let base = tiny_model(root, "base", 1, None);
-    clreg_engine::tiny::write_tiny_tokenizer(&base, &tiny).unwrap();
+    let base = tiny_model_with_tokenizer(root, "base", 1);
     alice
         .push("lab", "base", ArtifactKind::Base, None, &base)
         .await;

@@ -354,23 +354,7 @@ impl Run {
                     None => run_tool(&self.cfg.slurm.scancel, &[&name]).await,
                 }
             }
-            ExecutorKind::Kubernetes => {
-                let k = &self.cfg.kubernetes;
-                run_tool(
-                    &k.kubectl,
-                    &[
-                        "delete",
-                        "job",
-                        &self.inv.name(),
-                        "-n",
-                        &k.namespace,
-                        "--wait=false",
-                        "--ignore-not-found",
-                        "--propagation-policy=Background",
-                    ],
-                )
-                .await
-            }
+            ExecutorKind::Kubernetes => self.delete_kubernetes_job(false).await,
         };
         if let Err(e) = result {
             tracing::warn!(job = %self.inv.job, error = %e, "cancelling an external job failed");
@@ -390,24 +374,22 @@ impl Run {
     pub async fn wait(&mut self) {
         let mut ended = self.ended.clone();
         let _ = ended.wait_for(|e| e.is_some()).await;
-        if self.kind == ExecutorKind::Kubernetes {
-            let k = &self.cfg.kubernetes;
-            if let Err(e) = run_tool(
-                &k.kubectl,
-                &[
-                    "delete",
-                    "job",
-                    &self.inv.name(),
-                    "-n",
-                    &k.namespace,
-                    "--ignore-not-found",
-                    "--propagation-policy=Background",
-                ],
-            )
-            .await
-            {
-                tracing::warn!(job = %self.inv.job, error = %e, "deleting a finished Kubernetes Job failed; its ttl removes it");
-            }
+        if self.kind == ExecutorKind::Kubernetes
+            && let Err(e) = self.delete_kubernetes_job(true).await
+        {
+            tracing::warn!(job = %self.inv.job, error = %e, "deleting a finished Kubernetes Job failed; its ttl removes it");
         }
+    }
+
+    /// `kubectl delete job`, with its pod; `wait`: until they are gone.
+    async fn delete_kubernetes_job(&self, wait: bool) -> Result<String, String> {
+        let k = &self.cfg.kubernetes;
+        let name = self.inv.name();
+        let mut args = vec!["delete", "job", &name, "-n", &k.namespace];
+        if !wait {
+            args.push("--wait=false");
+        }
+        args.extend(["--ignore-not-found", "--propagation-policy=Background"]);
+        run_tool(&k.kubectl, &args).await
     }
 }
