@@ -178,9 +178,12 @@ async fn a_command_executor_job_commits_what_the_engine_makes_with_lineage_and_f
         .await;
     let log = log.to_string();
     assert!(
-        log.contains("running in the command executor") && log.contains("handed to a command"),
+        log.contains("running in the command executor")
+            && log.contains("handed to a command as clreg-"),
         "{log}"
     );
+    // Members read the job's log; the operator's rendered command line is not in it.
+    assert!(!log.contains("--order"), "{log}");
 
     // The same adapter as the engine run in the worker would make.
     let local = local_run(&root, &lab.base, &lab.data, &config);

@@ -111,8 +111,10 @@ impl Run {
                 let log = std::fs::File::create(inv.log()).map_err(|e| io("executor.log", e))?;
                 let mut command = if cfg.kind == ExecutorKind::Command {
                     let line = render_command(&cfg, &inv);
+                    // The job's log does not quote the rendered line: the operator's template
+                    // may hold what members should not read.
                     run.pending
-                        .push(note(format!("handed to a command: {line}")));
+                        .push(note(format!("handed to a command as {}", inv.name())));
                     let mut c = tokio::process::Command::new("sh");
                     c.arg("-c").arg(line);
                     c
