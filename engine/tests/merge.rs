@@ -1279,6 +1279,50 @@ fn record_holds_recipe_and_hashes() {
     assert_eq!(cfg["torch_dtype"], "bfloat16");
 }
 
+/// Merges read F32 tensors in place from the memory map when they are 4-byte aligned; a file
+/// whose data section is not (a header of odd length, legal though no writer makes it) is
+/// decoded instead, with the very same result.
+#[test]
+fn unaligned_f32_inputs_merge_exactly_like_aligned_ones() {
+    let f = Fixture::new(2);
+    let bytes = std::fs::read(f.root.join("m1/model.safetensors")).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    assert_eq!(n % 4, 0, "the fixture's header is aligned");
+    let mut odd = ((n + 1) as u64).to_le_bytes().to_vec();
+    odd.extend_from_slice(&bytes[8..8 + n]);
+    odd.push(b' ');
+    odd.extend_from_slice(&bytes[8 + n..]);
+    std::fs::create_dir_all(f.root.join("odd")).unwrap();
+    std::fs::write(f.root.join("odd/model.safetensors"), odd).unwrap();
+    std::fs::copy(
+        f.root.join("m1/config.json"),
+        f.root.join("odd/config.json"),
+    )
+    .unwrap();
+    let file =
+        clreg_engine::formats::stfile::StFile::open(&f.root.join("odd/model.safetensors")).unwrap();
+    assert!(file.f32_slice("odd.weight").unwrap().is_none());
+    let aligned =
+        clreg_engine::formats::stfile::StFile::open(&f.root.join("m1/model.safetensors")).unwrap();
+    assert!(aligned.f32_slice("odd.weight").unwrap().is_some());
+    assert_eq!(
+        file.read_f32("odd.weight").unwrap(),
+        aligned.read_f32("odd.weight").unwrap()
+    );
+
+    let linear = |second: &str, out: &str| {
+        let y = format!(
+            "merge_method: linear\nmodels:\n  - model: {}\n    parameters: {{weight: 0.3}}\n  \
+             - model: {}\n    parameters: {{weight: 0.7}}\n",
+            f.p("m0"),
+            f.p(second)
+        );
+        run(&y, &f.root.join(out)).unwrap();
+        std::fs::read(f.root.join(out).join("model.safetensors")).unwrap()
+    };
+    assert_eq!(linear("odd", "from-odd"), linear("m1", "from-aligned"));
+}
+
 #[test]
 fn mixed_input_dtypes_compute_in_f32_and_keep_base_dtype() {
     let f = Fixture::new(1);

@@ -229,4 +229,16 @@ impl Checkpoint {
     pub fn read_f32(&self, name: &str) -> Result<Vec<f32>, FormatError> {
         self.file_of(name)?.read_f32(name)
     }
+
+    /// `name` in place when it is aligned little-endian `F32` ([`StFile::f32_slice`]).
+    pub fn f32_slice(&self, name: &str) -> Result<Option<&[f32]>, FormatError> {
+        self.file_of(name)?.f32_slice(name)
+    }
+
+    /// Releases `name`'s pages once it is consumed ([`StFile::release`]).
+    pub fn release(&self, name: &str) {
+        if let Ok(f) = self.file_of(name) {
+            f.release(name);
+        }
+    }
 }

@@ -1,13 +1,14 @@
 //! Hugging Face checkpoints and PEFT adapters read and written tensor by tensor.
 //!
-//! The workspace forbids `unsafe`, so files are not memory-mapped: each tensor is read with
-//! positional reads (`pread`) straight into an `f32` buffer, in pieces, when it is needed. A merge
-//! thus holds a few tensors per input in memory, never a whole model, and the page cache does the
-//! rest.
+//! Input files are memory-mapped ([`mapped`], the workspace's one use of `unsafe`): a tensor is
+//! decoded from the page cache into an `f32` buffer when it is needed, or used in place when it
+//! is aligned little-endian `F32`, and its pages are released once it is consumed. A merge thus
+//! holds a few tensors per input in memory, never a whole model.
 
 pub mod checkpoint;
 pub mod dtype;
 pub mod lora;
+pub mod mapped;
 pub mod output;
 pub mod staging;
 pub mod stfile;

@@ -1,14 +1,13 @@
 //! One `.safetensors` file opened for reading: its checked header, and tensors read on demand.
 
 use std::fs::File;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use crate::error::FormatError;
 use crate::formats::dtype::{self, OutDtype};
+use crate::formats::mapped::Mapped;
 use crate::safetensors_header::{self, SafetensorsInfo, TensorInfo};
-
-/// Bytes read per positional read while decoding a tensor.
-const READ_PIECE: usize = 8 << 20;
 
 /// A tensor's raw bytes as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,38 +18,17 @@ pub struct RawTensor {
     pub bytes: Vec<u8>,
 }
 
-/// An open safetensors file.
+/// An open safetensors file, memory-mapped ([`super::mapped`]).
 #[derive(Debug)]
 pub struct StFile {
     path: PathBuf,
-    file: File,
+    map: Mapped,
     info: SafetensorsInfo,
-    data_start: u64,
+    data_start: usize,
 }
 
 fn io_err(path: &Path, e: impl std::fmt::Display) -> FormatError {
     FormatError::io(&path.display().to_string(), e.to_string())
-}
-
-fn read_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::FileExt;
-        file.read_exact_at(buf, offset)
-    }
-    #[cfg(windows)]
-    {
-        use std::os::windows::fs::FileExt;
-        let mut done = 0usize;
-        while done < buf.len() {
-            let n = file.seek_read(&mut buf[done..], offset + done as u64)?;
-            if n == 0 {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            }
-            done += n;
-        }
-        Ok(())
-    }
 }
 
 impl StFile {
@@ -58,21 +36,24 @@ impl StFile {
     pub fn open(path: &Path) -> Result<Self, FormatError> {
         let name = path.display().to_string();
         let file = File::open(path).map_err(|e| io_err(path, e))?;
-        let size = file.metadata().map_err(|e| io_err(path, e))?.len();
+        let map = Mapped::new(&file).map_err(|e| io_err(path, e))?;
+        let bytes = map.bytes();
+        let size = bytes.len() as u64;
         let mut prefix = [0u8; 8];
-        if size >= 8 {
-            read_at(&file, &mut prefix, 0).map_err(|e| io_err(path, e))?;
+        if let Some(p) = bytes.get(..8) {
+            prefix.copy_from_slice(p);
         }
         let n = safetensors_header::header_len(&prefix, size, &name)?;
         let len = usize::try_from(n).map_err(|e| io_err(path, e))?;
-        let mut header = vec![0u8; len];
-        read_at(&file, &mut header, 8).map_err(|e| io_err(path, e))?;
-        let info = safetensors_header::parse_header(&header, size, &name)?;
+        let header = bytes
+            .get(8..8 + len)
+            .ok_or_else(|| io_err(path, "the header runs past the end of the file"))?;
+        let info = safetensors_header::parse_header(header, size, &name)?;
         Ok(Self {
             path: path.to_path_buf(),
-            file,
+            map,
             info,
-            data_start: 8 + n,
+            data_start: 8 + len,
         })
     }
 
@@ -101,22 +82,35 @@ impl StFile {
         })
     }
 
-    /// The raw bytes of tensor `name`.
-    pub fn read_raw(&self, name: &str) -> Result<RawTensor, FormatError> {
-        let t = self.tensor(name)?;
-        let len = usize::try_from(t.end - t.begin).map_err(|e| io_err(&self.path, e))?;
-        let mut bytes = vec![0u8; len];
-        read_at(&self.file, &mut bytes, self.data_start + t.begin)
-            .map_err(|e| io_err(&self.path, e))?;
-        Ok(RawTensor {
-            dtype: t.dtype.clone(),
-            shape: t.shape.iter().map(|d| *d as usize).collect(),
-            bytes,
+    /// Where tensor `name`'s bytes lie in the map.
+    fn range(&self, t: &TensorInfo) -> Result<Range<usize>, FormatError> {
+        let to = |v: u64| usize::try_from(v).map_err(|e| io_err(&self.path, e));
+        // parse_header checked the offsets against the file's size.
+        Ok(self.data_start + to(t.begin)?..self.data_start + to(t.end)?)
+    }
+
+    fn bytes_of(&self, t: &TensorInfo) -> Result<&[u8], FormatError> {
+        let range = self.range(t)?;
+        self.map.bytes().get(range).ok_or_else(|| {
+            io_err(
+                &self.path,
+                format!("tensor `{}` lies past the end of the file", t.name),
+            )
         })
     }
 
-    /// Tensor `name` as `f32` (from F32, F16 or BF16), read in pieces so that only the `f32`
-    /// result is held in full.
+    /// The raw bytes of tensor `name`.
+    pub fn read_raw(&self, name: &str) -> Result<RawTensor, FormatError> {
+        let t = self.tensor(name)?;
+        Ok(RawTensor {
+            dtype: t.dtype.clone(),
+            shape: t.shape.iter().map(|d| *d as usize).collect(),
+            bytes: self.bytes_of(t)?.to_vec(),
+        })
+    }
+
+    /// Tensor `name` as `f32` (from F32, F16 or BF16), decoded straight from the map, whose
+    /// pages are then released.
     pub fn read_f32(&self, name: &str) -> Result<Vec<f32>, FormatError> {
         let t = self.tensor(name)?;
         let dtype = OutDtype::from_safetensors(&t.dtype).ok_or_else(|| {
@@ -129,17 +123,29 @@ impl StFile {
                 ),
             )
         })?;
-        let size = dtype.size();
         let numel = usize::try_from(t.numel()).map_err(|e| io_err(&self.path, e))?;
         let mut out = vec![0f32; numel];
-        let piece_elems = READ_PIECE / size;
-        let mut buf = vec![0u8; piece_elems.min(numel) * size];
-        for (i, chunk) in out.chunks_mut(piece_elems.max(1)).enumerate() {
-            let bytes = &mut buf[..chunk.len() * size];
-            let offset = self.data_start + t.begin + (i * piece_elems * size) as u64;
-            read_at(&self.file, bytes, offset).map_err(|e| io_err(&self.path, e))?;
-            dtype::decode_into(dtype, bytes, chunk);
-        }
+        dtype::decode_into(dtype, self.bytes_of(t)?, &mut out);
+        self.release(name);
         Ok(out)
+    }
+
+    /// Tensor `name` in place, without a copy, when it is stored as `F32` at a 4-byte aligned
+    /// offset on a little-endian machine (as every safetensors writer lays it out); `None`
+    /// otherwise, and the caller reads it with [`StFile::read_f32`].
+    pub fn f32_slice(&self, name: &str) -> Result<Option<&[f32]>, FormatError> {
+        let t = self.tensor(name)?;
+        if t.dtype != "F32" || cfg!(target_endian = "big") {
+            return Ok(None);
+        }
+        Ok(bytemuck::try_cast_slice(self.bytes_of(t)?).ok())
+    }
+
+    /// Tells the kernel that tensor `name` was consumed: its pages leave the resident set
+    /// (advice; the tensor can still be read).
+    pub fn release(&self, name: &str) {
+        if let Some(range) = self.info.get(name).and_then(|t| self.range(t).ok()) {
+            self.map.release(range);
+        }
     }
 }

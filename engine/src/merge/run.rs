@@ -226,11 +226,16 @@ fn run_model_merge(
     let staging = Staging::new(out_dir)?;
     let mut writer = CheckpointWriter::create(staging.path(), specs.clone(), plan.shard_size)?;
     let mut bytes_done = 0u64;
+    // The merged tensor; kept across tensors so the largest is allocated (and zeroed) once.
+    let mut data = Vec::new();
     for (t, spec) in specs.iter().enumerate() {
         check_cancel(cancel)?;
-        let data = merge_one_tensor(plan, &spec.name, reference, &inputs)?;
-        writer.write(&spec.name, &data)?;
-        drop(data);
+        merge_one_tensor(plan, &spec.name, reference, &inputs, &mut data)?;
+        if spec.dtype == OutDtype::Float32 && cfg!(target_endian = "little") {
+            writer.write_raw(&spec.name, bytemuck::cast_slice(&data))?;
+        } else {
+            writer.write(&spec.name, &data)?;
+        }
         bytes_done += spec.bytes();
         progress(Progress {
             tensors_done: t + 1,
@@ -470,16 +475,52 @@ fn theta(
     }
 }
 
+/// Merges tensor `name` of every input into `out`.
 fn merge_one_tensor(
     plan: &MergePlan,
     name: &str,
     reference: &Checkpoint,
     inputs: &[(usize, Input)],
+    out: &mut Vec<f32>,
+) -> Result<(), MergeError> {
+    let weights: Vec<f64> = inputs.iter().map(|(i, _)| plan.models[*i].weight).collect();
+    if plan.method == Method::Linear {
+        // Checkpoints that hold the tensor as aligned F32 are merged in place from their maps.
+        let mut views = Vec::with_capacity(inputs.len());
+        for (_, input) in inputs {
+            match input {
+                Input::Checkpoint(c) => match c.f32_slice(name)? {
+                    Some(v) => views.push(v),
+                    None => break,
+                },
+                Input::Adapter(_) => break,
+            }
+        }
+        if views.len() == inputs.len() {
+            linear::merge_into(&views, &weights, plan.normalize, out);
+            for (_, input) in inputs {
+                if let Input::Checkpoint(c) = input {
+                    c.release(name);
+                }
+            }
+            return Ok(());
+        }
+    }
+    *out = merge_one_tensor_read(plan, name, reference, inputs, &weights)?;
+    Ok(())
+}
+
+/// [`merge_one_tensor`] on tensors read (decoded) into memory.
+fn merge_one_tensor_read(
+    plan: &MergePlan,
+    name: &str,
+    reference: &Checkpoint,
+    inputs: &[(usize, Input)],
+    weights: &[f64],
 ) -> Result<Vec<f32>, MergeError> {
     let read_base = || -> Result<Vec<f32>, MergeError> { Ok(reference.read_f32(name)?) };
     if plan.method == Method::Linear {
         let mut thetas = Vec::with_capacity(inputs.len());
-        let mut weights = Vec::with_capacity(inputs.len());
         let base_cache = std::cell::OnceCell::new();
         let cached = || -> Result<Vec<f32>, MergeError> {
             if let Some(b) = base_cache.get() {
@@ -489,12 +530,11 @@ fn merge_one_tensor(
             let _ = base_cache.set(b.clone());
             Ok(b)
         };
-        for (i, input) in inputs {
+        for (_, input) in inputs {
             thetas.push(theta(input, name, &cached)?);
-            weights.push(plan.models[*i].weight);
         }
         let refs: Vec<&[f32]> = thetas.iter().map(Vec::as_slice).collect();
-        return Ok(linear::merge(&refs, &weights, plan.normalize));
+        return Ok(linear::merge(&refs, weights, plan.normalize));
     }
     let base = read_base()?;
     let mut tvs = Vec::with_capacity(inputs.len());
