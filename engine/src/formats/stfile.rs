@@ -99,14 +99,16 @@ impl StFile {
         })
     }
 
-    /// The raw bytes of tensor `name`.
+    /// The raw bytes of tensor `name` (a copy; the map's pages are then released).
     pub fn read_raw(&self, name: &str) -> Result<RawTensor, FormatError> {
         let t = self.tensor(name)?;
-        Ok(RawTensor {
+        let raw = RawTensor {
             dtype: t.dtype.clone(),
             shape: t.shape.iter().map(|d| *d as usize).collect(),
             bytes: self.bytes_of(t)?.to_vec(),
-        })
+        };
+        self.release(name);
+        Ok(raw)
     }
 
     /// Tensor `name` as `f32` (from F32, F16 or BF16), decoded straight from the map, whose
