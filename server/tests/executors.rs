@@ -6,7 +6,6 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
 
 use clreg_server::jobs::executor::{ExecutorKind, shell_quote};
 use clreg_tests::{Client, TestServer, tiny_model_with_tokenizer};
@@ -119,14 +118,7 @@ fn local_run_over(
         resume: false,
         config: serde_json::from_value(config.clone()).unwrap(),
     });
-    let cancel = AtomicBool::new(false);
-    let ctx = clreg_engine::job::RunContext {
-        cancel: &cancel,
-        events: &|_| {},
-        digests: Default::default(),
-        device: Default::default(),
-    };
-    clreg_engine::job::run(&spec, &ctx).unwrap();
+    clreg_tests::run_engine_job(&spec);
     out
 }
 

@@ -1142,14 +1142,7 @@ async fn full_collaborations_replay_and_joint_train_on_stored_data_as_a_local_ru
             resume: false,
             config: serde_json::from_value(config).unwrap(),
         });
-        let cancel = AtomicBool::new(false);
-        let ctx = clreg_engine::job::RunContext {
-            cancel: &cancel,
-            events: &|_| {},
-            digests: Default::default(),
-            device: Default::default(),
-        };
-        clreg_engine::job::run(&spec, &ctx).unwrap();
+        clreg_tests::run_engine_job(&spec);
         let (_, artifact) = alice.get(&format!("/artifacts/{id}")).await;
         let served = served_files(&alice, &artifact).await;
         assert_eq!(

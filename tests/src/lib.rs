@@ -717,6 +717,19 @@ pub fn tiny_model_with_tokenizer(root: &Path, name: &str, seed: u64) -> PathBuf 
     dir
 }
 
+/// Runs a job spec with the engine in this process, as a worker's child would: the reference a
+/// served result is compared with.
+pub fn run_engine_job(spec: &clreg_engine::job::JobSpec) {
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let ctx = clreg_engine::job::RunContext {
+        cancel: &cancel,
+        events: &|_| {},
+        digests: Default::default(),
+        device: Default::default(),
+    };
+    clreg_engine::job::run(spec, &ctx).expect("the engine runs the job");
+}
+
 pub fn tiny_adapter(
     root: &Path,
     name: &str,
