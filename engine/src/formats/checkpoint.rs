@@ -230,6 +230,11 @@ impl Checkpoint {
         self.file_of(name)?.read_f32(name)
     }
 
+    /// [`Checkpoint::read_f32`] into a reused buffer ([`StFile::read_f32_into`]).
+    pub fn read_f32_into(&self, name: &str, out: &mut Vec<f32>) -> Result<(), FormatError> {
+        self.file_of(name)?.read_f32_into(name, out)
+    }
+
     /// `name` in place when it is aligned little-endian `F32` ([`StFile::f32_slice`]).
     pub fn f32_slice(&self, name: &str) -> Result<Option<&[f32]>, FormatError> {
         self.file_of(name)?.f32_slice(name)

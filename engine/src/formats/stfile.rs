@@ -114,6 +114,14 @@ impl StFile {
     /// Tensor `name` as `f32` (from F32, F16 or BF16), decoded straight from the map, whose
     /// pages are then released.
     pub fn read_f32(&self, name: &str) -> Result<Vec<f32>, FormatError> {
+        let mut out = Vec::new();
+        self.read_f32_into(name, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`StFile::read_f32`] into `out`, resized to the tensor's length (a buffer kept across
+    /// tensors is not allocated again).
+    pub fn read_f32_into(&self, name: &str, out: &mut Vec<f32>) -> Result<(), FormatError> {
         let t = self.tensor(name)?;
         let dtype = OutDtype::from_safetensors(&t.dtype).ok_or_else(|| {
             FormatError::model(
@@ -126,10 +134,11 @@ impl StFile {
             )
         })?;
         let numel = usize::try_from(t.numel()).map_err(|e| io_err(&self.path, e))?;
-        let mut out = vec![0f32; numel];
-        dtype::decode_into(dtype, self.bytes_of(t)?, &mut out);
+        out.truncate(numel);
+        out.resize(numel, 0.0);
+        dtype::decode_into(dtype, self.bytes_of(t)?, out);
         self.release(name);
-        Ok(out)
+        Ok(())
     }
 
     /// Tensor `name` in place, without a copy, when it is stored as `F32` at a 4-byte aligned

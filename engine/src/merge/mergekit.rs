@@ -12,8 +12,8 @@
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::merge::sparsify::{self, CHUNK, Keep};
-use crate::merge::task::{SignMethod, Sparsify, TaskVector, keep_rule, sign};
+use crate::merge::sparsify::{self, CHUNK};
+use crate::merge::task::{BLOCK, Block, SignMethod, Sparsify, TaskVector, keep_rule};
 
 /// The parameters of one mergekit-flavour merge.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -29,75 +29,68 @@ pub struct MergekitParams {
 
 /// Merges the task vectors of tensor `tensor` into `base`.
 pub fn merge(tensor: &str, base: &[f32], tvs: &[TaskVector], p: &MergekitParams) -> Vec<f32> {
-    let mut scratch = Vec::new();
+    let mut out = Vec::new();
+    merge_into(tensor, base, tvs, p, &mut out);
+    out
+}
+
+/// [`merge`] into `out`, resized to the tensor's length (a buffer kept across tensors is not
+/// allocated again).
+pub fn merge_into(
+    tensor: &str,
+    base: &[f32],
+    tvs: &[TaskVector],
+    p: &MergekitParams,
+    out: &mut Vec<f32>,
+) {
+    let mut coefs = Vec::with_capacity(tvs.len());
     let mut keeps = Vec::with_capacity(tvs.len());
-    let mut factors = Vec::with_capacity(tvs.len());
     for tv in tvs {
-        let keep = keep_rule(p.sparsify, tv, tensor, p.seed, &mut scratch);
+        let keep = keep_rule(p.sparsify, tv, tensor, p.seed);
         let factor = match (&tv.delta, p.rescale) {
             (Some(d), true) => sparsify::l1_rescale(d, &keep),
             _ => 1.0,
         };
         keeps.push(keep);
-        factors.push(factor);
+        coefs.push(tv.weight * factor);
     }
-    drop(scratch);
     let total_weight: f64 = tvs.iter().map(|t| t.weight).sum();
     let global_div = if total_weight.abs() < 1e-8 {
         1.0
     } else {
         total_weight
     };
-    let mut out = vec![0f32; base.len()];
+    out.truncate(base.len());
+    out.resize(base.len(), 0.0);
     out.par_chunks_mut(CHUNK)
         .enumerate()
         .for_each(|(c, chunk)| {
-            let start = c * CHUNK;
-            let mut v = vec![0f64; tvs.len()];
-            for (i, o) in chunk.iter_mut().enumerate() {
-                let j = start + i;
-                *o = element(j, base[j], tvs, &keeps, &factors, p, global_div, &mut v);
-            }
-        });
-    out
-}
-
-#[allow(clippy::too_many_arguments)]
-#[inline]
-fn element(
-    j: usize,
-    base: f32,
-    tvs: &[TaskVector],
-    keeps: &[Keep],
-    factors: &[f64],
-    p: &MergekitParams,
-    global_div: f64,
-    v: &mut [f64],
-) -> f32 {
-    for (i, tv) in tvs.iter().enumerate() {
-        v[i] = match &tv.delta {
-            Some(d) if keeps[i].keep(j, d[j]) => tv.weight * factors[i] * f64::from(d[j]),
-            _ => 0.0,
-        };
-    }
-    let (mixed, div) = match p.consensus {
-        None => (v.iter().sum::<f64>(), global_div),
-        Some(method) => {
-            let score = match method {
-                SignMethod::Sum => v.iter().sum::<f64>(),
-                SignMethod::Count => v.iter().map(|x| f64::from(sign(*x))).sum(),
-            };
-            let elected = if score >= 0.0 { 1 } else { -1 };
-            let (mut mixed, mut div) = (0f64, 0f64);
-            for (x, tv) in v.iter().zip(tvs) {
-                if sign(*x) == elected {
-                    mixed += x;
-                    div += tv.weight;
+            let mut block = Block::new(tvs.len());
+            for (b, o) in chunk.chunks_mut(BLOCK).enumerate() {
+                let (start, n) = (c * CHUNK + b * BLOCK, o.len());
+                for (i, tv) in tvs.iter().enumerate() {
+                    let coef = coefs[i];
+                    block.set_values(i, &keeps[i], tv.delta.as_deref(), start, n, |x| coef * x);
+                }
+                if let Some(method) = p.consensus {
+                    block.elect(method, tvs.len(), n);
+                }
+                let elect = p.consensus.is_some();
+                block.combine(tvs.len(), n, elect, |_, x| x, |i| tvs[i].weight);
+                let base = &base[start..start + n];
+                let rows = o.iter_mut().zip(base).zip(&block.mixed[..n]);
+                match (p.normalize, elect) {
+                    (true, true) => rows.zip(&block.div[..n]).for_each(|(((o, b), m), d)| {
+                        let div = if *d == 0.0 { 1.0 } else { *d };
+                        *o = (f64::from(*b) + p.lambda * (m / div)) as f32;
+                    }),
+                    (true, false) => rows.for_each(|((o, b), m)| {
+                        *o = (f64::from(*b) + p.lambda * (m / global_div)) as f32;
+                    }),
+                    (false, _) => rows.for_each(|((o, b), m)| {
+                        *o = (f64::from(*b) + p.lambda * m) as f32;
+                    }),
                 }
             }
-            (mixed, if div == 0.0 { 1.0 } else { div })
-        }
-    };
-    let mixed = if p.normalize { mixed / div } else { mixed };
-    (f64::from(base) + p.lambda * mixed) as f32
+        });
 }

@@ -11,7 +11,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::merge::sparsify::{CHUNK, Keep};
-use crate::merge::task::{SignMethod, Sparsify, TaskVector, keep_rule, sign};
+use crate::merge::task::{BLOCK, Block, SignMethod, Sparsify, TaskVector, keep_rule};
 
 /// PEFT's combination types on task vectors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,13 +58,26 @@ pub fn merge(
     tvs: &[TaskVector],
     p: &PeftParams,
 ) -> Vec<f32> {
+    let mut out = Vec::new();
+    merge_into(tensor, base, len, tvs, p, &mut out);
+    out
+}
+
+/// [`merge`] into `out`, resized to `len` (a buffer kept across tensors is not allocated
+/// again).
+pub fn merge_into(
+    tensor: &str,
+    base: Option<&[f32]>,
+    len: usize,
+    tvs: &[TaskVector],
+    p: &PeftParams,
+    out: &mut Vec<f32>,
+) {
     let prune = p.combination.prune();
-    let mut scratch = Vec::new();
     let keeps: Vec<Keep> = tvs
         .iter()
-        .map(|tv| keep_rule(prune, tv, tensor, p.seed, &mut scratch))
+        .map(|tv| keep_rule(prune, tv, tensor, p.seed))
         .collect();
-    drop(scratch);
     // DARE rescales by 1/density whenever it prunes.
     let dare = prune == Some(Sparsify::Bernoulli);
     let divisors: Vec<f64> = tvs
@@ -77,40 +90,32 @@ pub fn merge(
             }
         })
         .collect();
-    let mut out = vec![0f32; len];
+    let elect = p.combination.elects();
+    out.truncate(len);
+    out.resize(len, 0.0);
     out.par_chunks_mut(CHUNK)
         .enumerate()
         .for_each(|(c, chunk)| {
-            let start = c * CHUNK;
-            let mut v = vec![0f64; tvs.len()];
-            for (i, o) in chunk.iter_mut().enumerate() {
-                let j = start + i;
-                for (k, tv) in tvs.iter().enumerate() {
-                    v[k] = match &tv.delta {
-                        Some(d) if keeps[k].keep(j, d[j]) => f64::from(d[j]) / divisors[k],
-                        _ => 0.0,
-                    };
+            let mut block = Block::new(tvs.len());
+            for (b, o) in chunk.chunks_mut(BLOCK).enumerate() {
+                let (start, n) = (c * CHUNK + b * BLOCK, o.len());
+                for (i, tv) in tvs.iter().enumerate() {
+                    let divisor = divisors[i];
+                    block.set_values(i, &keeps[i], tv.delta.as_deref(), start, n, |x| x / divisor);
                 }
-                let mixed = if p.combination.elects() {
-                    let score = match p.sign {
-                        SignMethod::Sum => v.iter().sum::<f64>(),
-                        SignMethod::Count => v.iter().map(|x| f64::from(sign(*x))).sum(),
+                if elect {
+                    block.elect(p.sign, tvs.len(), n);
+                }
+                block.combine(tvs.len(), n, elect, |i, x| tvs[i].weight * x, |_| 1.0);
+                for (j, o) in o.iter_mut().enumerate() {
+                    let mixed = if elect {
+                        block.mixed[j] / block.div[j].max(1.0)
+                    } else {
+                        block.mixed[j]
                     };
-                    let elected = if score >= 0.0 { 1 } else { -1 };
-                    let (mut sum, mut count) = (0f64, 0usize);
-                    for (x, tv) in v.iter().zip(tvs) {
-                        if sign(*x) == elected {
-                            sum += tv.weight * x;
-                            count += 1;
-                        }
-                    }
-                    sum / count.max(1) as f64
-                } else {
-                    v.iter().zip(tvs).map(|(x, tv)| tv.weight * x).sum()
-                };
-                let b = base.map_or(0.0, |b| f64::from(b[j]));
-                *o = (b + p.lambda * mixed) as f32;
+                    let b = base.map_or(0.0, |b| f64::from(b[start + j]));
+                    *o = (b + p.lambda * mixed) as f32;
+                }
             }
         });
-    out
 }

@@ -228,9 +228,17 @@ fn run_model_merge(
     let mut bytes_done = 0u64;
     // The merged tensor; kept across tensors so the largest is allocated (and zeroed) once.
     let mut data = Vec::new();
+    let mut buffers = Buffers::default();
     for (t, spec) in specs.iter().enumerate() {
         check_cancel(cancel)?;
-        merge_one_tensor(plan, &spec.name, reference, &inputs, &mut data)?;
+        merge_one_tensor(
+            plan,
+            &spec.name,
+            reference,
+            &inputs,
+            &mut buffers,
+            &mut data,
+        )?;
         if spec.dtype == OutDtype::Float32 && cfg!(target_endian = "little") {
             writer.write_raw(&spec.name, bytemuck::cast_slice(&data))?;
         } else {
@@ -475,12 +483,21 @@ fn theta(
     }
 }
 
+/// Buffers kept across tensors: each grows to the largest tensor once instead of being
+/// allocated, and zeroed by the kernel, for every tensor.
+#[derive(Default)]
+struct Buffers {
+    base: Vec<f32>,
+    deltas: Vec<Vec<f32>>,
+}
+
 /// Merges tensor `name` of every input into `out`.
 fn merge_one_tensor(
     plan: &MergePlan,
     name: &str,
     reference: &Checkpoint,
     inputs: &[(usize, Input)],
+    buffers: &mut Buffers,
     out: &mut Vec<f32>,
 ) -> Result<(), MergeError> {
     let weights: Vec<f64> = inputs.iter().map(|(i, _)| plan.models[*i].weight).collect();
@@ -505,47 +522,39 @@ fn merge_one_tensor(
             }
             return Ok(());
         }
+        *out = merge_linear_read(plan, name, reference, inputs, &weights)?;
+        return Ok(());
     }
-    *out = merge_one_tensor_read(plan, name, reference, inputs, &weights)?;
-    Ok(())
-}
-
-/// [`merge_one_tensor`] on tensors read (decoded) into memory.
-fn merge_one_tensor_read(
-    plan: &MergePlan,
-    name: &str,
-    reference: &Checkpoint,
-    inputs: &[(usize, Input)],
-    weights: &[f64],
-) -> Result<Vec<f32>, MergeError> {
-    let read_base = || -> Result<Vec<f32>, MergeError> { Ok(reference.read_f32(name)?) };
-    if plan.method == Method::Linear {
-        let mut thetas = Vec::with_capacity(inputs.len());
-        let base_cache = std::cell::OnceCell::new();
-        let cached = || -> Result<Vec<f32>, MergeError> {
-            if let Some(b) = base_cache.get() {
-                return Ok(Vec::clone(b));
-            }
-            let b = read_base()?;
-            let _ = base_cache.set(b.clone());
-            Ok(b)
-        };
-        for (_, input) in inputs {
-            thetas.push(theta(input, name, &cached)?);
+    let Buffers {
+        base: base_buffer,
+        deltas: pool,
+    } = buffers;
+    let base: &[f32] = match reference.f32_slice(name)? {
+        Some(b) => b,
+        None => {
+            reference.read_f32_into(name, base_buffer)?;
+            base_buffer
         }
-        let refs: Vec<&[f32]> = thetas.iter().map(Vec::as_slice).collect();
-        return Ok(linear::merge(&refs, weights, plan.normalize));
-    }
-    let base = read_base()?;
+    };
     let mut tvs = Vec::with_capacity(inputs.len());
     for (i, input) in inputs {
         let m = &plan.models[*i];
         let delta = match input {
             Input::Checkpoint(c) => {
-                let mut t = c.read_f32(name)?;
-                t.par_iter_mut()
-                    .zip(base.par_iter())
-                    .for_each(|(x, b)| *x -= b);
+                let mut t = pool.pop().unwrap_or_default();
+                match c.f32_slice(name)? {
+                    Some(x) => {
+                        t.clear();
+                        t.par_extend(x.par_iter().zip(base).map(|(x, b)| x - b));
+                        c.release(name);
+                    }
+                    None => {
+                        c.read_f32_into(name, &mut t)?;
+                        t.par_iter_mut()
+                            .zip(base.par_iter())
+                            .for_each(|(x, b)| *x -= b);
+                    }
+                }
                 Some(t)
             }
             Input::Adapter(a) => module_of(name).map(|md| a.delta(md)).transpose()?.flatten(),
@@ -574,7 +583,7 @@ fn merge_one_tensor_read(
             lambda: plan.lambda,
             seed: plan.seed,
         };
-        Ok(peft::merge(name, Some(&base), base.len(), &tvs, &p))
+        peft::merge_into(name, Some(base), base.len(), &tvs, &p, out);
     } else {
         let p = MergekitParams {
             sparsify,
@@ -584,8 +593,38 @@ fn merge_one_tensor_read(
             lambda: plan.lambda,
             seed: plan.seed,
         };
-        Ok(mergekit::merge(name, &base, &tvs, &p))
+        mergekit::merge_into(name, base, &tvs, &p, out);
     }
+    reference.release(name);
+    pool.extend(tvs.into_iter().filter_map(|tv| tv.delta));
+    Ok(())
+}
+
+/// A linear merge of tensors read (decoded) into memory: adapters, or checkpoints that are
+/// not aligned F32.
+fn merge_linear_read(
+    plan: &MergePlan,
+    name: &str,
+    reference: &Checkpoint,
+    inputs: &[(usize, Input)],
+    weights: &[f64],
+) -> Result<Vec<f32>, MergeError> {
+    let read_base = || -> Result<Vec<f32>, MergeError> { Ok(reference.read_f32(name)?) };
+    let mut thetas = Vec::with_capacity(inputs.len());
+    let base_cache = std::cell::OnceCell::new();
+    let cached = || -> Result<Vec<f32>, MergeError> {
+        if let Some(b) = base_cache.get() {
+            return Ok(Vec::clone(b));
+        }
+        let b = read_base()?;
+        let _ = base_cache.set(b.clone());
+        Ok(b)
+    };
+    for (_, input) in inputs {
+        thetas.push(theta(input, name, &cached)?);
+    }
+    let refs: Vec<&[f32]> = thetas.iter().map(Vec::as_slice).collect();
+    Ok(linear::merge(&refs, weights, plan.normalize))
 }
 
 /// The largest rank an adapter config allows, as PEFT counts it.
