@@ -226,23 +226,15 @@ fn run_model_merge(
     let staging = Staging::new(out_dir)?;
     let mut writer = CheckpointWriter::create(staging.path(), specs.clone(), plan.shard_size)?;
     let mut bytes_done = 0u64;
-    // The merged tensor; kept across tensors so the largest is allocated (and zeroed) once.
-    let mut data = Vec::new();
     let mut buffers = Buffers::default();
     for (t, spec) in specs.iter().enumerate() {
         check_cancel(cancel)?;
-        merge_one_tensor(
-            plan,
-            &spec.name,
-            reference,
-            &inputs,
-            &mut buffers,
-            &mut data,
-        )?;
+        merge_one_tensor(plan, &spec.name, reference, &inputs, &mut buffers)?;
+        let data = &buffers.merged;
         if spec.dtype == OutDtype::Float32 && cfg!(target_endian = "little") {
-            writer.write_raw(&spec.name, bytemuck::cast_slice(&data))?;
+            writer.write_raw(&spec.name, bytemuck::cast_slice(data))?;
         } else {
-            writer.write(&spec.name, &data)?;
+            writer.write(&spec.name, data)?;
         }
         bytes_done += spec.bytes();
         progress(Progress {
@@ -487,21 +479,27 @@ fn theta(
 /// allocated, and zeroed by the kernel, for every tensor.
 #[derive(Default)]
 struct Buffers {
+    /// The merged tensor.
+    merged: Vec<f32>,
     base: Vec<f32>,
     deltas: Vec<Vec<f32>>,
 }
 
-/// Merges tensor `name` of every input into `out`.
+/// Merges tensor `name` of every input into `buffers.merged`.
 fn merge_one_tensor(
     plan: &MergePlan,
     name: &str,
     reference: &Checkpoint,
     inputs: &[(usize, Input)],
     buffers: &mut Buffers,
-    out: &mut Vec<f32>,
 ) -> Result<(), MergeError> {
-    let weights: Vec<f64> = inputs.iter().map(|(i, _)| plan.models[*i].weight).collect();
+    let Buffers {
+        merged: out,
+        base: base_buffer,
+        deltas: pool,
+    } = buffers;
     if plan.method == Method::Linear {
+        let weights: Vec<f64> = inputs.iter().map(|(i, _)| plan.models[*i].weight).collect();
         // Checkpoints that hold the tensor as aligned F32 are merged in place from their maps.
         let mut views = Vec::with_capacity(inputs.len());
         for (_, input) in inputs {
@@ -525,10 +523,6 @@ fn merge_one_tensor(
         *out = merge_linear_read(plan, name, reference, inputs, &weights)?;
         return Ok(());
     }
-    let Buffers {
-        base: base_buffer,
-        deltas: pool,
-    } = buffers;
     let base: &[f32] = match reference.f32_slice(name)? {
         Some(b) => b,
         None => {

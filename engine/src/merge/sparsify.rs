@@ -229,14 +229,34 @@ fn magnitude_keep_sampled(delta: &[f32], density: f64, sample: usize) -> Keep {
     } else if need >= equal {
         Some(usize::MAX)
     } else {
-        delta
-            .iter()
-            .enumerate()
-            .filter(|(_, d)| d.abs() == t)
-            .nth(need - 1)
-            .map(|(j, _)| j)
+        nth_tie(delta, t, need)
     };
     Keep::Magnitude { t, last_tie }
+}
+
+/// The index of the `nth` (1-based) entry with |δ| = t. Ties are cut on most tensors (δ of f32
+/// weights repeats magnitudes), so the ties are counted per chunk in parallel and only the
+/// chunk holding the cut is scanned.
+fn nth_tie(delta: &[f32], t: f32, nth: usize) -> Option<usize> {
+    let counts: Vec<usize> = delta
+        .par_chunks(CHUNK)
+        .map(|c| c.iter().filter(|d| d.abs() == t).count())
+        .collect();
+    let mut left = nth;
+    for (c, count) in counts.into_iter().enumerate() {
+        if left <= count {
+            let start = c * CHUNK;
+            let chunk = &delta[start..(start + CHUNK).min(delta.len())];
+            return chunk
+                .iter()
+                .enumerate()
+                .filter(|(_, d)| d.abs() == t)
+                .nth(left - 1)
+                .map(|(j, _)| start + j);
+        }
+        left -= count;
+    }
+    None
 }
 
 /// Σ|δ| and Σ|δ| over kept entries, in `f64`.
@@ -354,7 +374,8 @@ mod tests {
     fn ties_at_the_threshold_are_kept_in_index_order() {
         // Magnitudes from a few values only, so k usually cuts a run of equal entries; zeros
         // of both signs tie with each other.
-        let d: Vec<f32> = (0..5000)
+        // Several rayon chunks, so the cut can fall past the first.
+        let d: Vec<f32> = (0..3 * CHUNK + 123)
             .map(|j| match j % 7 {
                 0 => 0.0,
                 1 => -0.0,
