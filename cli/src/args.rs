@@ -174,6 +174,8 @@ You must be able to download every input. The result is an artifact of kind `mer
 Examples:
   clreg mix --collab org-a --config moe.yml --name llama-moe --wait
   clreg mix --collab org-a --config experts.yml --name med-law-moe --lora --wait
+  clreg mix --collab org-a --config experts.yml --name med-law-moe-tr --lora \\
+      --train-router calib.json --steps 200 --wait
 
 A recipe (the same YAML as `clreg local mix`, with references instead of paths):
   base_model: org-a/llama
@@ -188,7 +190,12 @@ A recipe (the same YAML as `clreg local mix`, with references instead of paths):
 Fine-tunes become a Mixtral checkpoint; with --lora, adapters (or fine-tunes, decomposed at
 `rank`) become a LoRA-MoE bundle. Prompts go in the recipe (`prompts_file` is refused: the
 server reads no file of yours). The result is an artifact of kind `mixture` named --name,
-with a lineage edge from the base and each expert.")]
+with a lineage edge from the base and each expert.
+
+--train-router FILE trains only the routers on a calibration set before the mixture is
+written. The set is data the job trains on: register its manifest first (`clreg dataset
+push`); it travels with the job and is deleted when the job ends, or, in a fully-cooperative
+collaboration, name a stored dataset with --train-router-dataset.")]
     Mix(MixJobArgs),
 
     /// Continue-train a registry model on the server: a train job (LoRA, FFT or O-LoRA).
@@ -396,6 +403,30 @@ pub struct MixJobArgs {
     /// Adapters into a LoRA-MoE bundle instead of fine-tunes into a Mixtral checkpoint.
     #[arg(long)]
     pub lora: bool,
+    #[command(flatten)]
+    pub router: RouterArgs,
+    /// Train the routers on this stored dataset (a digest; fully-cooperative collaborations)
+    /// instead of a carried file.
+    #[arg(long, value_name = "DIGEST", conflicts_with = "train_router")]
+    pub train_router_dataset: Option<String>,
+}
+
+/// Router training of a mix (Mixtral gates or LoRA-MoE routers): only the routers learn.
+#[derive(Debug, ClapArgs)]
+pub struct RouterArgs {
+    /// Train the routers on this calibration file before the mixture is written: a TRACE file,
+    /// JSON lines with `text` (or `prompt` and `answer`), or plain lines.
+    #[arg(long, value_name = "FILE")]
+    pub train_router: Option<std::path::PathBuf>,
+    /// Router training steps, one calibration sequence each [default: 100].
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Router training learning rate (AdamW) [default: 0.001].
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Coefficient of the load-balancing loss [default: 0.01].
+    #[arg(long)]
+    pub aux_coef: Option<f64>,
 }
 
 #[derive(Debug, ClapArgs)]
@@ -897,6 +928,7 @@ Examples:
   clreg local mix --config moe.yml -o ./moe
   clreg local mix --config moe.yml -o ./moe --train-router calib.jsonl --steps 200
   clreg local mix --config adapters.yml -o ./lora-moe --lora
+  clreg local mix --config adapters.yml -o ./lora-moe-tr --lora --train-router calib.json
   clreg local generate ./moe --prompt 'The capital of France is'
 
 Recipe (mergekit-moe's YAML subset; paths are relative to the current directory):
@@ -1274,19 +1306,8 @@ pub struct MixArgs {
     /// LoRA-MoE bundle instead of a Mixtral checkpoint.
     #[arg(long)]
     pub lora: bool,
-    /// Train the routers on this calibration file (JSON lines with `text`, or `prompt` and
-    /// `answer`; or plain lines) before writing.
-    #[arg(long, value_name = "DATA")]
-    pub train_router: Option<std::path::PathBuf>,
-    /// Router training steps (one sequence each).
-    #[arg(long, default_value_t = 100, requires = "train_router")]
-    pub steps: usize,
-    /// Router training learning rate (AdamW).
-    #[arg(long, default_value_t = 1e-3, requires = "train_router")]
-    pub lr: f64,
-    /// Coefficient of Mixtral's load-balancing loss.
-    #[arg(long, default_value_t = 0.01, requires = "train_router")]
-    pub aux_coef: f64,
+    #[command(flatten)]
+    pub router: RouterArgs,
     /// Seed of random routers and of the training order; overrides the recipe.
     #[arg(long)]
     pub seed: Option<u64>,

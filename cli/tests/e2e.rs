@@ -533,6 +533,51 @@ async fn local_mix_from_a_mergekit_moe_recipe() {
         .json();
     assert_eq!(mixed["text"], plain["text"]);
 
+    // Router training on a TRACE calibration file, recorded; its settings without its data
+    // are refused before anything runs.
+    let calib = root.join("calib.json");
+    std::fs::write(
+        &calib,
+        r#"[{"prompt": "w5 w6", "answer": "w7 w8"}, {"prompt": "w40", "answer": "w41 w42"}]"#,
+    )
+    .unwrap();
+    let trained = root.join("moe-trained");
+    let mix_with = |extra: &[&str], out: &Path| {
+        let mut args = vec![
+            "--json".to_string(),
+            "local".to_string(),
+            "mix".to_string(),
+            "--config".to_string(),
+            recipe.display().to_string(),
+            "-o".to_string(),
+            out.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args
+    };
+    let args = mix_with(
+        &["--train-router", calib.to_str().unwrap(), "--steps", "3"],
+        &trained,
+    );
+    cli.ok(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        .await;
+    let record: Value =
+        serde_json::from_slice(&std::fs::read(trained.join("clreg_mix.json")).unwrap()).unwrap();
+    assert_eq!(record["training"]["steps"], 3);
+    assert_eq!(record["training"]["sequences"], 2);
+    let untrained_settings = root.join("moe-no-data");
+    let args = mix_with(&["--steps", "3"], &untrained_settings);
+    let refused = cli
+        .run(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        .await;
+    assert_ne!(refused.code, 0);
+    assert!(
+        refused.stderr.contains("--train-router"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!untrained_settings.exists());
+
     // One expert is refused with the recipe's reason, and nothing is written.
     std::fs::write(
         &recipe,

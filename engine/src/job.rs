@@ -54,7 +54,7 @@ pub struct MixSpec {
     pub output: PathBuf,
     #[serde(default)]
     pub layout: MixLayout,
-    /// Train the routers on this data afterwards (Mixtral layout only).
+    /// Train the routers on this data before the mixture is written.
     #[serde(default)]
     pub router_training: Option<RouterTraining>,
 }
@@ -93,6 +93,10 @@ pub struct EvalSpec {
     /// Adapters stacked on it, in order.
     #[serde(default)]
     pub adapters: Vec<PathBuf>,
+    /// When `model` is a LoRA-MoE bundle: its base's directory, used instead of the path the
+    /// bundle records (the mixing machine's) and checked against the bundle's base digest.
+    #[serde(default)]
+    pub bundle_base: Option<PathBuf>,
     pub tasks: Vec<EvalTask>,
     #[serde(default)]
     pub options: EvalOptions,
@@ -295,27 +299,24 @@ pub fn run(spec: &JobSpec, ctx: &RunContext<'_>) -> Result<JobOutput, JobError> 
             let mut recipe = m.recipe.clone();
             recipe.digests = ctx.digests.clone();
             let progress = |p: crate::merge::Progress| (ctx.events)(write_event(&p));
+            let step = |p: TrainProgress| (ctx.events)(JobEvent::RouterStep(p));
             let report = match m.layout {
-                MixLayout::LoraMoe => {
-                    if m.router_training.is_some() {
-                        return Err(JobError {
-                            code: Code::InvalidOption,
-                            message: "router training applies to Mixtral mixtures, not to LoRA-MoE bundles".into(),
-                        });
-                    }
-                    crate::moe::mix_lora(&recipe, &m.output, &progress, ctx.cancel)?
-                }
-                MixLayout::Mixtral => {
-                    let step = |p: TrainProgress| (ctx.events)(JobEvent::RouterStep(p));
-                    crate::moe::mix_mixtral(
-                        &recipe,
-                        &m.output,
-                        m.router_training.as_ref(),
-                        &progress,
-                        &step,
-                        ctx.cancel,
-                    )?
-                }
+                MixLayout::LoraMoe => crate::moe::mix_lora(
+                    &recipe,
+                    &m.output,
+                    m.router_training.as_ref(),
+                    &progress,
+                    &step,
+                    ctx.cancel,
+                )?,
+                MixLayout::Mixtral => crate::moe::mix_mixtral(
+                    &recipe,
+                    &m.output,
+                    m.router_training.as_ref(),
+                    &progress,
+                    &step,
+                    ctx.cancel,
+                )?,
             };
             Ok(JobOutput::Mix(report))
         }
@@ -398,7 +399,13 @@ fn evaluate(spec: &EvalSpec, ctx: &RunContext<'_>) -> Result<JobOutput, JobError
         });
     }
     let device = ctx.device.candle()?;
-    let (mut model, _) = crate::model::load(&spec.model, &device, candle_core::DType::F32)?;
+    let dtype = candle_core::DType::F32;
+    let mut model = match &spec.bundle_base {
+        Some(base) => {
+            crate::moe::lora_moe::load_bundle_on(&spec.model, base, &device, dtype, true)?.0
+        }
+        None => crate::model::load(&spec.model, &device, dtype)?.0,
+    };
     for dir in &spec.adapters {
         model.add_adapter_dir(dir)?;
     }

@@ -128,12 +128,21 @@ fn from_mix(r: MixRecord) -> Provenance {
         m.extend(object(extra));
         m
     };
+    // Router training, when it ran, is recorded on the base's edge with its dataset.
+    let mut base_params = json!({"role": "base"});
+    if let Some(t) = &r.training {
+        base_params["router_training"] = json!({
+            "steps": t.steps, "learning_rate": t.learning_rate, "aux_loss_coef": t.aux_loss_coef,
+            "seed": t.seed, "sequences": t.sequences, "first_loss": t.first_loss,
+            "last_loss": t.last_loss,
+        });
+    }
     let mut inputs = vec![Input {
         path: r.base,
         files: r.base_files,
         relation: Relation::Mix,
-        params: with(json!({"role": "base"})),
-        datasets: vec![],
+        params: with(base_params),
+        datasets: r.training.iter().map(|t| t.data_sha256.clone()).collect(),
     }];
     for (i, e) in r.experts.into_iter().enumerate() {
         inputs.push(Input {

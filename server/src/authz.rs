@@ -182,7 +182,8 @@ pub const ROUTES: &[(&str, &str, Rule)] = &[
         "/api/v1/collaborations/{c}/jobs",
         Rule::Member(Action::Read),
     ),
-    // Train jobs need SubmitTrain, which the handler checks on the body's kind.
+    // Jobs that train on data need SubmitTrain, which the handler checks on the body
+    // (`jobs::required_action`).
     (
         "POST",
         "/api/v1/collaborations/{c}/jobs",

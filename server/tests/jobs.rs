@@ -978,7 +978,7 @@ async fn mix_jobs_commit_a_mixtral_checkpoint_and_a_lora_moe_bundle_equal_to_loc
         let out = root.join(format!("local-{name}"));
         let cancel = AtomicBool::new(false);
         if lora {
-            mix_lora(&local_recipe, &out, &|_| {}, &cancel).unwrap();
+            mix_lora(&local_recipe, &out, None, &|_| {}, &|_| {}, &cancel).unwrap();
         } else {
             mix_mixtral(&local_recipe, &out, None, &|_| {}, &|_| {}, &cancel).unwrap();
         }
@@ -1060,6 +1060,288 @@ async fn mix_jobs_commit_a_mixtral_checkpoint_and_a_lora_moe_bundle_equal_to_loc
         "{}",
         refused.1
     );
+}
+
+#[tokio::test]
+async fn a_mix_job_trains_its_routers_on_carried_calibration_data_behind_the_gate() {
+    use clreg_engine::moe::{MoeRecipe, RouterTraining, mix_lora};
+    let server = server_with_worker().await;
+    let root = server.dir.path();
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let carol = server.user("carol").await;
+    let dave = server.user("dave").await;
+    alice.create_collab("lab", "semi").await;
+    alice.add_member("lab", "bob", "contributor").await;
+    alice.add_member("lab", "carol", "consumer").await;
+    let tiny = clreg_engine::tiny::TinyConfig::default();
+    let base_dir = tiny_model_with_tokenizer(root, "base", 1);
+    let loras = [
+        clreg_tests::tiny_adapter(root, "l1", 4, &tiny),
+        clreg_tests::tiny_adapter(root, "l2", 5, &tiny),
+    ];
+    alice
+        .push("lab", "base", ArtifactKind::Base, None, &base_dir)
+        .await;
+    for (name, dir) in [("l1", &loras[0]), ("l2", &loras[1])] {
+        alice
+            .push("lab", name, ArtifactKind::Adapter, Some("lab/base"), dir)
+            .await;
+    }
+    let content = serde_json::to_string(
+        &(0..6)
+            .map(|i| json!({"prompt": format!("{MARKER} w{i} w{}", i + 1), "answer": format!("w{} w{}", 2 * i, 3 * i)}))
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let digest = clreg_tests::digest_of(content.as_bytes());
+    let (status, body) = alice
+        .post(
+            "/collaborations/lab/datasets",
+            &json!({"name": "calib", "task": "calib", "metric": "exact", "digest": digest,
+                    "size": content.len(), "examples": 6, "store_content": false}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let recipe = |base: &str, e1: &str, e2: &str| {
+        format!(
+            "base_model: {base}\ngate_mode: random\nexperts_per_token: 2\nseed: 3\nexperts:\n  - source_model: {e1}\n  - source_model: {e2}\n"
+        )
+    };
+    let config = json!({"steps": 4, "learning_rate": 0.01, "seed": 2});
+    let mix = |data: Value, config: Value| {
+        json!({"kind": "mix", "name": "routed", "lora": true,
+               "recipe": recipe("lab/base", "lab/l1", "lab/l2"), "data": data, "config": config})
+    };
+    let carried = json!([{"digest": digest, "content": content}]);
+
+    // Refusals, each before anything is queued.
+    let refusals = [
+        // Training routers on data is training: a consumer may mix, but not train.
+        (
+            &carol,
+            mix(carried.clone(), config.clone()),
+            403,
+            "forbidden",
+        ),
+        // Bob carries content of a dataset Alice registered.
+        (
+            &bob,
+            mix(carried.clone(), config.clone()),
+            403,
+            "policy_forbids",
+        ),
+        // Not a member.
+        (
+            &dave,
+            mix(carried.clone(), config.clone()),
+            404,
+            "not_found",
+        ),
+        // The stored dataset, by digest: semi keeps none.
+        (
+            &alice,
+            mix(json!([{"digest": digest}]), config.clone()),
+            403,
+            "policy_forbids",
+        ),
+        // Settings without data, two calibration sets, settings that cannot train.
+        (&alice, mix(json!([]), config.clone()), 400, "bad_request"),
+        (
+            &alice,
+            mix(
+                json!([carried[0].clone(), carried[0].clone()]),
+                config.clone(),
+            ),
+            400,
+            "bad_request",
+        ),
+        (
+            &alice,
+            mix(carried.clone(), json!({"steps": 0})),
+            400,
+            "bad_request",
+        ),
+        (
+            &alice,
+            mix(carried.clone(), json!({"epochs": 1})),
+            400,
+            "bad_request",
+        ),
+        // Content that is not the registered dataset's.
+        (
+            &alice,
+            mix(json!([{"digest": digest, "content": "[]"}]), config.clone()),
+            422,
+            "digest_mismatch",
+        ),
+    ];
+    for (client, body, status, code) in refusals {
+        let got = client.post("/collaborations/lab/jobs", &body).await;
+        assert_error(&got, status, code);
+    }
+    let (_, jobs) = alice.get("/collaborations/lab/jobs").await;
+    assert_eq!(jobs.as_array().unwrap().len(), 0);
+    assert!(files_holding(root, MARKER).is_empty());
+
+    // Success: the bundle's routers equal a local run's with the same settings, the base's
+    // edge names the calibration set, and nothing of the data remains.
+    let (status, job) = alice
+        .post(
+            "/collaborations/lab/jobs",
+            &mix(carried.clone(), config.clone()),
+        )
+        .await;
+    assert_eq!(status, 201, "{job}");
+    let id = job["id"].as_str().unwrap().to_string();
+    let done = wait(&alice, &id).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let artifact_id = done["result"]["artifacts"][0].as_str().unwrap();
+    let (_, artifact) = alice.get(&format!("/artifacts/{artifact_id}")).await;
+    let served = served_files(&alice, &artifact).await;
+    // The local copy lives outside the server's directory, which must hold none of the data.
+    let local_dir = tempfile::tempdir().unwrap();
+    let calib = local_dir.path().join("calib.json");
+    std::fs::write(&calib, &content).unwrap();
+    let mut training = RouterTraining::new(&calib);
+    (training.steps, training.learning_rate, training.seed) = (4, 0.01, 2);
+    let local = root.join("local-routed");
+    let local_recipe = MoeRecipe::from_yaml(&recipe(
+        &base_dir.display().to_string(),
+        &loras[0].display().to_string(),
+        &loras[1].display().to_string(),
+    ))
+    .unwrap();
+    let report = mix_lora(
+        &local_recipe,
+        &local,
+        Some(&training),
+        &|_| {},
+        &|_| {},
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    // Every tensor of a safetensors file, as f32 values by name.
+    let tensors = |bytes: &[u8]| -> std::collections::BTreeMap<String, Vec<f32>> {
+        let st = safetensors::SafeTensors::deserialize(bytes).unwrap();
+        st.tensors()
+            .into_iter()
+            .map(|(name, view)| {
+                let values = view
+                    .data()
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect();
+                (name, values)
+            })
+            .collect()
+    };
+    let (remote, local_w) = (
+        tensors(&served["clreg_moe.safetensors"]),
+        tensors(&std::fs::read(local.join("clreg_moe.safetensors")).unwrap()),
+    );
+    let untrained = root.join("local-untrained");
+    mix_lora(
+        &local_recipe,
+        &untrained,
+        None,
+        &|_| {},
+        &|_| {},
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    let before = tensors(&std::fs::read(untrained.join("clreg_moe.safetensors")).unwrap());
+    let diff = |a: &[f32], b: &[f32]| {
+        assert_eq!(a.len(), b.len());
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max)
+    };
+    assert_eq!(remote.len(), local_w.len());
+    for (k, t) in &remote {
+        assert!(
+            diff(t, &local_w[k]) < 1e-5,
+            "{k} differs from the local run"
+        );
+        let router = k.ends_with(".router.weight");
+        assert_eq!(diff(t, &before[k]) > 0.0, router, "{k}: only routers train");
+    }
+    let (_, lineage) = alice
+        .get(&format!("/artifacts/{artifact_id}/lineage"))
+        .await;
+    let base_edge = lineage["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["child"] == artifact_id && e["params"]["role"] == "base")
+        .unwrap()
+        .clone();
+    assert_eq!(base_edge["datasets"][0], digest.to_string());
+    assert_eq!(base_edge["params"]["router_training"]["steps"], 4);
+    let first = base_edge["params"]["router_training"]["first_loss"]
+        .as_f64()
+        .unwrap();
+    let want = report.record.training.as_ref().unwrap().first_loss;
+    assert!((first - want).abs() < 1e-4, "{first} vs {want}");
+    nothing_left(&server, &alice, &id).await;
+
+    // Scoring the bundle stages its base: it runs even when the copy its record names (the
+    // mixing job's) is gone, and scores what a local evaluation of the local bundle scores.
+    let base_id = artifact["base"].as_str().unwrap();
+    let recorded = server
+        .state
+        .config
+        .data_dir
+        .join("cache")
+        .join("artifacts")
+        .join(base_id);
+    assert!(recorded.is_dir(), "{}", recorded.display());
+    std::fs::remove_dir_all(&recorded).unwrap();
+    let (status, job) = alice
+        .post(
+            "/collaborations/lab/jobs",
+            &json!({"kind": "eval", "artifact": artifact_id,
+                    "tasks": [{"task": "calib", "metric": "edit_sim",
+                               "data": {"digest": digest, "content": content}}]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{job}");
+    let eval_id = job["id"].as_str().unwrap().to_string();
+    let scored = wait(&alice, &eval_id).await;
+    assert_eq!(scored["state"], "succeeded", "{scored}");
+    let (_, evaluations) = alice.get("/collaborations/lab/evaluations").await;
+    let remote_score = evaluations[0]["score"].as_f64().unwrap();
+    let spec = clreg_engine::job::JobSpec::Eval(clreg_engine::job::EvalSpec {
+        model: local.clone(),
+        adapters: vec![],
+        bundle_base: None,
+        tasks: vec![clreg_engine::job::EvalTask {
+            name: "calib".into(),
+            path: calib.clone(),
+            metric: clreg_engine::eval::Metric::EditSim,
+        }],
+        options: Default::default(),
+        output: None,
+    });
+    let cancel = AtomicBool::new(false);
+    let ctx = clreg_engine::job::RunContext {
+        cancel: &cancel,
+        events: &|_| {},
+        digests: Default::default(),
+        device: Default::default(),
+    };
+    let clreg_engine::job::JobOutput::Eval { reports } =
+        clreg_engine::job::run(&spec, &ctx).unwrap()
+    else {
+        panic!("an eval job reports scores")
+    };
+    assert!(
+        (remote_score - reports[0].score).abs() < 1e-9,
+        "{remote_score} vs {}",
+        reports[0].score
+    );
+    nothing_left(&server, &alice, &eval_id).await;
 }
 
 /// A dataset stored in a fully-cooperative collaboration by `client`; returns its digest.
@@ -1151,6 +1433,93 @@ async fn full_collaborations_replay_and_joint_train_on_stored_data_as_a_local_ru
             "{name}"
         );
     }
+
+    // Sequential full fine-tuning with replay: round 2 continues from round 1's checkpoint
+    // (as its base), as the same two rounds run locally do, byte for byte.
+    let fft = json!({"method": "fft", "max_steps": 2, "batch_size": 2, "grad_accum": 1,
+                     "lr": 0.001, "max_len": 32, "seed": 5});
+    let mut fft_replay = fft.clone();
+    fft_replay["schedule"] = json!({"kind": "replay", "fraction": 0.5});
+    let round = |name: &str, from: &str, past: Value, config: &Value| {
+        json!({"kind": "train", "name": name, "base": from,
+               "data": [{"digest": current_digest}], "past": past, "config": config})
+    };
+    let mut ids = Vec::new();
+    for (name, from, past, config) in [
+        ("fft1", "lab/base", json!([]), &fft),
+        (
+            "fft2",
+            "lab/fft1",
+            json!([{"digest": past_digest}]),
+            &fft_replay,
+        ),
+    ] {
+        let (status, job) = alice
+            .post("/collaborations/lab/jobs", &round(name, from, past, config))
+            .await;
+        assert_eq!(status, 201, "{job}");
+        let done = wait(&alice, job["id"].as_str().unwrap()).await;
+        assert_eq!(done["state"], "succeeded", "{done}");
+        ids.push(done["result"]["artifacts"][0].as_str().unwrap().to_string());
+    }
+    let (_, second) = alice.get(&format!("/artifacts/{}", ids[1])).await;
+    let (_, first) = alice.get(&format!("/artifacts/{}", ids[0])).await;
+    assert_eq!(second["kind"], "checkpoint");
+    assert_eq!(
+        second["base"], first["base"],
+        "the base model stays the root"
+    );
+    let (_, lineage) = alice.get(&format!("/artifacts/{}/lineage", ids[1])).await;
+    let edge = lineage["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["child"] == ids[1].as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(edge["parent"], ids[0].as_str());
+    assert_eq!(edge["relation"], "finetune");
+    let mut previous = base.clone();
+    for (name, config, past) in [
+        ("fft1", &fft, vec![]),
+        ("fft2", &fft_replay, vec![root.join("past.json")]),
+    ] {
+        let out = root.join(format!("local-{name}"));
+        clreg_tests::run_engine_job(&clreg_engine::job::JobSpec::Train(
+            clreg_engine::job::TrainSpec {
+                base: previous.clone(),
+                adapters: vec![],
+                data: vec![root.join("current.json")],
+                past,
+                output: out.clone(),
+                checkpoint_dir: None,
+                checkpoint_every: None,
+                resume: false,
+                config: serde_json::from_value(config.clone()).unwrap(),
+            },
+        ));
+        previous = out;
+    }
+    let served = served_files(&alice, &second).await;
+    assert_eq!(
+        served["model.safetensors"],
+        std::fs::read(previous.join("model.safetensors")).unwrap(),
+        "sequential FFT through the registry differs from the local rounds"
+    );
+    // An adapter does not train on a checkpoint: its recorded base would not be what it
+    // was trained on.
+    let lora_on_checkpoint = alice
+        .post(
+            "/collaborations/lab/jobs",
+            &round(
+                "lora-on-fft",
+                "lab/fft1",
+                json!([]),
+                &json!({"method": "lora"}),
+            ),
+        )
+        .await;
+    assert_error(&lora_on_checkpoint, 400, "bad_request");
 }
 
 #[tokio::test]

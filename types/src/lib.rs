@@ -503,14 +503,16 @@ pub struct SubmitJob {
     /// train: earlier rounds' adapters (references), oldest first.
     #[serde(default)]
     pub adapters: Vec<String>,
-    /// train: the current task's data.
+    /// train: the current task's data. mix: the routers' calibration set (one dataset), to
+    /// train the routers on before the mixture is written.
     #[serde(default)]
     pub data: Vec<JobData>,
     /// train: earlier tasks' data, for replay and joint schedules.
     #[serde(default)]
     pub past: Vec<JobData>,
     /// train: the engine's settings, as `clreg_train.json` records them (method, lora, lr,
-    /// epochs, max_steps, schedule, seed, …); unknown keys are refused.
+    /// epochs, max_steps, schedule, seed, …). mix with `data`: router training's `steps`,
+    /// `learning_rate`, `aux_loss_coef`, `seed` and `max_len`. Unknown keys are refused.
     #[serde(default)]
     pub config: Option<serde_json::Value>,
     /// eval: the artifact to score (a reference; an adapter is scored on its base, with the

@@ -17,15 +17,29 @@ use crate::output::{short_time, table};
 
 /// `clreg merge`: submits a merge job; with `--wait`, follows it to its end.
 pub async fn merge(ctx: &Ctx, a: MergeJobArgs) -> Result<ExitStatus> {
-    recipe_job(ctx, JobKind::Merge, a, false).await
+    recipe_job(ctx, JobKind::Merge, a, false, vec![], None).await
 }
 
-/// `clreg mix`: submits a mix job from a mergekit-moe recipe of references.
+/// `clreg mix`: submits a mix job from a mergekit-moe recipe of references; with
+/// `--train-router`, its calibration set travels with the job (or is named by digest).
 pub async fn mix(ctx: &Ctx, a: MixJobArgs) -> Result<ExitStatus> {
-    recipe_job(ctx, JobKind::Mix, a.job, a.lora).await
+    let mut data = carried(a.router.train_router.as_slice())?;
+    data.extend(stored(a.train_router_dataset.as_slice())?);
+    let config = match a.router.settings(!data.is_empty())? {
+        Some(settings) => Some(serde_json::to_value(settings)?),
+        None => None,
+    };
+    recipe_job(ctx, JobKind::Mix, a.job, a.lora, data, config).await
 }
 
-async fn recipe_job(ctx: &Ctx, kind: JobKind, a: MergeJobArgs, lora: bool) -> Result<ExitStatus> {
+async fn recipe_job(
+    ctx: &Ctx,
+    kind: JobKind,
+    a: MergeJobArgs,
+    lora: bool,
+    data: Vec<JobData>,
+    config: Option<serde_json::Value>,
+) -> Result<ExitStatus> {
     let recipe = std::fs::read_to_string(&a.config)
         .map_err(|e| LocalError::usage(format!("cannot read {}: {e}", a.config.display())))?;
     let req = SubmitJob {
@@ -37,44 +51,47 @@ async fn recipe_job(ctx: &Ctx, kind: JobKind, a: MergeJobArgs, lora: bool) -> Re
         description: a.description.clone(),
         base: None,
         adapters: vec![],
-        data: vec![],
+        data,
         past: vec![],
-        config: None,
+        config,
         artifact: None,
         tasks: vec![],
     };
     submit(ctx, &a.collab, &a.name, req, a.wait).await
 }
 
+/// Datasets that travel with a job: each file's content and its digest.
+fn carried(files: &[std::path::PathBuf]) -> Result<Vec<JobData>> {
+    files
+        .iter()
+        .map(|f| {
+            let content = std::fs::read_to_string(f)
+                .map_err(|e| LocalError::usage(format!("cannot read {}: {e}", f.display())))?;
+            Ok(JobData {
+                digest: Digest::from_bytes(Sha256::digest(content.as_bytes()).into()),
+                content: Some(content),
+            })
+        })
+        .collect()
+}
+
+/// Stored datasets, by digest.
+fn stored(digests: &[String]) -> Result<Vec<JobData>> {
+    digests
+        .iter()
+        .map(|d| {
+            let digest = Digest::parse_lenient(d)
+                .map_err(|e| LocalError::usage(format!("`{d}` is not a dataset digest: {e}")))?;
+            Ok(JobData {
+                digest,
+                content: None,
+            })
+        })
+        .collect()
+}
+
 /// `clreg train`: submits a train job; carried data is read from the files named.
 pub async fn train(ctx: &Ctx, a: TrainJobArgs) -> Result<ExitStatus> {
-    let carried = |files: &[std::path::PathBuf]| -> Result<Vec<JobData>> {
-        files
-            .iter()
-            .map(|f| {
-                let content = std::fs::read_to_string(f)
-                    .map_err(|e| LocalError::usage(format!("cannot read {}: {e}", f.display())))?;
-                Ok(JobData {
-                    digest: Digest::from_bytes(Sha256::digest(content.as_bytes()).into()),
-                    content: Some(content),
-                })
-            })
-            .collect()
-    };
-    let stored = |digests: &[String]| -> Result<Vec<JobData>> {
-        digests
-            .iter()
-            .map(|d| {
-                let digest = Digest::parse_lenient(d).map_err(|e| {
-                    LocalError::usage(format!("`{d}` is not a dataset digest: {e}"))
-                })?;
-                Ok(JobData {
-                    digest,
-                    content: None,
-                })
-            })
-            .collect()
-    };
     let mut data = carried(&a.data)?;
     data.extend(stored(&a.dataset)?);
     if data.is_empty() {

@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 use clreg_engine::job::{JobEvent, JobOutput, JobSpec, MixLayout, MixSpec};
-use clreg_engine::moe::{MoeRecipe, RouterTraining};
+use clreg_engine::moe::{MoeRecipe, RouterSettings};
 
 use crate::args::MixArgs;
 use crate::commands::Ctx;
@@ -19,19 +19,17 @@ pub async fn mix(ctx: &Ctx, a: MixArgs) -> Result<ExitStatus> {
     if a.seed.is_some() {
         recipe.seed = a.seed;
     }
-    if a.lora && a.train_router.is_some() {
-        return Err(LocalError::usage(
-            "--train-router trains the routers of a Mixtral mixture; it does not apply to --lora",
-        )
-        .into());
-    }
-    let router_training = a.train_router.as_ref().map(|data| RouterTraining {
-        steps: a.steps,
-        learning_rate: a.lr,
-        aux_loss_coef: a.aux_coef,
-        seed: recipe.seed.unwrap_or(0),
-        ..RouterTraining::new(data)
-    });
+    let router_training = a
+        .router
+        .settings(a.router.train_router.is_some())?
+        .zip(a.router.train_router.as_ref())
+        .map(|(settings, data)| {
+            RouterSettings {
+                seed: recipe.seed.unwrap_or(0),
+                ..settings
+            }
+            .with_data(data)
+        });
     let spec = JobSpec::Mix(MixSpec {
         recipe,
         output: a.output.clone(),
@@ -91,4 +89,31 @@ pub async fn mix(ctx: &Ctx, a: MixArgs) -> Result<ExitStatus> {
         )
     })?;
     Ok(ExitStatus::Success)
+}
+
+impl crate::args::RouterArgs {
+    /// The router training asked for (`None` without calibration data), checked; settings
+    /// given without data are refused rather than ignored.
+    pub fn settings(&self, has_data: bool) -> Result<Option<RouterSettings>, LocalError> {
+        if !has_data {
+            if self.steps.is_some() || self.lr.is_some() || self.aux_coef.is_some() {
+                return Err(LocalError::usage(
+                    "--steps, --lr and --aux-coef set router training: give its calibration data \
+                     with --train-router",
+                ));
+            }
+            return Ok(None);
+        }
+        let d = RouterSettings::default();
+        let settings = RouterSettings {
+            steps: self.steps.unwrap_or(d.steps),
+            learning_rate: self.lr.unwrap_or(d.learning_rate),
+            aux_loss_coef: self.aux_coef.unwrap_or(d.aux_loss_coef),
+            ..d
+        };
+        settings
+            .check()
+            .map_err(|e| LocalError::usage(format!("router training: {e}")))?;
+        Ok(Some(settings))
+    }
 }

@@ -285,6 +285,7 @@ pub async fn eval(ctx: &Ctx, a: EvalArgs) -> Result<ExitStatus> {
     let spec = JobSpec::Eval(EvalSpec {
         model: a.model.clone(),
         adapters: a.adapter.clone(),
+        bundle_base: None,
         tasks: tasks
             .into_iter()
             .map(|(name, path, metric)| EvalTask { name, path, metric })

@@ -200,6 +200,7 @@ pub struct LoraMoe {
     pub rank: usize,
     pub top_k: usize,
     pub norm: GateNorm,
+    log: Option<RouterLog>,
 }
 
 impl LoraMoe {
@@ -265,6 +266,7 @@ impl LoraMoe {
             rank,
             top_k: top_k.clamp(1, n.max(1)),
             norm,
+            log: None,
         })
     }
 
@@ -279,11 +281,21 @@ impl LoraMoe {
         Ok(var)
     }
 
+    /// Appends this module's router logits to `log` on every forward pass (`None` stops it).
+    pub fn set_router_log(&mut self, log: Option<RouterLog>) {
+        self.log = log;
+    }
+
     /// The expert weights `[tokens, experts]` for inputs `x` (`[…, in]`).
     pub fn gates(&self, x: &Tensor) -> Result<Tensor> {
         let inp = x.dim(D::Minus1)?;
         let xs = x.reshape(((), inp))?.to_dtype(DType::F32)?;
         let logits = xs.matmul(&self.router.to_dtype(DType::F32)?.t()?)?;
+        if let Some(log) = &self.log
+            && let Ok(mut l) = log.lock()
+        {
+            l.push(logits.clone());
+        }
         Ok(route(&logits, self.top_k, self.norm, OpsMode::Differentiable)?.0)
     }
 

@@ -495,7 +495,7 @@ pub fn mix_mixtral(
         let mut model = Llama::new(&out_cfg, vb)?;
         let tok = crate::model::load_tokenizer(&plan.base.join("tokenizer.json"))?;
         let data = train::read_calibration(&t.data, &tok, router::bos_id(&cfg), t.max_len)?;
-        let outcome = train::train_mixtral_routers(&mut model, &data, t, train_progress, cancel)?;
+        let outcome = train::train_routers(&mut model, &data, t, train_progress, cancel)?;
         routers.layers = outcome.routers;
         training_record = Some(outcome.record);
     }

@@ -25,8 +25,9 @@ use crate::moe::build::{
 use crate::moe::decompose::decompose_delta;
 use crate::moe::error::MoeError;
 use crate::moe::recipe::{GateMode, MoeRecipe};
-use crate::moe::record::{MixRecord, ParamCounts, RouterRecord};
+use crate::moe::record::{MixRecord, ParamCounts, RouterRecord, TrainingRecord};
 use crate::moe::router::{self, RANDOM_STD};
+use crate::moe::train::{self, RouterTraining, TrainProgress};
 use crate::tiny::SplitMix64;
 
 /// The bundle's description file.
@@ -118,10 +119,15 @@ fn module_short(m: &str) -> &str {
 
 /// Builds the LoRA-MoE bundle of `recipe` into `out_dir`: experts are PEFT adapters of the base
 /// (same modules; different ranks are zero-padded) or full fine-tunes decomposed at `rank`.
+///
+/// With `training`, the routers are trained on its calibration set before the bundle is
+/// written ([`train::train_routers`]); that loads the base in f32 beside the experts.
 pub fn mix_lora(
     recipe: &MoeRecipe,
     out_dir: &Path,
+    training: Option<&RouterTraining>,
     progress: &dyn Fn(Progress),
+    train_progress: &dyn Fn(TrainProgress),
     cancel: &AtomicBool,
 ) -> Result<MixReport, MoeError> {
     let plan = recipe.resolve()?;
@@ -319,6 +325,25 @@ pub fn mix_lora(
             plan.gate_mode.name()
         ));
     }
+    let router_settings = BundleRouter {
+        gate_norm: plan.gate_norm,
+        top_k: plan.top_k,
+        init: plan.gate_mode.name().to_string(),
+        seed: plan.seed,
+    };
+    let training_record = match training {
+        Some(t) => Some(train_bundle_routers(
+            &plan.base,
+            &cfg,
+            &mut module_data,
+            &scales,
+            &router_settings,
+            t,
+            train_progress,
+            cancel,
+        )?),
+        None => None,
+    };
     let mut specs = Vec::new();
     for (m, _, pairs) in &module_data {
         let inp = pairs.first().map_or(0, |p| p.inp);
@@ -390,12 +415,7 @@ pub fn mix_lora(
         experts: bundle_experts,
         modules: modules.clone(),
         rank,
-        router: BundleRouter {
-            gate_norm: plan.gate_norm,
-            top_k: plan.top_k,
-            init: plan.gate_mode.name().to_string(),
-            seed: plan.seed,
-        },
+        router: router_settings,
         weights: BUNDLE_WEIGHTS.to_string(),
     };
     let bundle_json =
@@ -462,7 +482,7 @@ pub fn mix_lora(
         },
         parameters,
         output_dtype: dtype.torch_name().to_string(),
-        training: None,
+        training: training_record,
         warnings: warnings.clone(),
         recipe: recipe.clone(),
     };
@@ -534,36 +554,88 @@ pub fn apply_bundle(model: &mut Llama, dir: &Path, bundle: &LoraMoeBundle) -> Re
             let scale = x.scale_pattern.get(m).copied().unwrap_or(x.scale);
             experts.push((get(&ak)?, get(&bk)?, scale));
         }
-        let moe = LoraMoe::new(
-            router,
-            &experts,
-            bundle.router.top_k,
-            bundle.router.gate_norm,
-        )
-        .map_err(|e| MoeError::input(&file, format!("module `{m}`: {e}")))?;
-        let Some(linear) = model.linear(m) else {
-            return Err(MoeError::input(
-                &file,
-                format!("module `{m}` is not a linear module of the base"),
-            ));
-        };
-        let (out, inp) = linear.shape();
-        if moe.router.dim(1)? != inp
-            || experts.first().map(|x| x.1.dim(0)).transpose()? != Some(out)
-        {
-            return Err(MoeError::input(
-                &file,
-                format!("module `{m}`: the experts do not fit the base weight [{out}, {inp}]"),
-            ));
-        }
+        let moe = routed_module(model, m, router, &experts, &bundle.router)
+            .map_err(|e| MoeError::input(&file, e))?;
         ready.push((m.clone(), moe));
     }
+    // Nothing changes on the model unless every module fits.
     for (m, moe) in ready {
         if let Some(linear) = model.linear_mut(&m) {
             linear.moe = Some(moe);
         }
     }
     Ok(())
+}
+
+/// Module `m` of `model` with `experts` (`(A, B, scale)`) routed by `router`, checked against
+/// the module's weight; the error says what does not fit.
+fn routed_module(
+    model: &Llama,
+    m: &str,
+    router: Tensor,
+    experts: &[(Tensor, Tensor, f64)],
+    settings: &BundleRouter,
+) -> Result<LoraMoe, String> {
+    let moe = LoraMoe::new(router, experts, settings.top_k, settings.gate_norm)
+        .map_err(|e| format!("module `{m}`: {e}"))?;
+    let Some(linear) = model.linear(m) else {
+        return Err(format!("module `{m}` is not a linear module of the base"));
+    };
+    let (out, inp) = linear.shape();
+    let fits = moe.router.dim(1).ok() == Some(inp)
+        && experts.first().and_then(|x| x.1.dim(0).ok()) == Some(out);
+    if !fits {
+        return Err(format!(
+            "module `{m}`: the experts do not fit the base weight [{out}, {inp}]"
+        ));
+    }
+    Ok(moe)
+}
+
+/// Trains the routers of `module_data` in place on the base (loaded in f32 with the experts
+/// routed on its modules), as [`train::train_routers`] does for a Mixtral checkpoint.
+#[allow(clippy::too_many_arguments)]
+fn train_bundle_routers(
+    base_dir: &Path,
+    cfg: &crate::config::LlamaConfig,
+    module_data: &mut [(String, Vec<f32>, Vec<LoraPair>)],
+    scales: &[BTreeMap<String, f64>],
+    settings: &BundleRouter,
+    training: &RouterTraining,
+    progress: &dyn Fn(TrainProgress),
+    cancel: &AtomicBool,
+) -> Result<TrainingRecord, MoeError> {
+    let (mut model, _) = model::load(base_dir, &Device::Cpu, DType::F32)?;
+    for (m, router, pairs) in module_data.iter() {
+        let n = pairs.len();
+        let inp = pairs.first().map_or(0, |p| p.inp);
+        let router = Tensor::from_slice(router, (n, inp), &Device::Cpu)?;
+        let mut experts = Vec::with_capacity(n);
+        for (e, p) in pairs.iter().enumerate() {
+            let a = Tensor::from_slice(&p.a, (p.r, p.inp), &Device::Cpu)?;
+            let b = Tensor::from_slice(&p.b, (p.out, p.r), &Device::Cpu)?;
+            experts.push((a, b, scales[e].get(m).copied().unwrap_or(1.0)));
+        }
+        let moe = routed_module(&model, m, router, &experts, settings)
+            .map_err(|e| MoeError::input(show(base_dir), e))?;
+        if let Some(linear) = model.linear_mut(m) {
+            linear.moe = Some(moe);
+        }
+    }
+    let tok = model::load_tokenizer(&base_dir.join("tokenizer.json"))?;
+    let data =
+        train::read_calibration(&training.data, &tok, router::bos_id(cfg), training.max_len)?;
+    let outcome = train::train_routers(&mut model, &data, training, progress, cancel)?;
+    for (m, router, _) in module_data.iter_mut() {
+        let trained = model
+            .linear(m)
+            .and_then(|l| l.moe.as_ref())
+            .ok_or_else(|| {
+                MoeError::input(show(base_dir), format!("module `{m}` lost its router"))
+            })?;
+        *router = trained.router.flatten_all()?.to_vec1::<f32>()?;
+    }
+    Ok(outcome.record)
 }
 
 /// Loads a LoRA-MoE bundle: its base (checked against the recorded digest when `verify`) onto
@@ -576,13 +648,26 @@ pub fn load_bundle(
 ) -> Result<(Llama, LoraMoeBundle), MoeError> {
     let bundle = read_bundle(dir)?;
     let base_dir = bundle_base(dir, &bundle);
+    load_bundle_on(dir, &base_dir, device, dtype, verify)
+}
+
+/// [`load_bundle`] with the base read from `base_dir` instead of the path the bundle records
+/// (which names the mixing machine's copy): a registry stages the base itself.
+pub fn load_bundle_on(
+    dir: &Path,
+    base_dir: &Path,
+    device: &Device,
+    dtype: DType,
+    verify: bool,
+) -> Result<(Llama, LoraMoeBundle), MoeError> {
+    let bundle = read_bundle(dir)?;
     if verify {
-        let base = Checkpoint::open(&base_dir)?;
+        let base = Checkpoint::open(base_dir)?;
         let (files, _) = hash_all(checkpoint_files(&base), Vec::new(), &Default::default())?;
         let digest = checkpoint_digest(&files);
         if digest != bundle.base.digest {
             return Err(MoeError::input(
-                show(&base_dir),
+                show(base_dir),
                 format!(
                     "its files digest to {digest}, but the bundle was built on {}; give the \
                      base the bundle was mixed on",
@@ -591,7 +676,7 @@ pub fn load_bundle(
             ));
         }
     }
-    let (mut model, _) = model::load(&base_dir, device, dtype)?;
+    let (mut model, _) = model::load(base_dir, device, dtype)?;
     apply_bundle(&mut model, dir, &bundle)?;
     Ok((model, bundle))
 }

@@ -16,4 +16,4 @@ pub use error::MoeError;
 pub use lora_moe::{LoraMoeBundle, load_bundle, mix_lora};
 pub use recipe::{GateMode, MoePlan, MoeRecipe};
 pub use record::{MIX_RECORD, MixRecord, ParamCounts};
-pub use train::{RouterTraining, TrainProgress};
+pub use train::{RouterSettings, RouterTraining, TrainProgress};

@@ -1,6 +1,8 @@
-//! Router training: only the routers of a Mixtral mixture learn, on a calibration set, with
-//! next-token cross-entropy plus Mixtral's load-balancing auxiliary loss (coefficient default
-//! 0.01); AdamW, a progress callback (step, loss, tokens/s) and a cancel flag.
+//! Router training: only the routers of a mixture learn — the gates of a Mixtral checkpoint's
+//! MoE layers, or the per-module routers of a LoRA-MoE bundle — on a calibration set, with
+//! next-token cross-entropy plus Mixtral's load-balancing auxiliary loss over every router's
+//! logits (coefficient default 0.01); AdamW, a progress callback (step, loss, tokens/s) and a
+//! cancel flag. Experts and stem stay frozen.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -11,7 +13,7 @@ use candle_core::{DType, Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use serde::{Deserialize, Serialize};
 
-use crate::model::{FeedForward, Llama, OpsMode};
+use crate::model::{FeedForward, LINEAR_MODULES, Llama, OpsMode};
 use crate::moe::build::check_cancel;
 use crate::moe::error::MoeError;
 use crate::moe::record::TrainingRecord;
@@ -20,10 +22,80 @@ use crate::tiny::SplitMix64;
 /// Mixtral's load-balancing loss coefficient clreg uses unless told otherwise.
 pub const DEFAULT_AUX_COEF: f64 = 0.01;
 
+/// The settings of router training, without its data: what a mix job's `config` holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RouterSettings {
+    /// Steps of one calibration sequence each.
+    pub steps: usize,
+    pub learning_rate: f64,
+    pub aux_loss_coef: f64,
+    /// Shuffles the order of the sequences.
+    pub seed: u64,
+    /// Sequences are cut to this many tokens.
+    pub max_len: usize,
+}
+
+impl Default for RouterSettings {
+    /// 100 steps, learning rate 1e-3, aux coefficient 0.01, seed 0, 256 tokens.
+    fn default() -> Self {
+        Self {
+            steps: 100,
+            learning_rate: 1e-3,
+            aux_loss_coef: DEFAULT_AUX_COEF,
+            seed: 0,
+            max_len: 256,
+        }
+    }
+}
+
+impl RouterSettings {
+    /// Refuses settings no training could use.
+    pub fn check(&self) -> Result<(), MoeError> {
+        if self.steps == 0 {
+            return Err(MoeError::recipe(
+                "router training needs `steps` of 1 or more",
+            ));
+        }
+        if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
+            return Err(MoeError::recipe(format!(
+                "learning rate {} must be a positive number",
+                self.learning_rate
+            )));
+        }
+        if !(self.aux_loss_coef >= 0.0 && self.aux_loss_coef.is_finite()) {
+            return Err(MoeError::recipe(format!(
+                "aux_loss_coef {} must be zero or a positive number",
+                self.aux_loss_coef
+            )));
+        }
+        if self.max_len < 2 {
+            return Err(MoeError::recipe(format!(
+                "max_len {} must be 2 or more tokens",
+                self.max_len
+            )));
+        }
+        Ok(())
+    }
+
+    /// These settings on the calibration set at `data`.
+    pub fn with_data(self, data: impl Into<PathBuf>) -> RouterTraining {
+        RouterTraining {
+            data: data.into(),
+            steps: self.steps,
+            learning_rate: self.learning_rate,
+            aux_loss_coef: self.aux_loss_coef,
+            seed: self.seed,
+            max_len: self.max_len,
+        }
+    }
+}
+
 /// How to train the routers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RouterTraining {
-    /// The calibration set: JSON lines with `text` (or `prompt` and `answer`), or plain lines.
+    /// The calibration set: a TRACE file (a JSON array of `prompt`/`answer` objects), JSON
+    /// lines with `text` (or `prompt` and `answer`), or plain lines.
     pub data: PathBuf,
     pub steps: usize,
     pub learning_rate: f64,
@@ -35,15 +107,19 @@ pub struct RouterTraining {
 }
 
 impl RouterTraining {
-    /// 100 steps, learning rate 1e-3, aux coefficient 0.01, seed 0, 256 tokens.
+    /// [`RouterSettings::default`] on `data`.
     pub fn new(data: impl Into<PathBuf>) -> Self {
-        Self {
-            data: data.into(),
-            steps: 100,
-            learning_rate: 1e-3,
-            aux_loss_coef: DEFAULT_AUX_COEF,
-            seed: 0,
-            max_len: 256,
+        RouterSettings::default().with_data(data)
+    }
+
+    /// The settings without the data.
+    pub fn settings(&self) -> RouterSettings {
+        RouterSettings {
+            steps: self.steps,
+            learning_rate: self.learning_rate,
+            aux_loss_coef: self.aux_loss_coef,
+            seed: self.seed,
+            max_len: self.max_len,
         }
     }
 }
@@ -77,39 +153,30 @@ pub fn read_calibration(
 ) -> Result<Vec<Vec<u32>>, MoeError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| MoeError::input(path.display(), format!("cannot read: {e}")))?;
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() {
-            continue;
-        }
-        let sample = if line.starts_with('{') {
-            let v: serde_json::Value = serde_json::from_str(line).map_err(|e| {
-                MoeError::input(path.display(), format!("line {}: not JSON: {e}", i + 1))
-            })?;
-            let get = |k: &str| v.get(k).and_then(|s| s.as_str());
-            match (get("text"), get("prompt"), get("answer")) {
-                (Some(t), _, _) => t.to_string(),
-                (None, Some(p), Some(a)) => format!("{p} {a}"),
-                _ => {
-                    return Err(MoeError::input(
-                        path.display(),
-                        format!(
-                            "line {}: needs a string `text`, or `prompt` and `answer`",
-                            i + 1
-                        ),
-                    ));
-                }
+    // (where, text): where names the example or line in errors.
+    let samples: Vec<(String, String)> = if text.trim_start().starts_with('[') {
+        // A TRACE file: each example's prompt and answer, as the JSON-lines form joins them.
+        crate::data::parse_trace(text.as_bytes(), &path.display().to_string())
+            .map_err(|e| MoeError::input(path.display(), e.to_string()))?
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| (format!("example {i}"), format!("{} {}", e.prompt, e.answer)))
+            .collect()
+    } else {
+        let mut samples = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if !line.is_empty() {
+                samples.push((format!("line {}", i + 1), calibration_line(path, i, line)?));
             }
-        } else {
-            line.to_string()
-        };
-        let enc = tokenizer.encode(sample.as_str(), false).map_err(|e| {
-            MoeError::input(
-                path.display(),
-                format!("line {}: cannot tokenize: {e}", i + 1),
-            )
-        })?;
+        }
+        samples
+    };
+    let mut out = Vec::new();
+    for (at, sample) in samples {
+        let enc = tokenizer
+            .encode(sample.as_str(), false)
+            .map_err(|e| MoeError::input(path.display(), format!("{at}: cannot tokenize: {e}")))?;
         let mut ids: Vec<u32> = bos
             .into_iter()
             .chain(enc.get_ids().iter().copied())
@@ -126,6 +193,27 @@ pub fn read_calibration(
         ));
     }
     Ok(out)
+}
+
+/// The text of line `i` (0-based) of a JSON-lines or plain calibration file.
+fn calibration_line(path: &Path, i: usize, line: &str) -> Result<String, MoeError> {
+    if !line.starts_with('{') {
+        return Ok(line.to_string());
+    }
+    let v: serde_json::Value = serde_json::from_str(line)
+        .map_err(|e| MoeError::input(path.display(), format!("line {}: not JSON: {e}", i + 1)))?;
+    let get = |k: &str| v.get(k).and_then(|s| s.as_str());
+    match (get("text"), get("prompt"), get("answer")) {
+        (Some(t), _, _) => Ok(t.to_string()),
+        (None, Some(p), Some(a)) => Ok(format!("{p} {a}")),
+        _ => Err(MoeError::input(
+            path.display(),
+            format!(
+                "line {}: needs a string `text`, or `prompt` and `answer`",
+                i + 1
+            ),
+        )),
+    }
 }
 
 /// Mixtral's load-balancing loss over the router logits of every layer (each `[tokens,
@@ -168,9 +256,12 @@ pub fn mean_loss(model: &Llama, data: &[Vec<u32>]) -> Result<f64, MoeError> {
     Ok(total / data.len().max(1) as f64)
 }
 
-/// Trains the routers of every MoE layer of `model` on `data` for `opts.steps` steps of one
-/// sequence each; the experts and the stem stay frozen. The model keeps the trained routers.
-pub fn train_mixtral_routers(
+/// Trains every router of `model` — its Mixtral layers' gates and its LoRA-MoE modules'
+/// routers — on `data` for `opts.steps` steps of one sequence each; the experts and the stem
+/// stay frozen. The model keeps the trained routers; the outcome lists them in the order the
+/// model holds them (by layer; within a layer, the gate, then the modules in
+/// [`LINEAR_MODULES`] order).
+pub fn train_routers(
     model: &mut Llama,
     data: &[Vec<u32>],
     opts: &RouterTraining,
@@ -183,12 +274,7 @@ pub fn train_mixtral_routers(
             "no training sequences",
         ));
     }
-    if !(opts.learning_rate > 0.0 && opts.learning_rate.is_finite()) {
-        return Err(MoeError::recipe(format!(
-            "learning rate {} must be a positive number",
-            opts.learning_rate
-        )));
-    }
+    opts.settings().check()?;
     let log: Arc<Mutex<Vec<Tensor>>> = Arc::new(Mutex::new(Vec::new()));
     let mut vars: Vec<Var> = Vec::new();
     let mut top_k = 2;
@@ -198,11 +284,18 @@ pub fn train_mixtral_routers(
             moe.set_router_log(Some(log.clone()));
             top_k = moe.top_k;
         }
+        for m in LINEAR_MODULES {
+            if let Some(moe) = layer.linear_mut(m).and_then(|l| l.moe.as_mut()) {
+                vars.push(moe.trainable_router()?);
+                moe.set_router_log(Some(log.clone()));
+                top_k = moe.top_k;
+            }
+        }
     }
     if vars.is_empty() {
         return Err(MoeError::input(
             opts.data.display(),
-            "the model has no MoE layer whose router could train",
+            "the model has no router that could train (no MoE layer, no LoRA-MoE module)",
         ));
     }
     let params = ParamsAdamW {
@@ -252,6 +345,11 @@ pub fn train_mixtral_routers(
     for layer in &mut model.layers {
         if let FeedForward::Moe(moe) = &mut layer.mlp {
             moe.set_router_log(None);
+        }
+        for m in LINEAR_MODULES {
+            if let Some(moe) = layer.linear_mut(m).and_then(|l| l.moe.as_mut()) {
+                moe.set_router_log(None);
+            }
         }
     }
     result?;

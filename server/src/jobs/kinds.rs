@@ -79,6 +79,18 @@ pub(super) async fn spec(
             for e in &mut recipe.experts {
                 e.source_model = staged.dir(&e.source_model.to_string_lossy())?;
             }
+            let router_training = match super::router_settings(request)? {
+                Some(settings) => {
+                    decide_data(cx, request, false).await?;
+                    let staged_data =
+                        data::stage(cx.state, cx.job, &request.data, cx.scratch).await?;
+                    let calibration = staged_data.into_iter().next().ok_or_else(|| {
+                        ApiError::internal("a mix job's calibration set was not staged")
+                    })?;
+                    Some(settings.with_data(calibration))
+                }
+                None => None,
+            };
             JobSpec::Mix(MixSpec {
                 recipe,
                 output,
@@ -87,7 +99,7 @@ pub(super) async fn spec(
                 } else {
                     MixLayout::Mixtral
                 },
-                router_training: None,
+                router_training,
             })
         }
         JobKind::Train => {
@@ -117,29 +129,11 @@ pub(super) async fn spec(
                 .cloned()
                 .ok_or_else(|| ApiError::internal("eval job without its artifact"))?;
             let dir = staged.dir(&reference)?;
-            // An adapter is scored on its base, stacked on the adapters it was trained over.
-            let (model, adapters) = if row.kind == ArtifactKind::Adapter.as_str() {
-                let base_id = row
-                    .base_id
-                    .clone()
-                    .ok_or_else(|| ApiError::internal("adapter without base"))?;
-                let base_readable = artifact::Entity::find_by_id(&base_id)
-                    .one(&cx.state.db)
-                    .await?
-                    .is_some_and(|b| cx.downloadable.contains(&b.collab_id));
-                if !base_readable {
-                    return Err(ApiError::new(
-                        ErrorCode::NotFound,
-                        format!(
-                            "the adapter's base model is not readable by {}; it cannot be scored",
-                            cx.submitter.name
-                        ),
-                    )
-                    .into());
-                }
-                let (base_dir, known, held) = stage::stage_artifact(cx.state, &base_id).await?;
-                staged.digests.extend(known);
-                staged.held.push(held);
+            // An adapter is scored on its base, stacked on the adapters it was trained over;
+            // a LoRA-MoE bundle on its base, staged here (the path it records is the mixing
+            // job's).
+            let (model, adapters, bundle_base) = if row.kind == ArtifactKind::Adapter.as_str() {
+                let base_dir = stage_base(cx, staged, &row, "adapter").await?;
                 // The model after a round is the base with every earlier round's adapter (as
                 // its training saw them) and this one.
                 let mut adapters = Vec::new();
@@ -151,9 +145,12 @@ pub(super) async fn spec(
                     adapters.push(earlier_dir);
                 }
                 adapters.push(dir);
-                (base_dir, adapters)
+                (base_dir, adapters, None)
+            } else if dir.join(clreg_engine::moe::lora_moe::BUNDLE_JSON).is_file() {
+                let base_dir = stage_base(cx, staged, &row, "mixture").await?;
+                (dir, vec![], Some(base_dir))
             } else {
-                (dir, vec![])
+                (dir, vec![], None)
             };
             let carried: Vec<clreg_types::JobData> =
                 request.tasks.iter().map(|t| t.data.clone()).collect();
@@ -169,6 +166,7 @@ pub(super) async fn spec(
             JobSpec::Eval(clreg_engine::job::EvalSpec {
                 model,
                 adapters,
+                bundle_base,
                 tasks,
                 // Reports keep no examples: dataset content never lands in the database (a
                 // policy tightened later could not purge it from reports).
@@ -180,6 +178,38 @@ pub(super) async fn spec(
             })
         }
     })
+}
+
+/// Stages the base model of `row` (an adapter or a LoRA-MoE bundle, named `what` in errors),
+/// which the submitter must be able to read.
+async fn stage_base(
+    cx: &Context<'_>,
+    staged: &mut Staged,
+    row: &artifact::Model,
+    what: &str,
+) -> Result<PathBuf, Failure> {
+    let base_id = row
+        .base_id
+        .clone()
+        .ok_or_else(|| ApiError::internal(format!("{what} without base")))?;
+    let base_readable = artifact::Entity::find_by_id(&base_id)
+        .one(&cx.state.db)
+        .await?
+        .is_some_and(|b| cx.downloadable.contains(&b.collab_id));
+    if !base_readable {
+        return Err(ApiError::new(
+            ErrorCode::NotFound,
+            format!(
+                "the {what}'s base model is not readable by {}; it cannot be scored",
+                cx.submitter.name
+            ),
+        )
+        .into());
+    }
+    let (base_dir, known, held) = stage::stage_artifact(cx.state, &base_id).await?;
+    staged.digests.extend(known);
+    staged.held.push(held);
+    Ok(base_dir)
 }
 
 /// The adapters an adapter was trained on top of (its `earlier_adapter` edges, by round),

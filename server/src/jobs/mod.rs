@@ -70,12 +70,7 @@ pub async fn submit(
     access: &Access,
     req: SubmitJob,
 ) -> Result<job::Model, ApiError> {
-    let action = if req.kind == JobKind::Train {
-        Action::SubmitTrain
-    } else {
-        Action::SubmitJob
-    };
-    access.require(action)?;
+    access.require(required_action(&req))?;
     if let Some(requires) = &req.requires
         && !matches!(requires.as_str(), "cpu" | "cuda")
     {
@@ -191,6 +186,24 @@ pub async fn submit(
             recipe
                 .resolve()
                 .map_err(|e| ApiError::bad_request(format!("invalid mix recipe: {e}")))?;
+            if !req.past.is_empty() {
+                return Err(ApiError::bad_request(
+                    "a mix job takes no `past` data: its one dataset (`data`) is the routers' calibration set",
+                ));
+            }
+            if router_settings(&req)?.is_some() {
+                data::check(
+                    state,
+                    &access.collab,
+                    access.policy(),
+                    &access.roles,
+                    caller.id,
+                    &req.data,
+                    data::DataRole::Current,
+                    false,
+                )
+                .await?;
+            }
             mix_refs(&recipe)
         }
     };
@@ -206,14 +219,8 @@ pub async fn submit(
                 )),
                 _ => e,
             })?;
-        if req.kind == JobKind::Train
-            && req.base.as_deref() == Some(reference.as_str())
-            && found.kind != clreg_types::ArtifactKind::Base.as_str()
-        {
-            return Err(ApiError::bad_request(format!(
-                "`{reference}` is a {}, not a base model: train on a base (earlier rounds go in `adapters`)",
-                found.kind
-            )));
+        if req.kind == JobKind::Train && req.base.as_deref() == Some(reference.as_str()) {
+            check_train_base(&reference, &found.kind, train_config(&req)?.method)?;
         }
         inputs.insert(reference, found.id);
     }
@@ -291,6 +298,29 @@ pub async fn submit(
     queued
 }
 
+/// What a train job may start from: a base model, or for full fine-tuning also a fine-tuned
+/// checkpoint (sequential FFT continues from the previous round's). Adapters train on a base
+/// only: an adapter's recorded base is its base model, which scoring and pulls apply it to.
+fn check_train_base(
+    reference: &str,
+    kind: &str,
+    method: clreg_engine::train::Method,
+) -> Result<(), ApiError> {
+    use clreg_types::ArtifactKind::{Base, Checkpoint};
+    let fft = method == clreg_engine::train::Method::Fft;
+    if kind == Base.as_str() || (fft && kind == Checkpoint.as_str()) {
+        return Ok(());
+    }
+    let what = if fft {
+        "full fine-tuning starts from a base or a checkpoint"
+    } else {
+        "an adapter trains on a base model (earlier rounds go in `adapters`; a checkpoint can be continued with method fft)"
+    };
+    Err(ApiError::bad_request(format!(
+        "`{reference}` is a {kind}: {what}"
+    )))
+}
+
 /// The engine metric a task names.
 pub fn metric_of(name: &str) -> Result<clreg_engine::eval::Metric, ApiError> {
     serde_json::from_value(json!(name)).map_err(|_| {
@@ -298,6 +328,46 @@ pub fn metric_of(name: &str) -> Result<clreg_engine::eval::Metric, ApiError> {
             "unknown metric `{name}`: use exact, first_char, rouge_l, edit_sim, sari, final_number or mc"
         ))
     })
+}
+
+/// What a submission needs to be allowed: training on data (a train job, or a mix that
+/// trains its routers) needs [`Action::SubmitTrain`], other jobs [`Action::SubmitJob`].
+pub fn required_action(req: &SubmitJob) -> Action {
+    let trains = match req.kind {
+        JobKind::Train => true,
+        JobKind::Mix => !req.data.is_empty(),
+        JobKind::Merge | JobKind::Eval => false,
+    };
+    if trains {
+        Action::SubmitTrain
+    } else {
+        Action::SubmitJob
+    }
+}
+
+/// The router training of a mix job, checked: `None` without `data`; with it, exactly one
+/// dataset (the calibration set) and the settings in `config` (defaults where absent).
+pub fn router_settings(
+    req: &SubmitJob,
+) -> Result<Option<clreg_engine::moe::RouterSettings>, ApiError> {
+    match (req.data.len(), &req.config) {
+        (0, None) => Ok(None),
+        (0, Some(_)) => Err(ApiError::bad_request(
+            "a mix job's `config` sets router training: give its calibration set in `data`",
+        )),
+        (1, config) => {
+            let settings: clreg_engine::moe::RouterSettings =
+                serde_json::from_value(config.clone().unwrap_or_else(|| json!({})))
+                    .map_err(|e| ApiError::bad_request(format!("invalid router `config`: {e}")))?;
+            settings
+                .check()
+                .map_err(|e| ApiError::bad_request(format!("invalid router `config`: {e}")))?;
+            Ok(Some(settings))
+        }
+        (n, _) => Err(ApiError::bad_request(format!(
+            "a mix job trains its routers on one calibration set; `data` names {n}"
+        ))),
+    }
 }
 
 /// The training settings of a train job, checked.

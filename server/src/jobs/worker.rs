@@ -376,11 +376,7 @@ async fn run_job(
     let collab = collab_of(&state.db, claimed.collab_id).await?;
     // The submitter must still hold a role that may submit this kind here (a removed member's
     // queued job does not run) and be able to download every input.
-    let action = if request.kind == clreg_types::JobKind::Train {
-        crate::authz::Action::SubmitTrain
-    } else {
-        crate::authz::Action::SubmitJob
-    };
+    let action = super::required_action(&request);
     let held = submitter_roles(state, collab.id, submitter.id).await?;
     if !held.iter().any(|r| action.roles().contains(r)) {
         return Err(ApiError::new(
