@@ -19,11 +19,11 @@
 #
 # Settings (environment; the same for every method unless the method says otherwise):
 #   TASKS      tasks in training order          (cstance fomc meetingbank py150 scienceqa)
-#   TRAIN      training examples per task       (64)        TEST  test examples per task (20)
+#   TRAIN      training examples per task       (64)        TEST  test examples per task (16)
 #   STEPS      optimizer steps per task         (16)        BATCH examples per step     (4)
 #   LORA_LR    LoRA / O-LoRA learning rate      (1e-3)      FFT_LR full fine-tuning     (5e-5)
 #   RANK       LoRA rank (alpha = 2·rank)       (8)         MAX_LEN tokens per example  (128)
-#   SEED       seed of data, init and order     (1)         MMLU  old-knowledge questions (100)
+#   SEED       seed of data, init and order     (1)         MMLU  old-knowledge questions (60)
 #   ROUTER_STEPS router training steps          (40)        PORT  server port          (8377)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -33,9 +33,9 @@ W=${1:-$HOME/.cache/clreg-study}
 MODEL=${MODEL:-smollm2}
 GGUF=${GGUF:-$HOME/.cache/clreg-peers/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf}
 read -r -a TASKS <<< "${TASKS:-cstance fomc meetingbank py150 scienceqa}"
-TRAIN=${TRAIN:-64} TEST=${TEST:-20} STEPS=${STEPS:-16} BATCH=${BATCH:-4}
+TRAIN=${TRAIN:-64} TEST=${TEST:-16} STEPS=${STEPS:-16} BATCH=${BATCH:-4}
 LORA_LR=${LORA_LR:-1e-3} FFT_LR=${FFT_LR:-5e-5} RANK=${RANK:-8} MAX_LEN=${MAX_LEN:-128}
-SEED=${SEED:-1} MMLU=${MMLU:-100} ROUTER_STEPS=${ROUTER_STEPS:-40} PORT=${PORT:-8377}
+SEED=${SEED:-1} MMLU=${MMLU:-60} ROUTER_STEPS=${ROUTER_STEPS:-40} PORT=${PORT:-8377}
 N=${#TASKS[@]}
 SEMI=study-semi FULL=study-full
 mkdir -p "$W"/{keys,data,logs}
@@ -315,7 +315,7 @@ for m in joint-lora joint-fft; do evaluate "$FULL" "$m" all; done
 # ---------------------------------------------------------------- report
 log "report"
 CLREG_CONFIG_DIR=$W/cli-config/$AUDITOR python3 "$REPO/examples/study/report.py" --clreg "$CLREG" --semi "$SEMI" --full "$FULL" \
-  --tasks "${TASKS[@]}" --times "$W/logs/times" --out "${REPORT:-$REPO/docs/study.md}" \
+  --tasks "${TASKS[@]}" --times "$W/logs/times" --out "${REPORT:-$REPO/docs/study.md}" --test "$TEST" \
   --settings "model=$MODEL train=$TRAIN test=$TEST steps=$STEPS batch=$BATCH lora_lr=$LORA_LR fft_lr=$FFT_LR rank=$RANK max_len=$MAX_LEN seed=$SEED mmlu=$MMLU router_steps=$ROUTER_STEPS"
 for c in "$SEMI" "$FULL"; do as "$AUDITOR" audit verify --collab "$c" >/dev/null; done
 log "the ledgers of $SEMI and $FULL verify (clreg audit verify, as the auditor)"
