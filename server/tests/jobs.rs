@@ -1071,9 +1071,15 @@ async fn a_mix_job_trains_its_routers_on_carried_calibration_data_behind_the_gat
     let bob = server.user("bob").await;
     let carol = server.user("carol").await;
     let dave = server.user("dave").await;
+    let audrey = server.user("audrey").await;
+    let eve = server.user("eve").await;
     alice.create_collab("lab", "semi").await;
     alice.add_member("lab", "bob", "contributor").await;
     alice.add_member("lab", "carol", "consumer").await;
+    alice.add_member("lab", "audrey", "auditor").await;
+    alice.add_member("lab", "eve", "contributor").await;
+    let (status, _) = alice.delete("/collaborations/lab/members/eve").await;
+    assert_eq!(status, 204);
     let tiny = clreg_engine::tiny::TinyConfig::default();
     let base_dir = tiny_model_with_tokenizer(root, "base", 1);
     let loras = [
@@ -1131,13 +1137,20 @@ async fn a_mix_job_trains_its_routers_on_carried_calibration_data_behind_the_gat
             403,
             "policy_forbids",
         ),
-        // Not a member.
+        // Not a member, an auditor, a removed member.
         (
             &dave,
             mix(carried.clone(), config.clone()),
             404,
             "not_found",
         ),
+        (
+            &audrey,
+            mix(carried.clone(), config.clone()),
+            403,
+            "forbidden",
+        ),
+        (&eve, mix(carried.clone(), config.clone()), 404, "not_found"),
         // The stored dataset, by digest: semi keeps none.
         (
             &alice,
