@@ -300,24 +300,18 @@ pub fn run(spec: &JobSpec, ctx: &RunContext<'_>) -> Result<JobOutput, JobError> 
             recipe.digests = ctx.digests.clone();
             let progress = |p: crate::merge::Progress| (ctx.events)(write_event(&p));
             let step = |p: TrainProgress| (ctx.events)(JobEvent::RouterStep(p));
-            let report = match m.layout {
-                MixLayout::LoraMoe => crate::moe::mix_lora(
-                    &recipe,
-                    &m.output,
-                    m.router_training.as_ref(),
-                    &progress,
-                    &step,
-                    ctx.cancel,
-                )?,
-                MixLayout::Mixtral => crate::moe::mix_mixtral(
-                    &recipe,
-                    &m.output,
-                    m.router_training.as_ref(),
-                    &progress,
-                    &step,
-                    ctx.cancel,
-                )?,
+            let mix = match m.layout {
+                MixLayout::LoraMoe => crate::moe::mix_lora,
+                MixLayout::Mixtral => crate::moe::mix_mixtral,
             };
+            let report = mix(
+                &recipe,
+                &m.output,
+                m.router_training.as_ref(),
+                &progress,
+                &step,
+                ctx.cancel,
+            )?;
             Ok(JobOutput::Mix(report))
         }
         JobSpec::Train(t) => {
