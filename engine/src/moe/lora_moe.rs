@@ -648,7 +648,7 @@ pub fn load_bundle(
 ) -> Result<(Llama, LoraMoeBundle), MoeError> {
     let bundle = read_bundle(dir)?;
     let base_dir = bundle_base(dir, &bundle);
-    load_bundle_on(dir, &base_dir, device, dtype, verify)
+    load_read_bundle(dir, bundle, &base_dir, device, dtype, verify)
 }
 
 /// [`load_bundle`] with the base read from `base_dir` instead of the path the bundle records
@@ -660,7 +660,18 @@ pub fn load_bundle_on(
     dtype: DType,
     verify: bool,
 ) -> Result<(Llama, LoraMoeBundle), MoeError> {
-    let bundle = read_bundle(dir)?;
+    load_read_bundle(dir, read_bundle(dir)?, base_dir, device, dtype, verify)
+}
+
+/// [`load_bundle_on`] with the bundle's description already read.
+fn load_read_bundle(
+    dir: &Path,
+    bundle: LoraMoeBundle,
+    base_dir: &Path,
+    device: &Device,
+    dtype: DType,
+    verify: bool,
+) -> Result<(Llama, LoraMoeBundle), MoeError> {
     if verify {
         let base = Checkpoint::open(base_dir)?;
         let (files, _) = hash_all(checkpoint_files(&base), Vec::new(), &Default::default())?;

@@ -37,6 +37,15 @@ impl Staged {
             .cloned()
             .ok_or_else(|| ApiError::internal(format!("input `{reference}` was not staged")))
     }
+
+    /// Stages artifact `id` into the input cache, keeps its digests and holds it against
+    /// eviction until the job ends; returns its directory.
+    pub(super) async fn stage(&mut self, state: &AppState, id: &str) -> Result<PathBuf, ApiError> {
+        let (dir, known, held) = stage::stage_artifact(state, id).await?;
+        self.digests.extend(known);
+        self.held.push(held);
+        Ok(dir)
+    }
 }
 
 /// Who ran the job, where, and with what it may read.
@@ -138,11 +147,7 @@ pub(super) async fn spec(
                 // its training saw them) and this one.
                 let mut adapters = Vec::new();
                 for earlier in earlier_adapters(cx, &row.id).await? {
-                    let (earlier_dir, known, held) =
-                        stage::stage_artifact(cx.state, &earlier).await?;
-                    staged.digests.extend(known);
-                    staged.held.push(held);
-                    adapters.push(earlier_dir);
+                    adapters.push(staged.stage(cx.state, &earlier).await?);
                 }
                 adapters.push(dir);
                 (base_dir, adapters, None)
@@ -192,11 +197,7 @@ async fn stage_base(
         .base_id
         .clone()
         .ok_or_else(|| ApiError::internal(format!("{what} without base")))?;
-    let base_readable = artifact::Entity::find_by_id(&base_id)
-        .one(&cx.state.db)
-        .await?
-        .is_some_and(|b| cx.downloadable.contains(&b.collab_id));
-    if !base_readable {
+    if !readable(cx, &base_id).await? {
         return Err(ApiError::new(
             ErrorCode::NotFound,
             format!(
@@ -206,10 +207,15 @@ async fn stage_base(
         )
         .into());
     }
-    let (base_dir, known, held) = stage::stage_artifact(cx.state, &base_id).await?;
-    staged.digests.extend(known);
-    staged.held.push(held);
-    Ok(base_dir)
+    Ok(staged.stage(cx.state, &base_id).await?)
+}
+
+/// Whether artifact `id` exists and the submitter may download it.
+async fn readable(cx: &Context<'_>, id: &str) -> Result<bool, Failure> {
+    Ok(artifact::Entity::find_by_id(id)
+        .one(&cx.state.db)
+        .await?
+        .is_some_and(|a| cx.downloadable.contains(&a.collab_id)))
 }
 
 /// The adapters an adapter was trained on top of (its `earlier_adapter` edges, by round),
@@ -225,11 +231,7 @@ async fn earlier_adapters(cx: &Context<'_>, adapter: &str) -> Result<Vec<String>
         if params["role"] != "earlier_adapter" {
             continue;
         }
-        let readable = artifact::Entity::find_by_id(&e.parent_id)
-            .one(&cx.state.db)
-            .await?
-            .is_some_and(|a| cx.downloadable.contains(&a.collab_id));
-        if !readable {
+        if !readable(cx, &e.parent_id).await? {
             return Err(ApiError::new(
                 ErrorCode::NotFound,
                 format!(

@@ -92,6 +92,21 @@ pub async fn submit(
     };
     let id = Uuid::new_v4();
     let mut req = req;
+    // Every dataset the job names, decided by the policy as a use of `role`.
+    let check_data = async |set: &[clreg_types::JobData], role, evaluating| {
+        let policy = access.policy();
+        data::check(
+            state,
+            &access.collab,
+            policy,
+            &access.roles,
+            caller.id,
+            set,
+            role,
+            evaluating,
+        )
+        .await
+    };
     let refs = match req.kind {
         JobKind::Merge => {
             let text = req.recipe.as_deref().ok_or_else(|| {
@@ -106,23 +121,8 @@ pub async fn submit(
                     "a train job needs `data`: the current task's dataset (carried content or a stored dataset's digest)",
                 ));
             }
-            let policy = access.policy();
-            for (set, role) in [
-                (&req.data, data::DataRole::Current),
-                (&req.past, data::DataRole::Past),
-            ] {
-                data::check(
-                    state,
-                    &access.collab,
-                    policy,
-                    &access.roles,
-                    caller.id,
-                    set,
-                    role,
-                    false,
-                )
-                .await?;
-            }
+            check_data(&req.data, data::DataRole::Current, false).await?;
+            check_data(&req.past, data::DataRole::Past, false).await?;
             if !matches!(config.schedule, clreg_engine::train::DataSchedule::Plain)
                 && req.past.is_empty()
             {
@@ -157,17 +157,7 @@ pub async fn submit(
             }
             let data: Vec<clreg_types::JobData> =
                 req.tasks.iter().map(|t| t.data.clone()).collect();
-            data::check(
-                state,
-                &access.collab,
-                access.policy(),
-                &access.roles,
-                caller.id,
-                &data,
-                data::DataRole::Current,
-                true,
-            )
-            .await?;
+            check_data(&data, data::DataRole::Current, true).await?;
             vec![artifact]
         }
         JobKind::Mix => {
@@ -192,17 +182,7 @@ pub async fn submit(
                 ));
             }
             if router_settings(&req)?.is_some() {
-                data::check(
-                    state,
-                    &access.collab,
-                    access.policy(),
-                    &access.roles,
-                    caller.id,
-                    &req.data,
-                    data::DataRole::Current,
-                    false,
-                )
-                .await?;
+                check_data(&req.data, data::DataRole::Current, false).await?;
             }
             mix_refs(&recipe)
         }

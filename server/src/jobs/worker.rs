@@ -405,9 +405,7 @@ async fn run_job(
                     ),
                 )
             })?;
-        let (dir, known, held) = stage::stage_artifact(state, artifact_id).await?;
-        staged.digests.extend(known);
-        staged.held.push(held);
+        let dir = staged.stage(state, artifact_id).await?;
         staged.dirs.insert(reference.clone(), dir);
         staged.rows.insert(reference.clone(), row);
     }
