@@ -225,6 +225,11 @@ impl Checkpoint {
         self.file_of(name)?.read_raw(name)
     }
 
+    /// `name`'s stored bytes in place ([`StFile::raw_bytes`]).
+    pub fn raw_bytes(&self, name: &str) -> Result<&[u8], FormatError> {
+        self.file_of(name)?.raw_bytes(name)
+    }
+
     /// `name` as `f32` (from F32, F16 or BF16; other dtypes are an error naming the tensor).
     pub fn read_f32(&self, name: &str) -> Result<Vec<f32>, FormatError> {
         self.file_of(name)?.read_f32(name)

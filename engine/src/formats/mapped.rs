@@ -18,7 +18,9 @@
 //!   temporary name, renamed into place and never written again (a later rename replaces the
 //!   directory entry, not the mapped inode), and
 //! - the files a user names to `clreg local …`, which the user must not rewrite while the
-//!   command runs, as with candle's and safetensors' own mapped loaders, which clreg also uses.
+//!   command runs, as with candle's and safetensors' own mapped loaders, which clreg also uses;
+//! - a model's weights while it is loaded ([`crate::model::read_tensors`]): each tensor is
+//!   copied out of the map once, so the map lives only for the load.
 //!
 //! A change that breaks that rule can make a merge read other bytes than the file had when it
 //! was hashed; the record's sha256 is then not the input's (the registry hashes what it

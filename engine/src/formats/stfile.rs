@@ -111,6 +111,12 @@ impl StFile {
         Ok(raw)
     }
 
+    /// The stored bytes of tensor `name` in place, without a copy (for copying a tensor to an
+    /// output unchanged); [`StFile::release`] it once written.
+    pub fn raw_bytes(&self, name: &str) -> Result<&[u8], FormatError> {
+        self.bytes_of(self.tensor(name)?)
+    }
+
     /// Tensor `name` as `f32` (from F32, F16 or BF16), decoded straight from the map, whose
     /// pages are then released.
     pub fn read_f32(&self, name: &str) -> Result<Vec<f32>, FormatError> {

@@ -8,6 +8,7 @@ use candle_nn::VarBuilder;
 
 use super::{Llama, ModelError};
 use crate::config::LlamaConfig;
+use crate::formats::stfile::StFile;
 
 /// Reads `config.json` of a checkpoint directory.
 pub fn read_config(dir: &Path) -> Result<LlamaConfig, ModelError> {
@@ -61,12 +62,31 @@ pub fn weight_files(dir: &Path) -> Result<Vec<std::path::PathBuf>, ModelError> {
 }
 
 /// Reads every tensor of the given safetensors files onto the CPU, as stored.
+///
+/// Each tensor is copied once, from the file's memory map ([`StFile`]) into its tensor, and its
+/// pages then leave the resident set: the peak is the model plus one tensor, where reading the
+/// whole file first (as `candle_core::safetensors::load` does) held a second copy of it.
 pub fn read_tensors(files: &[std::path::PathBuf]) -> Result<HashMap<String, Tensor>, ModelError> {
     let mut all = HashMap::new();
     for file in files {
-        let tensors = candle_core::safetensors::load(file, &Device::Cpu)
-            .map_err(|e| ModelError::model(file.display(), format!("cannot read tensors: {e}")))?;
-        all.extend(tensors);
+        let bad = |e: &dyn std::fmt::Display| {
+            ModelError::model(file.display(), format!("cannot read tensors: {e}"))
+        };
+        let st = StFile::open(file).map_err(|e| bad(&e))?;
+        for t in &st.info().tensors {
+            let dtype: DType = t.dtype.to_lowercase().parse().map_err(|_| {
+                bad(&format!(
+                    "tensor `{}` has dtype {}, which candle cannot hold",
+                    t.name, t.dtype
+                ))
+            })?;
+            let shape: Vec<usize> = t.shape.iter().map(|d| *d as usize).collect();
+            let bytes = st.raw_bytes(&t.name).map_err(|e| bad(&e))?;
+            let tensor =
+                Tensor::from_raw_buffer(bytes, dtype, &shape, &Device::Cpu).map_err(|e| bad(&e))?;
+            st.release(&t.name);
+            all.insert(t.name.clone(), tensor);
+        }
     }
     Ok(all)
 }

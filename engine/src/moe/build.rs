@@ -535,7 +535,9 @@ pub fn mix_mixtral(
                 if c.meta(name).map(|m| m.dtype.as_str())
                     == Some(spec.dtype.safetensors_name()) =>
             {
-                writer.write_raw(&spec.name, &c.read_raw(name)?.bytes)?;
+                // Straight from the input's map to the output: no copy in between.
+                writer.write_raw(&spec.name, c.raw_bytes(name)?)?;
+                c.release(name);
                 true
             }
             _ => false,
