@@ -19,7 +19,7 @@ use crate::merge::Progress;
 use crate::merge::record::{self, FileHash, InputFiles};
 use crate::model::Llama;
 use crate::moe::error::MoeError;
-use crate::moe::recipe::{MoePlan, MoeRecipe};
+use crate::moe::recipe::MoeRecipe;
 use crate::moe::record::{ExpertRecord, MixRecord, ParamCounts, RouterRecord};
 use crate::moe::router::{self, Routers};
 use crate::moe::train::{self, RouterTraining, TrainProgress};
@@ -310,11 +310,10 @@ fn mixture_tensors(
     experts: &[Checkpoint],
     plan_specs: &[(TensorSpec, Source)],
     routers: &Routers,
-    plan: &MoePlan,
 ) -> Result<HashMap<String, Tensor>, MoeError> {
     let mut out = HashMap::new();
     for (spec, source) in plan_specs {
-        let data = read_source(base, experts, source, routers, plan)?;
+        let data = read_source(base, experts, source, Some(routers))?;
         out.insert(
             spec.name.clone(),
             Tensor::from_vec(data, spec.shape.clone(), &Device::Cpu)?,
@@ -323,18 +322,21 @@ fn mixture_tensors(
     Ok(out)
 }
 
+/// The data of one output tensor; a router's needs `routers`.
 fn read_source(
     base: &Checkpoint,
     experts: &[Checkpoint],
     source: &Source,
-    routers: &Routers,
-    _plan: &MoePlan,
+    routers: Option<&Routers>,
 ) -> Result<Vec<f32>, MoeError> {
     Ok(match source {
         Source::Base(n) => base.read_f32(n)?,
         Source::TiedHead => base.read_f32("model.embed_tokens.weight")?,
         Source::Expert(e, n) => experts[*e].read_f32(n)?,
-        Source::Router(l) => routers.layers[*l].clone(),
+        Source::Router(l) => routers
+            .and_then(|r| r.layers.get(*l))
+            .cloned()
+            .ok_or_else(|| MoeError::Compute(format!("layer {l}'s router was not computed")))?,
         Source::Average(n) => {
             let mut acc: Vec<f64> = Vec::new();
             for x in experts {
@@ -386,8 +388,10 @@ pub fn mix_mixtral(
             .unwrap_or(base_dtype)
     };
 
-    // The output plan: base order, each layer's MLP replaced by its MoE block.
+    // The output plan: base order, each layer's MLP replaced by its experts, and the layers'
+    // gates last (so that everything else can be written while the routers are computed).
     let mut specs: Vec<(TensorSpec, Source)> = Vec::new();
+    let mut gates: Vec<(TensorSpec, Source)> = Vec::new();
     let mut done_layers = std::collections::BTreeSet::new();
     for name in base.names() {
         let meta = base.meta(name);
@@ -397,7 +401,7 @@ pub fn mix_mixtral(
                 continue;
             }
             let moe = format!("model.layers.{l}.block_sparse_moe");
-            specs.push((
+            gates.push((
                 TensorSpec::new(
                     format!("{moe}.gate.weight"),
                     vec![n, cfg.hidden_size],
@@ -465,40 +469,43 @@ pub fn mix_mixtral(
         );
     }
 
+    specs.append(&mut gates);
+
     check_cancel(cancel)?;
-    let mut routers = router::init_routers(
-        plan.gate_mode,
-        &plan.base,
-        &plan.experts,
-        cfg.num_hidden_layers,
-        cfg.hidden_size,
-        plan.seed,
-    )?;
-    let check = router::check_routers(&routers, plan.gate_mode);
-    if !check.degenerate_layers.is_empty() {
-        warnings.push(format!(
-            "the routers of layers {:?} are near-degenerate (condition number > {}): the \
-             experts' prompts may be too similar, and some experts will be underused",
-            check.degenerate_layers,
-            router::DEGENERATE_CONDITION
-        ));
-    }
+    let init_routers = || {
+        router::init_routers(
+            plan.gate_mode,
+            &plan.base,
+            &plan.experts,
+            cfg.num_hidden_layers,
+            cfg.hidden_size,
+            plan.seed,
+        )
+    };
     let base_json = base.config_json().cloned().unwrap_or_default();
     let aux_coef = training.map_or(train::DEFAULT_AUX_COEF, |t| t.aux_loss_coef);
     let out_cfg_json = mixtral_config(&base_json, n, k, plan.dtype, aux_coef);
 
+    // Trained routers are ready before anything is written; initialised ones are computed
+    // while the other tensors are written (below).
     let mut training_record = None;
-    if let Some(t) = training {
-        let out_cfg = crate::config::parse(out_cfg_json.to_string().as_bytes(), "config.json")?;
-        let tensors = mixture_tensors(&base, &experts, &specs, &routers, &plan)?;
-        let vb = candle_nn::VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
-        let mut model = Llama::new(&out_cfg, vb)?;
-        let tok = crate::model::load_tokenizer(&plan.base.join("tokenizer.json"))?;
-        let data = train::read_calibration(&t.data, &tok, router::bos_id(&cfg), t.max_len)?;
-        let outcome = train::train_routers(&mut model, &data, t, train_progress, cancel)?;
-        routers.layers = outcome.routers;
-        training_record = Some(outcome.record);
-    }
+    let trained = match training {
+        Some(t) => {
+            let mut routers = init_routers()?;
+            let out_cfg =
+                crate::config::parse(out_cfg_json.to_string().as_bytes(), "config.json")?;
+            let tensors = mixture_tensors(&base, &experts, &specs, &routers)?;
+            let vb = candle_nn::VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
+            let mut model = Llama::new(&out_cfg, vb)?;
+            let tok = crate::model::load_tokenizer(&plan.base.join("tokenizer.json"))?;
+            let data = train::read_calibration(&t.data, &tok, router::bos_id(&cfg), t.max_len)?;
+            let outcome = train::train_routers(&mut model, &data, t, train_progress, cancel)?;
+            routers.layers = outcome.routers;
+            training_record = Some(outcome.record);
+            Some(routers)
+        }
+        None => None,
+    };
 
     // The inputs are hashed for the record on another thread while the output is written:
     // hashing is CPU-bound, writing mostly waits on the disk.
@@ -523,37 +530,61 @@ pub fn mix_mixtral(
     let mut writer =
         CheckpointWriter::create(staging.path(), tensor_specs.clone(), Some(plan.shard_size))?;
     let mut bytes_done = 0u64;
-    for (t, (spec, source)) in specs.iter().enumerate() {
-        check_cancel(cancel)?;
-        let raw = match source {
-            Source::Base(name) => Some((&base, name.as_str())),
-            Source::Expert(e, name) => Some((&experts[*e], name.as_str())),
-            _ => None,
-        };
-        let copied = match raw {
-            Some((c, name))
-                if c.meta(name).map(|m| m.dtype.as_str())
-                    == Some(spec.dtype.safetensors_name()) =>
+    let routers = std::thread::scope(|scope| -> Result<Routers, MoeError> {
+        // The routers' forward passes over the prompts run on another thread while the main
+        // one copies the stem and the experts, which mostly waits on the kernel's page cache.
+        let mut pending = trained.is_none().then(|| scope.spawn(init_routers));
+        let mut routers = trained;
+        for (t, (spec, source)) in specs.iter().enumerate() {
+            check_cancel(cancel)?;
+            if matches!(source, Source::Router(_))
+                && let Some(handle) = pending.take()
             {
-                // Straight from the input's map to the output: no copy in between.
-                writer.write_raw(&spec.name, c.raw_bytes(name)?)?;
-                c.release(name);
-                true
+                let done = handle.join().map_err(|_| {
+                    MoeError::Compute("the router thread panicked".to_string())
+                })??;
+                routers = Some(done);
             }
-            _ => false,
-        };
-        if !copied {
-            let data = read_source(&base, &experts, source, &routers, &plan)?;
-            writer.write(&spec.name, &data)?;
+            let raw = match source {
+                Source::Base(name) => Some((&base, name.as_str())),
+                Source::Expert(e, name) => Some((&experts[*e], name.as_str())),
+                _ => None,
+            };
+            let copied = match raw {
+                Some((c, name))
+                    if c.meta(name).map(|m| m.dtype.as_str())
+                        == Some(spec.dtype.safetensors_name()) =>
+                {
+                    // Straight from the input's map to the output: no copy in between.
+                    writer.write_raw(&spec.name, c.raw_bytes(name)?)?;
+                    c.release(name);
+                    true
+                }
+                _ => false,
+            };
+            if !copied {
+                let data = read_source(&base, &experts, source, routers.as_ref())?;
+                writer.write(&spec.name, &data)?;
+            }
+            bytes_done += spec.bytes();
+            progress(Progress {
+                tensors_done: t + 1,
+                tensors_total: specs.len(),
+                bytes_done,
+                bytes_total,
+                tensor: spec.name.clone(),
+            });
         }
-        bytes_done += spec.bytes();
-        progress(Progress {
-            tensors_done: t + 1,
-            tensors_total: specs.len(),
-            bytes_done,
-            bytes_total,
-            tensor: spec.name.clone(),
-        });
+        routers.ok_or_else(|| MoeError::Compute("no layer has a router".to_string()))
+    })?;
+    let check = router::check_routers(&routers, plan.gate_mode);
+    if !check.degenerate_layers.is_empty() {
+        warnings.push(format!(
+            "the routers of layers {:?} are near-degenerate (condition number > {}): the \
+             experts' prompts may be too similar, and some experts will be underused",
+            check.degenerate_layers,
+            router::DEGENERATE_CONDITION
+        ));
     }
     writer.finish()?;
     check_cancel(cancel)?;
