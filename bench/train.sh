@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# LoRA training and generation speed against PyTorch + PEFT / transformers on SmolLM2-135M (f32).
+# LoRA and full fine-tuning steps and generation speed against PyTorch + PEFT / transformers on SmolLM2-135M (f32).
 #
 #   bench/train.sh [PEERS_DIR]     (default ~/.cache/clreg-peers, made by ../shared/peers/setup.sh)
 #
@@ -12,6 +12,8 @@
 # 3. LoRA r=8, alpha=16 on q/k/v/o/gate/up/down, AdamW lr 1e-4, batch 4 x 128, no accumulation,
 #    f32 on CPU, 2 threads each (RAYON_NUM_THREADS / torch.set_num_threads): median step time
 #    over steps 2..N, tokens/s = 512 / step, peak RSS (/usr/bin/time -v).
+#    The same for full fine-tuning (`--method fft` against plain PyTorch, every weight trained,
+#    lr 5e-5).
 # 4. Greedy generation of 64 new tokens after a short prompt: clreg local generate vs
 #    transformers generate (KV cache), tokens/s of the generation itself (loading excluded).
 set -euo pipefail
@@ -41,11 +43,12 @@ for i in range(64):
 json.dump(ex, open(sys.argv[1], "w"))
 PY
 
-echo "== LoRA step, batch 4 x 128, r=8 on 7 modules, f32, $THREADS threads =="
-rm -rf "$W/clreg-lora"
-/usr/bin/time -v -o "$W/clreg.time" "$CLREG" local train --base "$W/smollm2" --data "$W/data.json" \
-  --batch-size 4 --grad-accum 1 --max-len 129 --max-steps "$STEPS" --lr 1e-4 --quiet -o "$W/clreg-lora" >/dev/null
-clreg_step=$("$PY" - "$W/clreg-lora/clreg_train.json" <<'PY'
+step_bench() { # method clreg-flags... : median step time of clreg and of PyTorch, and the ratio
+  local method=$1; shift
+  rm -rf "$W/clreg-$method"
+  /usr/bin/time -v -o "$W/clreg-$method.time" "$CLREG" local train --base "$W/smollm2" --data "$W/data.json" \
+    --batch-size 4 --grad-accum 1 --max-len 129 --max-steps "$STEPS" --quiet -o "$W/clreg-$method" "$@" >/dev/null
+  clreg_step=$("$PY" - "$W/clreg-$method/clreg_train.json" <<'PY'
 import json, statistics, sys
 r = json.load(open(sys.argv[1]))
 steps = r["losses"]
@@ -53,17 +56,23 @@ assert all(s["tokens"] == 512 for s in steps), [s["tokens"] for s in steps]
 print(statistics.median(s["seconds"] for s in steps[1:]))
 PY
 )
-clreg_rss=$(awk '/Maximum resident/ {print $6}' "$W/clreg.time")
-/usr/bin/time -v -o "$W/peft.time" "$PY" bench/train_peft.py "$W/smollm2" "$W/data.json" "$STEPS" "$THREADS" > "$W/peft.out"
-peft_step=$(awk '/^median_step/ {print $2}' "$W/peft.out")
-peft_rss=$(awk '/Maximum resident/ {print $6}' "$W/peft.time")
-"$PY" - "$clreg_step" "$peft_step" "$clreg_rss" "$peft_rss" <<'PY'
+  clreg_rss=$(awk '/Maximum resident/ {print $6}' "$W/clreg-$method.time")
+  /usr/bin/time -v -o "$W/peft-$method.time" "$PY" bench/train_peft.py "$W/smollm2" "$W/data.json" "$STEPS" "$THREADS" "$method" > "$W/peft-$method.out"
+  peft_step=$(awk '/^median_step/ {print $2}' "$W/peft-$method.out")
+  peft_rss=$(awk '/Maximum resident/ {print $6}' "$W/peft-$method.time")
+  "$PY" - "$clreg_step" "$peft_step" "$clreg_rss" "$peft_rss" <<'PY'
 import sys
 c, p, cr, pr = float(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 print(f"clreg        {c:6.2f} s/step  {512/c:6.1f} tokens/s  peak {cr/1024:6.0f} MiB")
-print(f"PyTorch+PEFT {p:6.2f} s/step  {512/p:6.1f} tokens/s  peak {pr/1024:6.0f} MiB")
+print(f"PyTorch      {p:6.2f} s/step  {512/p:6.1f} tokens/s  peak {pr/1024:6.0f} MiB")
 print(f"ratio (clreg tokens/s / PyTorch tokens/s): {p/c:.2f}")
 PY
+}
+
+echo "== LoRA step, batch 4 x 128, r=8 on 7 modules, f32, $THREADS threads (PyTorch + PEFT) =="
+step_bench lora --lr 1e-4
+echo "== full fine-tuning (FFT) step, batch 4 x 128, every weight, AdamW, f32, $THREADS threads =="
+step_bench fft --method fft --lr 5e-5
 
 echo "== greedy generation, 64 new tokens =="
 prompt="The capital of France is Paris. Write three sentences about its history:"

@@ -1,5 +1,5 @@
-"""The PyTorch + PEFT side of bench/train.sh: LoRA steps on the same data, tokenised and truncated
-exactly as clreg does (prompt ids + answer ids + eos; the answer part keeps up to
+"""The PyTorch + PEFT side of bench/train.sh: LoRA (or, with `fft`, full fine-tuning) steps on the
+same data, tokenised and truncated exactly as clreg does (prompt ids + answer ids + eos; the answer part keeps up to
 max(max_len - len(prompt), max_len // 2) tokens, the prompt its last tokens; loss on the answer)."""
 import json
 import statistics
@@ -11,6 +11,8 @@ from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
 model_dir, data_file, steps, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+method = sys.argv[5] if len(sys.argv) > 5 else "lora"
+assert method in ("lora", "fft"), method
 MAX_LEN, BATCH = 128, 4
 torch.set_num_threads(threads)
 torch.manual_seed(0)
@@ -38,9 +40,11 @@ assert all(len(ids) == MAX_LEN for ids, _ in data)
 model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
 lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, task_type="CAUSAL_LM",
                   target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
-model = get_peft_model(model, lora)
+if method == "lora":
+    model = get_peft_model(model, lora)
 model.train()
-opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, weight_decay=0.0)
+lr = 1e-4 if method == "lora" else 5e-5
+opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
 times = []
 for step in range(steps):
     batch = data[step * BATCH:(step + 1) * BATCH]
