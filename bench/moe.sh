@@ -7,7 +7,8 @@
 # 1. The same inputs as bench/merge.sh: transformers dequantises SmolLM2-135M-Instruct and writes
 #    base + 4 copies with seeded noise (std 0.002) as safetensors (shared with the merge bench).
 # 2. One mergekit-moe YAML (gate_mode hidden, two prompts per expert, top-2, float32) through
-#    `clreg local mix` and `mergekit-moe` (CPU): wall time and peak RSS (/usr/bin/time -v).
+#    `clreg local mix` and `mergekit-moe` (CPU): wall time and peak RSS (/usr/bin/time -v),
+#    RUNS rounds (default 3) of clreg cold, clreg warm and mergekit-moe; medians and ratios.
 # 3. Greedy generation with `clreg local generate` on the mixture and on the base: time per
 #    token from the difference of a 136-token and an 8-token run (load and prefill cancel out;
 #    the fastest of three runs each).
@@ -47,18 +48,28 @@ run() { # name cmd... -> "wall rss_mib"
   echo "$(grep 'Elapsed (wall' "$log" | awk '{print $NF}') $(grep 'Maximum resident' "$log" | awk '{printf "%.0f", $NF/1024}')"
 }
 secs() { echo "$1" | awk -F: '{ if (NF == 3) print $1*3600 + $2*60 + $3; else print $1*60 + $2 }'; }
-rm -rf "$W/moe-clreg" "$W/moe-mk"
+median() { sort -n | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
 # Cold: an empty digest cache, so clreg hashes every input for the record. Warm: the same mix
 # again, the inputs' digests known (as for models pulled from the registry or used before).
+# RUNS rounds (default 3) of cold, warm and mergekit-moe in turn; medians and their ratios.
 export CLREG_CACHE_DIR=$W/digest-cache
-rm -rf "$CLREG_CACHE_DIR"
-c=$(run moe-clreg "$CLREG" -q local mix --config "$W/moe.yml" -o "$W/moe-clreg")
+RUNS=${RUNS:-3}
+cold=() warm=() mk=() peaks=()
+for r in $(seq "$RUNS"); do
+  rm -rf "$W/moe-clreg" "$W/moe-clreg-warm" "$W/moe-mk" "$CLREG_CACHE_DIR"
+  c=$(run moe-clreg "$CLREG" -q local mix --config "$W/moe.yml" -o "$W/moe-clreg")
+  cw=$(run moe-clreg-warm "$CLREG" -q local mix --config "$W/moe.yml" -o "$W/moe-clreg-warm")
+  k=$(run moe-mk "$PEERS/venv/bin/mergekit-moe" "$W/moe.yml" "$W/moe-mk" --device cpu --no-cuda --copy-tokenizer --quiet)
+  cold+=("$(secs "${c% *}")") warm+=("$(secs "${cw% *}")") mk+=("$(secs "${k% *}")")
+  peaks+=("${c#* } ${cw#* } ${k#* }")
+done
 rm -rf "$W/moe-clreg-warm"
-cw=$(run moe-clreg-warm "$CLREG" -q local mix --config "$W/moe.yml" -o "$W/moe-clreg-warm")
-rm -rf "$W/moe-clreg-warm"
-k=$(run moe-mk "$PEERS/venv/bin/mergekit-moe" "$W/moe.yml" "$W/moe-mk" --device cpu --no-cuda --copy-tokenizer --quiet)
-cs=$(secs "${c% *}"); cws=$(secs "${cw% *}"); ks=$(secs "${k% *}")
-echo "mix: clreg cold ${cs} s (peak ${c#* } MiB), warm digests ${cws} s  mergekit-moe ${ks} s (peak ${k#* } MiB)  speed-up cold $(echo "scale=1; $ks / $cs" | bc)x, warm $(echo "scale=1; $ks / $cws" | bc)x"
+cs=$(printf '%s\n' "${cold[@]}" | median); cws=$(printf '%s\n' "${warm[@]}" | median)
+ks=$(printf '%s\n' "${mk[@]}" | median)
+c_peak=$(printf '%s\n' "${peaks[@]}" | awk '{print $1; print $2}' | sort -n | tail -1)
+k_peak=$(printf '%s\n' "${peaks[@]}" | awk '{print $3}' | sort -n | tail -1)
+echo "mix (medians of $RUNS): clreg cold ${cs} s (runs: ${cold[*]}), warm digests ${cws} s (runs: ${warm[*]}), peak ${c_peak} MiB"
+echo "  mergekit-moe ${ks} s (runs: ${mk[*]}), peak ${k_peak} MiB;  speed-up cold $(echo "scale=1; $ks / $cs" | bc)x, warm $(echo "scale=1; $ks / $cws" | bc)x"
 "$PY" - "$W/moe-clreg" "$W/moe-mk" <<'PY'
 import sys, glob, json
 from safetensors.torch import load_file
