@@ -492,8 +492,7 @@ pub fn mix_mixtral(
     let trained = match training {
         Some(t) => {
             let mut routers = init_routers()?;
-            let out_cfg =
-                crate::config::parse(out_cfg_json.to_string().as_bytes(), "config.json")?;
+            let out_cfg = crate::config::parse(out_cfg_json.to_string().as_bytes(), "config.json")?;
             let tensors = mixture_tensors(&base, &experts, &specs, &routers)?;
             let vb = candle_nn::VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
             let mut model = Llama::new(&out_cfg, vb)?;
@@ -540,9 +539,9 @@ pub fn mix_mixtral(
             if matches!(source, Source::Router(_))
                 && let Some(handle) = pending.take()
             {
-                let done = handle.join().map_err(|_| {
-                    MoeError::Compute("the router thread panicked".to_string())
-                })??;
+                let done = handle
+                    .join()
+                    .map_err(|_| MoeError::Compute("the router thread panicked".to_string()))??;
                 routers = Some(done);
             }
             let raw = match source {
