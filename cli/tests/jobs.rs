@@ -632,3 +632,107 @@ async fn three_rounds_trained_and_scored_on_the_server_report_the_bwt_of_clreg_l
         .json();
     assert_eq!(listed.as_array().unwrap().len(), 4);
 }
+
+#[tokio::test]
+async fn a_mix_that_trains_its_routers_on_the_server_equals_a_local_one_seeded_by_the_recipe() {
+    let server = TestServer::with_worker(server_binary()).await;
+    let root = server.dir.path();
+    let cli = Cli::alice_in_lab(&server, &server.url, "semi").await;
+    // Both experts are the base itself: what differs between runs is the routers alone.
+    let base = root.join("base");
+    cli.ok(&["local", "tiny", "-o", base.to_str().unwrap(), "--seed", "1"])
+        .await;
+    cli.ok(&[
+        "push",
+        base.to_str().unwrap(),
+        "--collab",
+        "lab",
+        "--name",
+        "base",
+    ])
+    .await;
+    // Six sequences, so the order a seed draws matters.
+    let calib = root.join("calib.json");
+    let examples: Vec<serde_json::Value> = (0..6)
+        .map(|i| serde_json::json!({"prompt": format!("w{i} w{}", i + 7), "answer": format!("w{} w{}", i + 20, i * 3)}))
+        .collect();
+    std::fs::write(&calib, serde_json::to_vec(&examples).unwrap()).unwrap();
+    cli.ok(&[
+        "dataset",
+        "push",
+        calib.to_str().unwrap(),
+        "--collab",
+        "lab",
+        "--task",
+        "calibration",
+        "--metric",
+        "exact",
+        "--manifest-only",
+    ])
+    .await;
+    let recipe = |base: &str| {
+        format!(
+            "base_model: {base}\ngate_mode: random\nexperts:\n  - source_model: {base}\n  - source_model: {base}\nseed: 5\n"
+        )
+    };
+    let remote = root.join("remote.yml");
+    std::fs::write(&remote, recipe("lab/base")).unwrap();
+    let done = cli
+        .ok(&[
+            "--json",
+            "mix",
+            "--collab",
+            "lab",
+            "--config",
+            remote.to_str().unwrap(),
+            "--name",
+            "moe",
+            "--train-router",
+            calib.to_str().unwrap(),
+            "--steps",
+            "4",
+            "--wait",
+        ])
+        .await
+        .json();
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let pulled = root.join("pulled");
+    cli.ok(&["pull", "lab/moe", "-o", pulled.to_str().unwrap()])
+        .await;
+
+    let local_recipe = root.join("local.yml");
+    std::fs::write(&local_recipe, recipe(&base.display().to_string())).unwrap();
+    let local = root.join("local-moe");
+    cli.ok(&[
+        "local",
+        "mix",
+        "--config",
+        local_recipe.to_str().unwrap(),
+        "-o",
+        local.to_str().unwrap(),
+        "--train-router",
+        calib.to_str().unwrap(),
+        "--steps",
+        "4",
+    ])
+    .await;
+    let training = |dir: &std::path::Path| {
+        let record: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("clreg_mix.json")).unwrap()).unwrap();
+        record["training"].clone()
+    };
+    let (remote_run, local_run) = (training(&pulled), training(&local));
+    assert_eq!(remote_run["seed"], 5, "{remote_run}");
+    assert_eq!(remote_run["seed"], local_run["seed"]);
+    assert_eq!(remote_run["sequences"], 6);
+    for loss in ["first_loss", "last_loss"] {
+        let (r, l) = (
+            remote_run[loss].as_f64().unwrap(),
+            local_run[loss].as_f64().unwrap(),
+        );
+        assert!(
+            (r - l).abs() <= 1e-5 * l.abs().max(1.0),
+            "{loss}: {r} vs {l}"
+        );
+    }
+}

@@ -26,7 +26,19 @@ pub async fn mix(ctx: &Ctx, a: MixJobArgs) -> Result<ExitStatus> {
     let mut data = carried(a.router.train_router.as_slice())?;
     data.extend(stored(a.train_router_dataset.as_slice())?);
     let config = match a.router.settings(!data.is_empty())? {
-        Some(settings) => Some(serde_json::to_value(settings)?),
+        Some(settings) => {
+            // The recipe's `seed` orders the calibration sequences too, as in `clreg local mix`.
+            let text = std::fs::read_to_string(&a.job.config).map_err(|e| {
+                LocalError::usage(format!("cannot read {}: {e}", a.job.config.display()))
+            })?;
+            let recipe = clreg_engine::moe::MoeRecipe::from_yaml(&text)
+                .map_err(|e| LocalError::usage(format!("{}: {e}", a.job.config.display())))?;
+            let seeded = clreg_engine::moe::RouterSettings {
+                seed: recipe.seed.unwrap_or(0),
+                ..settings
+            };
+            Some(serde_json::to_value(seeded)?)
+        }
         None => None,
     };
     recipe_job(ctx, JobKind::Mix, a.job, a.lora, data, config).await
