@@ -11,7 +11,8 @@
 #    answer; bench/train_peft.py truncates with clreg's rule and the same tokenizer.json.
 # 3. LoRA r=8, alpha=16 on q/k/v/o/gate/up/down, AdamW lr 1e-4, batch 4 x 128, no accumulation,
 #    f32 on CPU, 2 threads each (RAYON_NUM_THREADS / torch.set_num_threads): median step time
-#    over steps 2..N, tokens/s = 512 / step, peak RSS (/usr/bin/time -v).
+#    over steps 2..N, tokens/s = 512 / step, peak RSS (/usr/bin/time -v); RUNS paired runs
+#    (default 1), each run's ratio and their median.
 #    The same for full fine-tuning (`--method fft` against plain PyTorch, every weight trained,
 #    lr 5e-5).
 # 4. Greedy generation of 64 new tokens after a short prompt: clreg local generate vs
@@ -43,12 +44,14 @@ for i in range(64):
 json.dump(ex, open(sys.argv[1], "w"))
 PY
 
-step_bench() { # method clreg-flags... : median step time of clreg and of PyTorch, and the ratio
+step_bench() { # method clreg-flags... : RUNS paired runs of clreg and PyTorch; each run's ratio
   local method=$1; shift
-  rm -rf "$W/clreg-$method"
-  /usr/bin/time -v -o "$W/clreg-$method.time" "$CLREG" local train --base "$W/smollm2" --data "$W/data.json" \
-    --batch-size 4 --grad-accum 1 --max-len 129 --max-steps "$STEPS" --quiet -o "$W/clreg-$method" "$@" >/dev/null
-  clreg_step=$("$PY" - "$W/clreg-$method/clreg_train.json" <<'PY'
+  local ratios=()
+  for r in $(seq "$RUNS"); do
+    rm -rf "$W/clreg-$method"
+    /usr/bin/time -v -o "$W/clreg-$method.time" "$CLREG" local train --base "$W/smollm2" --data "$W/data.json" \
+      --batch-size 4 --grad-accum 1 --max-len 129 --max-steps "$STEPS" --quiet -o "$W/clreg-$method" "$@" >/dev/null
+    clreg_step=$("$PY" - "$W/clreg-$method/clreg_train.json" <<'PY'
 import json, statistics, sys
 r = json.load(open(sys.argv[1]))
 steps = r["losses"]
@@ -56,18 +59,22 @@ assert all(s["tokens"] == 512 for s in steps), [s["tokens"] for s in steps]
 print(statistics.median(s["seconds"] for s in steps[1:]))
 PY
 )
-  clreg_rss=$(awk '/Maximum resident/ {print $6}' "$W/clreg-$method.time")
-  /usr/bin/time -v -o "$W/peft-$method.time" "$PY" bench/train_peft.py "$W/smollm2" "$W/data.json" "$STEPS" "$THREADS" "$method" > "$W/peft-$method.out"
-  peft_step=$(awk '/^median_step/ {print $2}' "$W/peft-$method.out")
-  peft_rss=$(awk '/Maximum resident/ {print $6}' "$W/peft-$method.time")
-  "$PY" - "$clreg_step" "$peft_step" "$clreg_rss" "$peft_rss" <<'PY'
+    clreg_rss=$(awk '/Maximum resident/ {print $6}' "$W/clreg-$method.time")
+    /usr/bin/time -v -o "$W/peft-$method.time" "$PY" bench/train_peft.py "$W/smollm2" "$W/data.json" "$STEPS" "$THREADS" "$method" > "$W/peft-$method.out"
+    peft_step=$(awk '/^median_step/ {print $2}' "$W/peft-$method.out")
+    peft_rss=$(awk '/Maximum resident/ {print $6}' "$W/peft-$method.time")
+    ratios+=("$("$PY" - "$clreg_step" "$peft_step" "$clreg_rss" "$peft_rss" "$r" <<'PY'
 import sys
-c, p, cr, pr = float(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-print(f"clreg        {c:6.2f} s/step  {512/c:6.1f} tokens/s  peak {cr/1024:6.0f} MiB")
-print(f"PyTorch      {p:6.2f} s/step  {512/p:6.1f} tokens/s  peak {pr/1024:6.0f} MiB")
-print(f"ratio (clreg tokens/s / PyTorch tokens/s): {p/c:.2f}")
+c, p, cr, pr, r = float(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+print(f"run {r}: clreg {c:5.2f} s/step ({512/c:5.1f} tokens/s, peak {cr/1024:4.0f} MiB)  "
+      f"PyTorch {p:5.2f} s/step ({512/p:5.1f} tokens/s, peak {pr/1024:4.0f} MiB)  ratio {p/c:.2f}", file=sys.stderr)
+print(f"{p/c:.2f}")
 PY
+)")
+  done
+  echo "ratios (clreg tokens/s / PyTorch tokens/s): ${ratios[*]}; median $(printf '%s\n' "${ratios[@]}" | sort -n | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}')"
 }
+RUNS=${RUNS:-1}
 
 echo "== LoRA step, batch 4 x 128, r=8 on 7 modules, f32, $THREADS threads (PyTorch + PEFT) =="
 step_bench lora --lr 1e-4
