@@ -378,6 +378,15 @@ pub struct EvalJobArgs {
     /// A task on a stored dataset: NAME:METRIC:DIGEST.
     #[arg(long = "stored-task", value_name = "NAME:METRIC:DIGEST")]
     pub stored_tasks: Vec<String>,
+    /// Score only the first N examples of each task.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// The most tokens generated per answer [default: 64].
+    #[arg(long, value_name = "N")]
+    pub max_tokens: Option<usize>,
+    /// Prompts generated together [default: 8].
+    #[arg(long, value_name = "N")]
+    pub batch_size: Option<usize>,
     /// Run only on a worker with this device kind.
     #[arg(long, value_parser = ["cpu", "cuda"])]
     pub requires: Option<String>,

@@ -371,6 +371,37 @@ async fn train_on_the_server_with_carried_data_equals_a_local_train() {
     assert_eq!(evaluations.as_array().unwrap().len(), 1, "{evaluations}");
     assert_eq!(evaluations[0]["task"], "parity");
     assert_eq!(evaluations[0]["n"], 12);
+    // The first 5 examples only, answers of at most 4 tokens; a zero limit is refused here.
+    let eval_limited = |limit: &'static str| {
+        [
+            "--json",
+            "eval",
+            "lab/round1",
+            "--collab",
+            "lab",
+            "--task",
+            task.as_str(),
+            "--limit",
+            limit,
+            "--max-tokens",
+            "4",
+            "--wait",
+        ]
+    };
+    let refused = cli.run(&eval_limited("0")).await;
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("`limit` is 0"),
+        "{}",
+        refused.stderr
+    );
+    let limited = cli.ok(&eval_limited("5")).await.json();
+    assert_eq!(limited["state"], "succeeded", "{limited}");
+    let evaluations = cli
+        .ok(&["--json", "evaluations", "--collab", "lab"])
+        .await
+        .json();
+    assert_eq!(evaluations[0]["n"], 5, "{evaluations}");
 
     // Data nobody registered is refused before anything is queued.
     let other = root.join("other.json");

@@ -723,6 +723,70 @@ async fn train_jobs_carry_data_under_semi_and_nothing_of_it_remains() {
     assert!(events.iter().any(|ev| ev.kind == "evaluation.recorded"));
     nothing_left(&server, &alice, &eval_id).await;
 
+    // Settings in `config`: the first 3 examples only, short answers; the newest evaluation of
+    // (artifact, task, metric) replaces the first. Bad settings are refused before queuing,
+    // and so is a `config` for a merge (its settings are in the recipe).
+    let eval_with = |config: serde_json::Value| {
+        json!({"kind": "eval", "artifact": adapter_id, "config": config,
+            "tasks": [{"task": "dx", "metric": "exact", "data": {"digest": digest, "content": content}}]})
+    };
+    for bad in [
+        json!({"limit": 0}),
+        json!({"max_new_tokens": 5000}),
+        json!({"batch_size": 0}),
+        json!({"temperature": 0.7}),
+    ] {
+        let refused = alice
+            .post("/collaborations/lab/jobs", &eval_with(bad.clone()))
+            .await;
+        assert_error(&refused, 400, "bad_request");
+        assert!(
+            refused.1["message"]
+                .as_str()
+                .unwrap()
+                .contains("invalid evaluation `config`"),
+            "{bad}: {}",
+            refused.1
+        );
+    }
+    let refused = alice
+        .post(
+            "/collaborations/lab/jobs",
+            &json!({"kind": "merge", "name": "m", "config": {"seed": 1},
+                "recipe": format!("merge_method: linear\nmodels:\n  - model: {adapter_id}\n")}),
+        )
+        .await;
+    assert_error(&refused, 400, "bad_request");
+    assert!(
+        refused.1["message"]
+            .as_str()
+            .unwrap()
+            .contains("no `config`")
+    );
+    let (_, jobs_before) = alice.get("/collaborations/lab/jobs").await;
+    let (status, job) = alice
+        .post(
+            "/collaborations/lab/jobs",
+            &eval_with(json!({"limit": 3, "max_new_tokens": 4})),
+        )
+        .await;
+    assert_eq!(status, 201, "{job}");
+    let limited_id = job["id"].as_str().unwrap().to_string();
+    let scored = wait(&alice, &limited_id).await;
+    assert_eq!(scored["state"], "succeeded", "{scored}");
+    let (_, evaluations) = audrey.get("/collaborations/lab/evaluations").await;
+    let rows = evaluations.as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{evaluations}");
+    assert_eq!(rows[0]["n"], 3);
+    assert_eq!(rows[0]["job"], limited_id.as_str());
+    let (_, jobs_after) = alice.get("/collaborations/lab/jobs").await;
+    assert_eq!(
+        jobs_after.as_array().unwrap().len(),
+        jobs_before.as_array().unwrap().len() + 1,
+        "refused submissions queue nothing"
+    );
+    nothing_left(&server, &alice, &limited_id).await;
+
     // Failure (the engine refuses: no parameter matches) and cancel: nothing left either.
     let (_, job) = alice
         .post(

@@ -184,6 +184,17 @@ pub async fn eval(ctx: &Ctx, a: EvalJobArgs) -> Result<ExitStatus> {
     if tasks.is_empty() {
         return Err(LocalError::usage("give at least one --task or --stored-task").into());
     }
+    let settings = clreg_engine::eval::EvalSettings {
+        batch_size: a.batch_size,
+        max_new_tokens: a.max_tokens,
+        limit: a.limit,
+    };
+    settings
+        .check()
+        .map_err(|e| LocalError::usage(format!("invalid evaluation settings: {e}")))?;
+    let config = (settings != Default::default())
+        .then(|| serde_json::to_value(settings))
+        .transpose()?;
     let req = SubmitJob {
         kind: JobKind::Eval,
         name: None,
@@ -195,7 +206,7 @@ pub async fn eval(ctx: &Ctx, a: EvalJobArgs) -> Result<ExitStatus> {
         adapters: vec![],
         data: vec![],
         past: vec![],
-        config: None,
+        config,
         artifact: Some(artifact.clone()),
         tasks,
     };

@@ -21,5 +21,5 @@ pub use import::{HarnessImport, HarnessScore, TraceResults, import_harness, impo
 pub use metrics::{Metric, exact, first_char, score};
 pub use number::final_number;
 pub use rouge::rouge_l;
-pub use run::{EvalOptions, ReportExample, TaskReport, evaluate_task};
+pub use run::{EvalOptions, EvalSettings, ReportExample, TaskReport, evaluate_task};
 pub use sari::sari;

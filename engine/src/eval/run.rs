@@ -37,6 +37,47 @@ impl Default for EvalOptions {
     }
 }
 
+/// What the submitter of an eval job may set (its `config`); the registry decides the rest
+/// (its reports keep no examples).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EvalSettings {
+    /// Prompts generated together [default: 8].
+    pub batch_size: Option<usize>,
+    /// The most tokens generated per answer [default: 64].
+    pub max_new_tokens: Option<usize>,
+    /// Score only the first `limit` examples of each task.
+    pub limit: Option<usize>,
+}
+
+impl EvalSettings {
+    /// The largest `batch_size` and `max_new_tokens` accepted.
+    pub const MAX_BATCH: usize = 256;
+    pub const MAX_NEW_TOKENS: usize = 4096;
+
+    /// Refuses settings no evaluation could use, saying what to change.
+    pub fn check(&self) -> Result<(), String> {
+        let within = |v: Option<usize>, max: usize, name: &str| match v {
+            Some(v) if v == 0 || v > max => Err(format!("`{name}` is {v}: use 1 to {max}")),
+            _ => Ok(()),
+        };
+        within(self.batch_size, Self::MAX_BATCH, "batch_size")?;
+        within(self.max_new_tokens, Self::MAX_NEW_TOKENS, "max_new_tokens")?;
+        within(self.limit, usize::MAX, "limit")
+    }
+
+    /// The options of a run with these settings that shows `report_examples` examples.
+    pub fn options(&self, report_examples: usize) -> EvalOptions {
+        let d = EvalOptions::default();
+        EvalOptions {
+            batch_size: self.batch_size.unwrap_or(d.batch_size),
+            max_new_tokens: self.max_new_tokens.unwrap_or(d.max_new_tokens),
+            report_examples,
+            limit: self.limit,
+        }
+    }
+}
+
 /// One example as the report shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReportExample {

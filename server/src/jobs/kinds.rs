@@ -175,10 +175,7 @@ pub(super) async fn spec(
                 tasks,
                 // Reports keep no examples: dataset content never lands in the database (a
                 // policy tightened later could not purge it from reports).
-                options: clreg_engine::eval::EvalOptions {
-                    report_examples: 0,
-                    ..Default::default()
-                },
+                options: super::eval_settings(request)?.options(0),
                 output: None,
             })
         }

@@ -112,6 +112,11 @@ pub async fn submit(
             let text = req.recipe.as_deref().ok_or_else(|| {
                 ApiError::bad_request("a merge job needs a `recipe` (mergekit YAML)")
             })?;
+            if req.config.is_some() {
+                return Err(ApiError::bad_request(
+                    "a merge job takes no `config`: its settings (method, weights, densities, seed) are in the recipe",
+                ));
+            }
             recipe_refs(&parse_merge_recipe(text)?)
         }
         JobKind::Train => {
@@ -155,6 +160,7 @@ pub async fn submit(
                     ));
                 }
             }
+            eval_settings(&req)?;
             let data: Vec<clreg_types::JobData> =
                 req.tasks.iter().map(|t| t.data.clone()).collect();
             check_data(&data, data::DataRole::Current, true).await?;
@@ -351,6 +357,17 @@ pub fn router_settings(
 }
 
 /// The training settings of a train job, checked.
+/// The settings in an eval job's `config` (defaults where absent), checked.
+pub fn eval_settings(req: &SubmitJob) -> Result<clreg_engine::eval::EvalSettings, ApiError> {
+    let value = req.config.clone().unwrap_or_else(|| json!({}));
+    let settings: clreg_engine::eval::EvalSettings = serde_json::from_value(value)
+        .map_err(|e| ApiError::bad_request(format!("invalid evaluation `config`: {e}")))?;
+    settings
+        .check()
+        .map_err(|e| ApiError::bad_request(format!("invalid evaluation `config`: {e}")))?;
+    Ok(settings)
+}
+
 pub fn train_config(req: &SubmitJob) -> Result<clreg_engine::train::TrainConfig, ApiError> {
     let value = req.config.clone().unwrap_or_else(|| json!({}));
     let config: clreg_engine::train::TrainConfig = serde_json::from_value(value)
