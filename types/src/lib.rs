@@ -512,7 +512,8 @@ pub struct SubmitJob {
     pub past: Vec<JobData>,
     /// train: the engine's settings, as `clreg_train.json` records them (method, lora, lr,
     /// epochs, max_steps, schedule, seed, …). mix with `data`: router training's `steps`,
-    /// `learning_rate`, `aux_loss_coef`, `seed` and `max_len`. Unknown keys are refused.
+    /// `learning_rate`, `aux_loss_coef`, `seed` and `max_len`. eval: `limit`, `max_new_tokens`,
+    /// `batch_size`. merge: none (the recipe holds its settings). Unknown keys are refused.
     #[serde(default)]
     pub config: Option<serde_json::Value>,
     /// eval: the artifact to score (a reference; an adapter is scored on its base, with the
