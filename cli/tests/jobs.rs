@@ -7,6 +7,36 @@ mod common;
 use clreg_tests::{TestServer, server_binary};
 use common::{Cli, same_tree};
 
+/// Pushes the base model at `dir` into `lab` as `lab/base`.
+async fn push_base(cli: &Cli, dir: &std::path::Path) {
+    cli.ok(&[
+        "push",
+        dir.to_str().unwrap(),
+        "--collab",
+        "lab",
+        "--name",
+        "base",
+    ])
+    .await;
+}
+
+/// Registers the dataset in `file` (its manifest only) in `lab` as task `task`, metric `exact`.
+async fn register(cli: &Cli, file: &std::path::Path, task: &str) {
+    cli.ok(&[
+        "dataset",
+        "push",
+        file.to_str().unwrap(),
+        "--collab",
+        "lab",
+        "--task",
+        task,
+        "--metric",
+        "exact",
+        "--manifest-only",
+    ])
+    .await;
+}
+
 #[tokio::test]
 async fn merge_on_the_server_equals_a_local_merge() {
     let server = TestServer::with_worker(server_binary()).await;
@@ -257,33 +287,13 @@ async fn train_on_the_server_with_carried_data_equals_a_local_train() {
         "bytes",
     ])
     .await;
-    cli.ok(&[
-        "push",
-        base.to_str().unwrap(),
-        "--collab",
-        "lab",
-        "--name",
-        "base",
-    ])
-    .await;
+    push_base(&cli, &base).await;
     let data = root.join("task.json");
     let examples: Vec<serde_json::Value> = (0..12)
         .map(|i| serde_json::json!({"prompt": format!("item {i} is"), "answer": if i % 2 == 0 { "even" } else { "odd" }}))
         .collect();
     std::fs::write(&data, serde_json::to_string(&examples).unwrap()).unwrap();
-    cli.ok(&[
-        "dataset",
-        "push",
-        data.to_str().unwrap(),
-        "--collab",
-        "lab",
-        "--task",
-        "parity",
-        "--metric",
-        "exact",
-        "--manifest-only",
-    ])
-    .await;
+    register(&cli, &data, "parity").await;
     let settings = [
         "--lr",
         "0.01",
@@ -453,15 +463,7 @@ async fn three_rounds_trained_and_scored_on_the_server_report_the_bwt_of_clreg_l
         "2",
     ])
     .await;
-    cli.ok(&[
-        "push",
-        base.to_str().unwrap(),
-        "--collab",
-        "lab",
-        "--name",
-        "base",
-    ])
-    .await;
+    push_base(&cli, &base).await;
     let tasks = ["colour", "parity", "size"];
     let answers = [["red", "blue"], ["even", "odd"], ["big", "small"]];
     let mut files = Vec::new();
@@ -471,19 +473,7 @@ async fn three_rounds_trained_and_scored_on_the_server_report_the_bwt_of_clreg_l
             .collect();
         let file = root.join(format!("{task}.json"));
         std::fs::write(&file, serde_json::to_string(&examples).unwrap()).unwrap();
-        cli.ok(&[
-            "dataset",
-            "push",
-            file.to_str().unwrap(),
-            "--collab",
-            "lab",
-            "--task",
-            task,
-            "--metric",
-            "exact",
-            "--manifest-only",
-        ])
-        .await;
+        register(&cli, &file, task).await;
         files.push(file.display().to_string());
     }
     // Enough to move this small model's generations: edit similarity then tells models apart.
@@ -673,34 +663,14 @@ async fn a_mix_that_trains_its_routers_on_the_server_equals_a_local_one_seeded_b
     let base = root.join("base");
     cli.ok(&["local", "tiny", "-o", base.to_str().unwrap(), "--seed", "1"])
         .await;
-    cli.ok(&[
-        "push",
-        base.to_str().unwrap(),
-        "--collab",
-        "lab",
-        "--name",
-        "base",
-    ])
-    .await;
+    push_base(&cli, &base).await;
     // Six sequences, so the order a seed draws matters.
     let calib = root.join("calib.json");
     let examples: Vec<serde_json::Value> = (0..6)
         .map(|i| serde_json::json!({"prompt": format!("w{i} w{}", i + 7), "answer": format!("w{} w{}", i + 20, i * 3)}))
         .collect();
     std::fs::write(&calib, serde_json::to_vec(&examples).unwrap()).unwrap();
-    cli.ok(&[
-        "dataset",
-        "push",
-        calib.to_str().unwrap(),
-        "--collab",
-        "lab",
-        "--task",
-        "calibration",
-        "--metric",
-        "exact",
-        "--manifest-only",
-    ])
-    .await;
+    register(&cli, &calib, "calibration").await;
     let recipe = |base: &str| {
         format!(
             "base_model: {base}\ngate_mode: random\nexperts:\n  - source_model: {base}\n  - source_model: {base}\nseed: 5\n"

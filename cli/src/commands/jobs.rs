@@ -17,7 +17,14 @@ use crate::output::{short_time, table};
 
 /// `clreg merge`: submits a merge job; with `--wait`, follows it to its end.
 pub async fn merge(ctx: &Ctx, a: MergeJobArgs) -> Result<ExitStatus> {
-    recipe_job(ctx, JobKind::Merge, a, false, vec![], None).await
+    let recipe = read_recipe(&a.config)?;
+    recipe_job(ctx, JobKind::Merge, a, recipe, false, vec![], None).await
+}
+
+/// The recipe file's text, sent as is (its references resolve on the server).
+fn read_recipe(path: &std::path::Path) -> Result<String> {
+    Ok(std::fs::read_to_string(path)
+        .map_err(|e| LocalError::usage(format!("cannot read {}: {e}", path.display())))?)
 }
 
 /// `clreg mix`: submits a mix job from a mergekit-moe recipe of references; with
@@ -25,12 +32,10 @@ pub async fn merge(ctx: &Ctx, a: MergeJobArgs) -> Result<ExitStatus> {
 pub async fn mix(ctx: &Ctx, a: MixJobArgs) -> Result<ExitStatus> {
     let mut data = carried(a.router.train_router.as_slice())?;
     data.extend(stored(a.train_router_dataset.as_slice())?);
+    let text = read_recipe(&a.job.config)?;
     let config = match a.router.settings(!data.is_empty())? {
         Some(settings) => {
             // The recipe's `seed` orders the calibration sequences too, as in `clreg local mix`.
-            let text = std::fs::read_to_string(&a.job.config).map_err(|e| {
-                LocalError::usage(format!("cannot read {}: {e}", a.job.config.display()))
-            })?;
             let recipe = clreg_engine::moe::MoeRecipe::from_yaml(&text)
                 .map_err(|e| LocalError::usage(format!("{}: {e}", a.job.config.display())))?;
             let seeded = clreg_engine::moe::RouterSettings {
@@ -41,19 +46,18 @@ pub async fn mix(ctx: &Ctx, a: MixJobArgs) -> Result<ExitStatus> {
         }
         None => None,
     };
-    recipe_job(ctx, JobKind::Mix, a.job, a.lora, data, config).await
+    recipe_job(ctx, JobKind::Mix, a.job, text, a.lora, data, config).await
 }
 
 async fn recipe_job(
     ctx: &Ctx,
     kind: JobKind,
     a: MergeJobArgs,
+    recipe: String,
     lora: bool,
     data: Vec<JobData>,
     config: Option<serde_json::Value>,
 ) -> Result<ExitStatus> {
-    let recipe = std::fs::read_to_string(&a.config)
-        .map_err(|e| LocalError::usage(format!("cannot read {}: {e}", a.config.display())))?;
     let req = SubmitJob {
         kind,
         name: Some(a.name.clone()),
