@@ -760,12 +760,11 @@ fn lora_dropout_is_seeded_and_survives_resume() {
 #[test]
 fn dropout_masks_drop_a_fraction_p_and_rescale_the_rest() {
     use std::sync::Arc;
-    use std::sync::atomic::AtomicU64;
-    let key = Arc::new(AtomicU64::new(42));
+    let stream = Arc::new(model::DropoutStream::new(42));
     let d = model::LoraDropout {
         p: 0.25,
         module: 3,
-        key: key.clone(),
+        stream: stream.clone(),
     };
     let x = Tensor::ones((4, 100, 64), DType::F32, &Device::Cpu).unwrap();
     let mut a = model::LoraAdapter::new(
@@ -796,7 +795,17 @@ fn dropout_masks_drop_a_fraction_p_and_rescale_the_rest() {
         .to_vec1()
         .unwrap();
     assert_eq!(y, again, "same key, same mask");
-    key.store(43, Ordering::Relaxed);
+    // A shard of rows 2..4 (first token 2 · 100) draws the masks of those rows in the full pass.
+    stream.set(42, 200);
+    let shard: Vec<f32> = lin
+        .forward(&x.narrow(0, 2, 2).unwrap())
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    assert_eq!(shard, y[y.len() / 2..], "a shard draws its rows' masks");
+    stream.set(43, 0);
     let other: Vec<f32> = lin
         .forward(&x)
         .unwrap()
@@ -805,4 +814,68 @@ fn dropout_masks_drop_a_fraction_p_and_rescale_the_rest() {
         .to_vec1()
         .unwrap();
     assert_ne!(y, other, "a new key draws a new mask");
+}
+
+/// A run with `threads` rayon threads: as many shards per micro-batch (at most one per row).
+fn run_on_threads(job: &TrainJob, threads: usize) -> TrainRecord {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap()
+        .install(|| run(job))
+        .unwrap()
+}
+
+#[test]
+fn micro_batches_split_into_shards_train_as_one_pass_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = tiny_base(dir.path(), 21);
+    let data = write_data(&dir.path().join("train.json"), &colour_task(40, 0));
+    // Dropout on, two micro-batches per step: shards must draw the whole micro-batch's masks
+    // and add up to its loss and gradients.
+    let cfg = TrainConfig {
+        max_steps: Some(5),
+        batch_size: 5,
+        grad_accum: 2,
+        lora: train::LoraOptions {
+            dropout: 0.3,
+            ..Default::default()
+        },
+        ..quick_config()
+    };
+    let one = dir.path().join("one");
+    let three = dir.path().join("three");
+    let a = run_on_threads(&job(&base, vec![data.clone()], one.clone(), cfg.clone()), 1);
+    let b = run_on_threads(
+        &job(&base, vec![data.clone()], three.clone(), cfg.clone()),
+        3,
+    );
+    for (x, y) in a.losses.iter().zip(&b.losses) {
+        assert!(
+            (x.loss - y.loss).abs() < 1e-5 * x.loss.abs(),
+            "{} vs {}",
+            x.loss,
+            y.loss
+        );
+        assert!(
+            (x.grad_norm - y.grad_norm).abs() < 1e-4 * x.grad_norm,
+            "{x:?} vs {y:?}"
+        );
+    }
+    let (va, vb) = (adapter_values(&one), adapter_values(&three));
+    let scale = va.iter().flatten().fold(0f32, |m, v| m.max(v.abs()));
+    let diff = va
+        .iter()
+        .flatten()
+        .zip(vb.iter().flatten())
+        .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    assert!(
+        diff < 1e-4 * scale,
+        "max |diff| {diff} against max |value| {scale}"
+    );
+    // Masks drawn from the wrong positions would move the later losses by far more than the
+    // tolerance above; the same thread count is the same run bit for bit.
+    let again = dir.path().join("again");
+    run_on_threads(&job(&base, vec![data], again.clone(), cfg), 3);
+    assert_eq!(adapter_values(&again), vb);
 }

@@ -9,15 +9,43 @@ use rayon::prelude::*;
 
 use crate::tiny::SplitMix64;
 
+/// Where the dropout masks of a forward pass come from: the micro-batch's key and the first
+/// token of the micro-batch this pass sees. A trainer that splits a micro-batch into shards
+/// (one forward pass each) gives every shard its own stream with its first token, so the shards
+/// draw exactly the masks one pass over the whole micro-batch would.
+#[derive(Debug, Default)]
+pub struct DropoutStream {
+    key: AtomicU64,
+    first_token: AtomicU64,
+}
+
+impl DropoutStream {
+    pub fn new(key: u64) -> Self {
+        Self {
+            key: AtomicU64::new(key),
+            first_token: AtomicU64::new(0),
+        }
+    }
+
+    /// The key of the next forward passes and the micro-batch token (row of the flattened
+    /// `[tokens, in]` input) they start at.
+    pub fn set(&self, key: u64, first_token: usize) {
+        self.key.store(key, Ordering::Relaxed);
+        self.first_token
+            .store(first_token as u64, Ordering::Relaxed);
+    }
+}
+
 /// LoRA dropout for training, PEFT's `lora_dropout`: the adapter sees `x · mask / (1 − p)`.
-/// Masks are not drawn from a thread RNG: mask element j of a forward pass is kept iff
-/// `splitmix64(key ^ module·0x9e3779b97f4a7c15)` output j+1 (>> 11, / 2⁵³) ≥ p, where the trainer
-/// sets `key` for every micro-batch, so a run and its resumed copy draw the same masks.
+/// Masks are not drawn from a thread RNG: element j of a micro-batch's input `[tokens, in]` is
+/// kept iff `splitmix64(key ^ module·0x9e3779b97f4a7c15)` output j+1 (>> 11, / 2⁵³) ≥ p, where
+/// the trainer sets `key` for every micro-batch, so a run and its resumed copy draw the same
+/// masks, however the micro-batch is split into shards.
 #[derive(Debug)]
 pub struct LoraDropout {
     pub p: f64,
     pub module: u64,
-    pub key: Arc<AtomicU64>,
+    pub stream: Arc<DropoutStream>,
 }
 
 impl LoraDropout {
@@ -26,18 +54,25 @@ impl LoraDropout {
             return Ok(x.clone());
         }
         let n = x.elem_count();
-        let key =
-            self.key.load(Ordering::Relaxed) ^ self.module.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let width = x.dims().last().copied().unwrap_or(1) as u64;
+        let key = self.stream.key.load(Ordering::Relaxed)
+            ^ self.module.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let first = self
+            .stream
+            .first_token
+            .load(Ordering::Relaxed)
+            .wrapping_mul(width);
         let keep = (1.0 / (1.0 - self.p)) as f32;
         let p = self.p;
-        // Chunks of 4096 start from their own position in the stream, so threads agree.
+        // Chunks of 4096 start from their own position in the stream (a SplitMix64 seeded at
+        // key + i·γ yields output i+1 first), so threads and shards agree.
         let mut mask = vec![0f32; n];
         mask.par_chunks_mut(4096)
             .enumerate()
             .for_each(|(c, chunk)| {
-                let mut rng = SplitMix64::new(
-                    key.wrapping_add((c as u64 * 4096).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
-                );
+                let at = first.wrapping_add(c as u64 * 4096);
+                let mut rng =
+                    SplitMix64::new(key.wrapping_add(at.wrapping_mul(0x9e37_79b9_7f4a_7c15)));
                 for m in chunk.iter_mut() {
                     let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
                     *m = if u >= p { keep } else { 0.0 };

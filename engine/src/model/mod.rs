@@ -18,6 +18,6 @@ pub use error::ModelError;
 pub use generate::{GenerateOptions, generate, generate_ids, load_tokenizer};
 pub use llama::{Attention, Block, Cache, LINEAR_MODULES, Llama, Mlp};
 pub use load::{load, read_config, read_tensors, weight_files};
-pub use lora::{LoraAdapter, LoraDropout, LoraLinear};
+pub use lora::{DropoutStream, LoraAdapter, LoraDropout, LoraLinear};
 pub use moe::{FeedForward, GateNorm, LoraMoe, SparseMoe};
 pub use ops::OpsMode;

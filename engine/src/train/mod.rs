@@ -12,6 +12,7 @@ pub mod olora;
 pub mod optim;
 mod record;
 mod run;
+mod shards;
 
 pub use config::{
     DataSchedule, LoraOptions, LrSchedule, Method, OloraOptions, OrthVariant, SequentialMode,

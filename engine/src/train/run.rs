@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
@@ -15,11 +15,12 @@ use super::model_setup::{self, Setup};
 use super::olora;
 use super::optim::{self, AdamW};
 use super::record::{self, BaseInput, DataCounts, DataInput, RECORD, StepRecord, TrainRecord};
+use super::shards::Shards;
 use crate::adapter::{AdapterConfig, TargetModules};
 use crate::data::{self, Batch, EncodeOptions, Encoded, Mixture, Schedule};
 use crate::formats::{CheckpointWriter, LoraPair, OutDtype, Staging, TensorSpec};
 use crate::merge::record::sha256_file;
-use crate::model::{self, LoraDropout, OpsMode, fused};
+use crate::model::{self, DropoutStream, Llama, LoraDropout, OpsMode, fused};
 use crate::tiny::SplitMix64;
 
 /// One training run.
@@ -216,7 +217,7 @@ pub fn train(
         .unwrap_or_else(|| (cfg.epochs * mixture.len()).div_ceil(per_step).max(1));
 
     let Setup {
-        mut model,
+        model,
         params,
         lora_modules,
         earlier_a,
@@ -235,18 +236,29 @@ pub fn train(
                 .to_string(),
         );
     }
-    let dropout_key = Arc::new(AtomicU64::new(0));
-    if cfg.lora.dropout > 0.0 && cfg.method.trains_adapter() {
-        for (i, (module, _, _)) in lora_modules.iter().enumerate() {
-            if let Some(adapter) = model.linear_mut(module).and_then(|l| l.adapters.last_mut()) {
-                adapter.dropout = Some(Arc::new(LoraDropout {
-                    p: cfg.lora.dropout,
-                    module: i as u64,
-                    key: dropout_key.clone(),
-                }));
+    // One model per shard: the same tensors and variables, each with its own dropout stream.
+    let shards = Shards::new(rayon::current_num_threads(), cfg.batch_size)?;
+    let workers: Vec<(Llama, Arc<DropoutStream>)> = (0..shards.count())
+        .map(|_| {
+            let mut model = model.clone();
+            let stream = Arc::new(DropoutStream::default());
+            if cfg.lora.dropout > 0.0 && cfg.method.trains_adapter() {
+                for (i, (module, _, _)) in lora_modules.iter().enumerate() {
+                    if let Some(adapter) =
+                        model.linear_mut(module).and_then(|l| l.adapters.last_mut())
+                    {
+                        adapter.dropout = Some(Arc::new(LoraDropout {
+                            p: cfg.lora.dropout,
+                            module: i as u64,
+                            stream: stream.clone(),
+                        }));
+                    }
+                }
             }
-        }
-    }
+            (model, stream)
+        })
+        .collect();
+    drop(model);
     for n in &notes {
         progress(TrainEvent::Note(n));
     }
@@ -299,23 +311,34 @@ pub fn train(
         let mut loss_sum = 0.0;
         let mut orth_value = None;
         let mut step_tokens = 0;
+        let mut any_loss = false;
         for (micro, batch) in batches.iter().enumerate() {
             // Dropout masks follow from (seed, step, micro-batch) alone.
-            let mut key = SplitMix64::new(cfg.seed ^ ((step as u64) << 20 | micro as u64));
-            dropout_key.store(key.next_u64(), Ordering::Relaxed);
+            let key = SplitMix64::new(cfg.seed ^ ((step as u64) << 20 | micro as u64)).next_u64();
             step_tokens += batch.rows * batch.len;
-            let Some(ce) = answer_loss(&model, batch, answer_tokens, &job.device)? else {
-                continue;
-            };
-            loss_sum += ce.to_scalar::<f32>()? as f64;
-            let mut loss = ce;
-            // The O-LoRA term depends on the parameters only: once per optimizer step.
-            if orth_value.is_none() && cfg.method == Method::Olora {
-                let term = olora_term(cfg, &params, &lora_modules, &earlier_a, &job.device)?;
-                orth_value = Some(term.to_scalar::<f32>()? as f64);
-                loss = (loss + term)?;
+            let shard_results = shards.run(batch.rows, |shard, rows| {
+                let (model, stream) = &workers[shard];
+                stream.set(key, rows.start * batch.len);
+                let Some(ce) = answer_loss(model, batch, rows, answer_tokens, &job.device)? else {
+                    return Ok(None);
+                };
+                let loss = ce.to_scalar::<f32>()? as f64;
+                Ok::<_, TrainError>(Some((loss, ce.backward()?)))
+            });
+            // Added in shard order, so a run is the same bit for bit however threads finish.
+            for result in shard_results {
+                if let Some((loss, store)) = result? {
+                    loss_sum += loss;
+                    accumulate(&store, &params, &mut grads)?;
+                    any_loss = true;
+                }
             }
-            accumulate(&loss.backward()?, &params, &mut grads)?;
+        }
+        // The O-LoRA term depends on the parameters only: once per optimizer step.
+        if any_loss && cfg.method == Method::Olora {
+            let term = olora_term(cfg, &params, &lora_modules, &earlier_a, &job.device)?;
+            orth_value = Some(term.to_scalar::<f32>()? as f64);
+            accumulate(&term.backward()?, &params, &mut grads)?;
         }
         let total = loss_sum + orth_value.unwrap_or(0.0);
         if !total.is_finite() {
@@ -492,34 +515,34 @@ fn resume(
     })
 }
 
-/// Σ over the batch's answer positions of (−log p(target)) / `answer_tokens` (the whole step's
-/// count, so micro-batches add up to the step's mean); `None` when the batch has no answer
-/// token. The output layer runs only on those positions.
+/// Σ over the answer positions of the batch's rows `rows` of (−log p(target)) / `answer_tokens`
+/// (the whole step's count, so micro-batches and their shards add up to the step's mean);
+/// `None` when those rows have no answer token. The output layer runs only on those positions.
 fn answer_loss(
-    model: &crate::model::Llama,
+    model: &Llama,
     batch: &Batch,
+    rows: std::ops::Range<usize>,
     answer_tokens: usize,
     dev: &Device,
 ) -> Result<Option<Tensor>, TrainError> {
-    let rows: Vec<u32> = (0..batch.mask.len() as u32)
-        .filter(|&i| batch.mask[i as usize] > 0.0)
+    let span = rows.start * batch.len..rows.end * batch.len;
+    let (mask, targets) = (&batch.mask[span.clone()], &batch.targets[span.clone()]);
+    let picked: Vec<u32> = (0..mask.len() as u32)
+        .filter(|&i| mask[i as usize] > 0.0)
         .collect();
-    if rows.is_empty() {
+    if picked.is_empty() {
         return Ok(None);
     }
     let scale = 1.0 / answer_tokens.max(1) as f32;
-    let targets: Vec<u32> = rows.iter().map(|&i| batch.targets[i as usize]).collect();
-    let weights: Vec<f32> = rows
-        .iter()
-        .map(|&i| batch.mask[i as usize] * scale)
-        .collect();
-    let rows = Tensor::new(rows.as_slice(), dev)?;
-    let input = Tensor::from_slice(&batch.input, (batch.rows, batch.len), dev)?;
+    let targets: Vec<u32> = picked.iter().map(|&i| targets[i as usize]).collect();
+    let weights: Vec<f32> = picked.iter().map(|&i| mask[i as usize] * scale).collect();
+    let picked = Tensor::new(picked.as_slice(), dev)?;
+    let input = Tensor::from_slice(&batch.input[span], (rows.len(), batch.len), dev)?;
     let hidden = model.hidden_states(&input, OpsMode::Train)?;
     let width = hidden.dim(2)?;
     let hidden = hidden
-        .reshape((batch.rows * batch.len, width))?
-        .index_select(&rows, 0)?;
+        .reshape((rows.len() * batch.len, width))?
+        .index_select(&picked, 0)?;
     let logits = fused::linear(&hidden, model.lm_head())?;
     let loss = fused::cross_entropy(
         &logits,
