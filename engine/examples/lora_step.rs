@@ -7,7 +7,7 @@
 //! `train` runs the fused ops (`OpsMode::Train` + `fused::cross_entropy`); `differentiable` the
 //! composed candle ops and candle-nn's cross-entropy, as a baseline. Set `RAYON_NUM_THREADS` to
 //! fix the thread count. Two settings outside the code matter as much as the ops (measured on 2
-//! cores): `GLIBC_TUNABLES=glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=4294967296`
+//! cores): `GLIBC_TUNABLES` as `clreg_engine::process_env::ENGINE_ENV` sets it
 //! stops glibc from unmapping and re-faulting the step's large buffers (~3.4 → ~2.4 s/step), and
 //! `CANDLE_NUM_THREADS=1` keeps candle's spinning element-wise thread pool from fighting the
 //! gemm's rayon threads when the machine is busy.

@@ -18,6 +18,7 @@ pub mod job;
 pub mod merge;
 pub mod model;
 pub mod moe;
+pub mod process_env;
 pub mod provenance;
 pub mod safetensors_header;
 pub mod synth;

@@ -7,6 +7,7 @@
 mod checkpoint;
 pub mod config;
 mod error;
+mod grads;
 mod model_setup;
 pub mod olora;
 pub mod optim;

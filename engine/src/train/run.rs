@@ -7,10 +7,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
+use rayon::prelude::*;
 
 use super::TrainError;
 use super::checkpoint::{self, State, Stored};
 use super::config::{DataSchedule, Method, TrainConfig};
+use super::grads::{accumulate, set_var};
 use super::model_setup::{self, Setup};
 use super::olora;
 use super::optim::{self, AdamW};
@@ -302,12 +304,14 @@ pub fn train(
     let run_started = Instant::now();
     let mut epoch_cache = None;
     let mut run_tokens = 0usize;
+    // The step's gradient sums, kept from step to step (zeroed, not allocated again).
+    let mut grads: Vec<Vec<f32>> = sizes.iter().map(|&n| vec![0f32; n]).collect();
     for step in start_step..steps {
         check_cancel(cancel, step)?;
         let step_started = Instant::now();
         let batches = step_batches(cfg, &mixture, &tasks, step, eos, &mut epoch_cache);
         let answer_tokens: usize = batches.iter().map(|b| b.answer_tokens).sum();
-        let mut grads: Vec<Vec<f32>> = sizes.iter().map(|&n| vec![0f32; n]).collect();
+        grads.par_iter_mut().for_each(|g| g.fill(0.0));
         let mut loss_sum = 0.0;
         let mut orth_value = None;
         let mut step_tokens = 0;
@@ -355,8 +359,7 @@ pub fn train(
         let lr = optim::learning_rate(cfg, step, steps);
         adam.step(&mut values, &grads, lr);
         for ((p, v), shape) in params.iter().zip(&values).zip(&shapes) {
-            p.var
-                .set(&Tensor::from_slice(v, shape.as_slice(), &job.device)?)?;
+            set_var(&p.var, v, shape)?;
         }
         run_tokens += step_tokens;
         tokens_total += step_tokens;
@@ -573,21 +576,6 @@ fn olora_term(
         term = (term + (olora::l2_loss(&all)? * cfg.olora.lambda2)?)?;
     }
     Ok(term)
-}
-
-/// Adds this backward pass's gradients to the step's sums.
-fn accumulate(
-    store: &candle_core::backprop::GradStore,
-    params: &[model_setup::Param],
-    grads: &mut [Vec<f32>],
-) -> Result<(), TrainError> {
-    for (p, g) in params.iter().zip(grads.iter_mut()) {
-        if let Some(grad) = store.get(p.var.as_tensor()) {
-            let grad = to_vec(grad)?;
-            g.iter_mut().zip(&grad).for_each(|(a, b)| *a += b);
-        }
-    }
-    Ok(())
 }
 
 /// Writes the new adapter (PEFT layout, f32) from the trained values.

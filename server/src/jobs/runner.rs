@@ -7,8 +7,8 @@
 //!   engine's cancel flag, which the engine checks between steps.
 //!
 //! The child gets the process settings that make engine work fast and that only the
-//! environment can set (see `cli/src/tuning.rs`): one candle thread pool thread, and glibc
-//! malloc thresholds that keep large buffers out of mmap.
+//! environment can set ([`clreg_engine::process_env`]): candle's element-wise pool off, and
+//! glibc malloc thresholds and a single arena that keep large buffers out of mmap.
 
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
@@ -126,14 +126,10 @@ impl Child {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true);
-        if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
-            command.env("CANDLE_NUM_THREADS", "1");
-        }
-        if std::env::var_os("GLIBC_TUNABLES").is_none() {
-            command.env(
-                "GLIBC_TUNABLES",
-                "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=4294967296",
-            );
+        for (name, value) in clreg_engine::process_env::ENGINE_ENV {
+            if std::env::var_os(name).is_none() {
+                command.env(name, value);
+            }
         }
         let mut process = command.spawn()?;
         let mut stdin = process.stdin.take();
