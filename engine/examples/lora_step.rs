@@ -6,11 +6,11 @@
 //!
 //! `train` runs the fused ops (`OpsMode::Train` + `fused::cross_entropy`); `differentiable` the
 //! composed candle ops and candle-nn's cross-entropy, as a baseline. Set `RAYON_NUM_THREADS` to
-//! fix the thread count. Two settings outside the code matter as much as the ops (measured on 2
-//! cores): `GLIBC_TUNABLES` as `clreg_engine::process_env::ENGINE_ENV` sets it
-//! stops glibc from unmapping and re-faulting the step's large buffers (~3.4 → ~2.4 s/step), and
-//! `CANDLE_NUM_THREADS=1` keeps candle's spinning element-wise thread pool from fighting the
-//! gemm's rayon threads when the machine is busy.
+//! fix the thread count. The process environment matters as much as the ops (measured on 2
+//! cores): set `GLIBC_TUNABLES` and `CANDLE_NUM_THREADS` as `clreg_engine::process_env::ENGINE_ENV`
+//! lists them. The glibc settings stop the unmapping and re-faulting of the step's large buffers
+//! (~3.4 → ~2.4 s/step); one candle thread keeps candle's spinning element-wise pool from
+//! fighting the gemm's rayon threads when the machine is busy.
 
 use std::path::PathBuf;
 use std::time::Instant;

@@ -39,7 +39,7 @@ impl Shards {
                     .thread_name(move |t| format!("clreg-shard-{i}.{t}"))
                     .build()
                     .map_err(|e| {
-                        TrainError::InvalidConfig(format!("cannot start the training threads: {e}"))
+                        TrainError::Compute(format!("cannot start the training threads: {e}"))
                     })
             })
             .collect::<Result<_, _>>()?;
